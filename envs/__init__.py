@@ -1,0 +1,71 @@
+"""voc_rl's gymnasium environments, registered under the ``voc_rl/`` namespace on ``import voc_rl``.
+
+Entry points are strings, so dm_control and MuJoCo load only when an env is made (and Minari can
+record these envs). ``gym.make("voc_rl/cheetah-run-v0", size=84, frame_stack=3, action_repeat=2,
+camera=0, render_quality="fast", obs_type="pixels", seed=0)``; every kwarg is optional.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import gymnasium as gym
+
+NAMESPACE = "voc_rl"
+
+# task name -> (dm_control domain, dm_control task). Camera 2 for quadruped, 0 otherwise, as in the
+# published pixel benchmarks; the env picks it.
+DMC_TASKS: dict[str, tuple[str, str]] = {
+    "cheetah-run": ("cheetah", "run"),
+    "walker-walk": ("walker", "walk"),
+    "walker-run": ("walker", "run"),
+    "walker-stand": ("walker", "stand"),
+    "quadruped-run": ("quadruped", "run"),
+    "quadruped-walk": ("quadruped", "walk"),
+    "humanoid-walk": ("humanoid", "walk"),
+    "hopper-hop": ("hopper", "hop"),
+    "cartpole-swingup": ("cartpole", "swingup"),
+    "finger-spin": ("finger", "spin"),
+    "reacher-easy": ("reacher", "easy"),
+    "cup-catch": ("ball_in_cup", "catch"),
+}
+FAKE_TASK = "fake-pixels"
+
+
+def env_id(task: str) -> str:
+    """``"cheetah-run"`` -> ``"voc_rl/cheetah-run-v0"``; full ids pass through."""
+    return task if task.startswith(f"{NAMESPACE}/") else f"{NAMESPACE}/{task}-v0"
+
+
+def list_envs() -> list[str]:
+    """All registered voc_rl env ids."""
+    return sorted(i for i in gym.registry if i.startswith(f"{NAMESPACE}/"))
+
+
+def make_env(task: str, **kwargs: Any) -> gym.Env:
+    """Make a voc_rl env from a short task name or a full id; an unknown name suggests close ones."""
+    full = env_id(task)
+    if full not in gym.registry:
+        known = list_envs()
+        close = difflib.get_close_matches(full, known, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise gym.error.NameNotFound(f"Unknown voc_rl environment {task!r}.{hint} Known: {', '.join(known)}")
+    return gym.make(full, **kwargs)
+
+
+def _register() -> None:
+    for task, (domain, dmc_task) in DMC_TASKS.items():
+        if env_id(task) not in gym.registry:
+            gym.register(
+                id=env_id(task),
+                entry_point="voc_rl.envs.dmc:DMCPixelEnv",
+                kwargs={"domain": domain, "task": dmc_task},
+            )
+    if env_id(FAKE_TASK) not in gym.registry:
+        gym.register(id=env_id(FAKE_TASK), entry_point="voc_rl.envs.fake:FakePixelEnv")
+
+
+_register()
+
+__all__ = ["DMC_TASKS", "FAKE_TASK", "env_id", "list_envs", "make_env"]

@@ -1,0 +1,92 @@
+"""Packaging: envs/ and agents/ ship as voc_rl.envs and voc_rl.agents only; the CLI works."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import voc_rl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(args: list[str], cwd: Path, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False, **kw)
+
+
+def test_wheel_installs_envs_and_agents_only_under_voc_rl(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ["pyproject.toml", "README.md"]:
+        shutil.copy(ROOT / name, src / name)
+    for pkg in ["voc_rl", "envs", "agents"]:
+        shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    built = _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), "."],
+        cwd=src,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("voc_rl-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert tops == {"voc_rl", f"{wheel.name.split('-py')[0]}.dist-info"}, tops
+    expected = [
+        "voc_rl/envs/__init__.py",
+        "voc_rl/envs/dmc.py",
+        "voc_rl/agents/__init__.py",
+        "voc_rl/py.typed",
+    ]
+    assert set(expected) <= set(names)
+    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt")))
+    assert b"voc-rl = voc_rl.cli:main" in entry_points
+
+
+def test_installed_package_has_no_top_level_envs_or_agents(tmp_path: Path) -> None:
+    code = "import importlib.util as u, voc_rl.envs, voc_rl.agents; " + (
+        "print(u.find_spec('envs'), u.find_spec('agents'), voc_rl.envs.__name__)"
+    )
+    out = _run([sys.executable, "-c", code], cwd=tmp_path)  # outside the repo: no '' path entry to the source
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["None", "None", "voc_rl.envs"]
+    assert Path(voc_rl.envs.__file__).parent.name == "envs"
+
+
+def _voc_rl_cli() -> str:
+    exe = Path(sys.executable).with_name("voc-rl")
+    if not exe.exists():
+        pytest.skip("the voc-rl script is not installed next to this python")
+    return str(exe)
+
+
+def test_cli_help_and_envs(tmp_path: Path) -> None:
+    out = _run([_voc_rl_cli(), "--help"], cwd=tmp_path)
+    assert out.returncode == 0 and "quickstart" in out.stdout
+    out = _run([_voc_rl_cli(), "envs"], cwd=tmp_path)
+    assert "voc_rl/cheetah-run-v0" in out.stdout and "voc_rl/fake-pixels-v0" in out.stdout
+
+
+def test_quickstart_writes_gif_and_strip(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [_voc_rl_cli(), "quickstart", "--steps", "30", "--out", str(tmp_path / "q")]
+    out = _run(args, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "steps/s" in out.stdout
+    from PIL import Image
+
+    gif = Image.open(tmp_path / "q" / "cheetah-run.gif")
+    assert gif.n_frames == 16  # 31 frames (reset + 30 steps), every second one
+    strip = Image.open(tmp_path / "q" / "cheetah-run_strip.png")
+    assert strip.size == (8 * 64, 64)
+
+
+def test_cli_reports_unknown_task_clearly(tmp_path: Path) -> None:
+    out = _run([_voc_rl_cli(), "quickstart", "--task", "cheetah-runn", "--steps", "1"], cwd=tmp_path)
+    assert out.returncode == 2
+    assert "Did you mean voc_rl/cheetah-run-v0" in out.stderr
+    assert "Traceback" not in out.stderr
