@@ -45,6 +45,7 @@ class FakePixelEnv(gym.Env[np.ndarray, np.ndarray]):
             raise ValueError(f"obs_type must be 'pixels' or 'state', got {obs_type!r}")
         self.size, self.frame_stack, self.action_repeat = size, frame_stack, action_repeat
         self.obs_type, self.render_mode = obs_type, render_mode
+        self.camera_id = 0  # one fixed top-down view
         self.max_episode_steps = math.ceil(episode_steps / action_repeat)
         self._default_seed = seed
         self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)

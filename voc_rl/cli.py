@@ -25,6 +25,90 @@ def _cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from voc_rl.data.collect import collect
+    from voc_rl.data.dataset import open_dataset
+
+    path = collect(
+        args.task,
+        args.policy,
+        episodes=args.episodes,
+        out=args.out,
+        seed=args.seed,
+        size=args.size,
+        policy_file=args.policy_file,
+        name=args.name,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {open_dataset(path)} to {path}")
+    return 0
+
+
+def _cmd_dataset_info(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from voc_rl.data.dataset import open_dataset
+
+    ds = open_dataset(args.path, verify=args.verify)
+    print(ds)
+    returns = ds.episode_returns()
+    print(
+        f"episode return: mean {returns.mean():.1f}, std {returns.std():.1f}, "
+        f"min {returns.min():.1f}, max {returns.max():.1f}"
+    )
+    ids = ds.arrays["policy_id"][ds.ep_start]
+    for pid, count in zip(*np.unique(ids, return_counts=True), strict=True):
+        desc = ds.meta.get("policies", {}).get(str(pid), {})
+        print(
+            f"  policy {pid} ({desc.get('level', '?')}): {count} episodes, "
+            f"mean return {returns[ids == pid].mean():.1f}"
+        )
+    if args.verify:
+        print("checksum OK")
+    if args.json:
+        print(json.dumps(ds.meta, indent=2))
+    return 0
+
+
+def _cmd_import_vd4rl(args: argparse.Namespace) -> int:
+    from voc_rl.data.dataset import open_dataset
+    from voc_rl.data.vd4rl import import_vd4rl
+
+    path = import_vd4rl(args.path, args.out, task=args.task, name=args.name, overwrite=args.overwrite)
+    print(f"wrote {open_dataset(path)} to {path}")
+    return 0
+
+
+def _cmd_behavior_train(args: argparse.Namespace) -> int:
+    from voc_rl.behavior import train_behavior
+
+    run_dir = args.run_dir or f"runs/behavior/{args.task}"
+    train_behavior(args.task, run_dir, total_steps=args.steps, seed=args.seed, eval_every=args.eval_every)
+    return 0
+
+
+def _cmd_behavior_ship(args: argparse.Namespace) -> int:
+    from voc_rl.behavior import POLICY_DIR, ship_levels
+
+    for level, path in ship_levels(args.task, args.run_dir, args.out or POLICY_DIR).items():
+        print(f"{args.task} {level}: {path}")
+    return 0
+
+
+def _cmd_behavior_eval(args: argparse.Namespace) -> int:
+    from voc_rl.behavior import BehaviorPolicy, evaluate, load_policy
+
+    policy = BehaviorPolicy.load(args.policy_file) if args.policy_file else load_policy(args.task, args.level)
+    returns = evaluate(policy, args.task, args.episodes, seed=args.seed, deterministic=args.deterministic)
+    print(
+        f"{args.task} {policy.name}: return {returns.mean():.1f} +- {returns.std():.1f} "
+        f"over {len(returns)} episodes"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voc-rl", description="Video occupancy models for pixel-based control on DeepMind Control."
@@ -42,6 +126,59 @@ def build_parser() -> argparse.ArgumentParser:
 
     envs = sub.add_parser("envs", help="list the registered environments")
     envs.set_defaults(func=_cmd_envs)
+
+    col = sub.add_parser("collect", help="collect a pixel dataset with a behaviour policy")
+    col.add_argument("--task", default="cheetah-run")
+    col.add_argument("--policy", default="medium", help="random, medium, expert or mixed (default medium)")
+    col.add_argument("--policy-file", help="a behaviour-policy checkpoint to use instead of a shipped level")
+    col.add_argument(
+        "--episodes", type=int, default=200, help="episodes of 500 steps (200 = 100k transitions)"
+    )
+    col.add_argument("--out", default="datasets", help="datasets root (default datasets/)")
+    col.add_argument("--name", help="dataset name (default TASK-POLICY)")
+    col.add_argument("--size", type=int, default=64)
+    col.add_argument("--seed", type=int, default=0)
+    col.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that name")
+    col.set_defaults(func=_cmd_collect)
+
+    ds = sub.add_parser("dataset", help="inspect datasets")
+    ds_sub = ds.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    info = ds_sub.add_parser("info", help="summary of a dataset folder")
+    info.add_argument("path")
+    info.add_argument("--verify", action="store_true", help="re-hash the HDF5 against its metadata")
+    info.add_argument("--json", action="store_true", help="print the full metadata")
+    info.set_defaults(func=_cmd_dataset_info)
+
+    imp = sub.add_parser("import-vd4rl", help="convert V-D4RL files (64px npz or 84px hdf5) to a dataset")
+    imp.add_argument("path", help="folder of V-D4RL .npz episodes or .hdf5 shards")
+    imp.add_argument("--out", default="datasets")
+    imp.add_argument("--task", help="e.g. walker-walk (inferred from the path when omitted)")
+    imp.add_argument("--name")
+    imp.add_argument("--overwrite", action="store_true")
+    imp.set_defaults(func=_cmd_import_vd4rl)
+
+    beh = sub.add_parser("behavior", help="train, pick and evaluate behaviour policies (SAC on states)")
+    beh_sub = beh.add_subparsers(dest="behavior_command", metavar="ACTION", required=True)
+    train = beh_sub.add_parser("train", help="train SAC on state observations (resumes if interrupted)")
+    train.add_argument("--task", default="cheetah-run")
+    train.add_argument("--steps", type=int, default=300_000, help="agent steps (default 300k)")
+    train.add_argument("--run-dir", help="default runs/behavior/TASK")
+    train.add_argument("--eval-every", type=int, default=10_000)
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(func=_cmd_behavior_train)
+    ship = beh_sub.add_parser("ship", help="pick medium and expert snapshots of a run and save them")
+    ship.add_argument("--task", required=True)
+    ship.add_argument("--run-dir", required=True)
+    ship.add_argument("--out", help="default: the package's policies/ folder")
+    ship.set_defaults(func=_cmd_behavior_ship)
+    ev = beh_sub.add_parser("eval", help="average return of a behaviour policy")
+    ev.add_argument("--task", default="cheetah-run")
+    ev.add_argument("--level", default="medium")
+    ev.add_argument("--policy-file")
+    ev.add_argument("--episodes", type=int, default=10)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--deterministic", action="store_true")
+    ev.set_defaults(func=_cmd_behavior_eval)
     return parser
 
 
@@ -61,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, GymError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, GymError) as exc:
         print(f"voc-rl {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,82 @@
+"""Checkpoints that are written atomically and loaded without running code.
+
+Every checkpoint in voc_rl is a dict of tensors, numbers, strings and lists/dicts of those, saved
+with ``torch.save`` to a temporary file in the same folder and renamed into place, so a reader
+never sees half a file; and loaded with ``torch.load(..., weights_only=True)``, which refuses
+pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, unsafe, or does not match what the caller expects."""
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
+    """Save a dict of tensors and plain values atomically."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_npz(arrays: dict[str, np.ndarray], path: str | Path) -> Path:
+    """Save numpy arrays atomically (uncompressed ``.npz``; read back with ``allow_pickle=False``)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    return atomic_write(path, write)
+
+
+def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Load a checkpoint safely; ``required`` keys must be present. Errors name the file and problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-off one is not
+        raise CheckpointError(f"{path} is not a readable checkpoint: truncated or corrupt")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if "global" in str(exc).lower():  # the weights-only unpickler met a class or function
+            raise CheckpointError(
+                f"{path} contains pickled objects that could run code, and voc_rl loads checkpoints "
+                "with weights_only=True; it was not written by voc_rl (or was tampered with)"
+            ) from exc
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {exc}") from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a dict checkpoint")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise CheckpointError(f"{path} lacks the keys {missing}; it is not a checkpoint of this kind")
+    return obj

@@ -1,0 +1,16 @@
+"""Offline pixel datasets: collection, Minari storage, a fast memmap view, window sampling, import."""
+
+from voc_rl.data.dataset import PixelDataset, open_dataset
+from voc_rl.data.sampler import WindowBatch, WindowSampler, discounted_returns
+from voc_rl.data.storage import DatasetError, DatasetWriter, Episode
+
+__all__ = [
+    "DatasetError",
+    "DatasetWriter",
+    "Episode",
+    "PixelDataset",
+    "WindowBatch",
+    "WindowSampler",
+    "discounted_returns",
+    "open_dataset",
+]

@@ -1,0 +1,140 @@
+"""Random windows for training, and exact discounted returns to episode end.
+
+A window at frame t of an episode with T transitions holds the frame stack s_t, a_t, r_t, s_{t+1},
+a_{t+1}, and a future stack s_{t+k} with k ~ Geometric(1 - gamma) on {1, 2, ...}, so that s_{t+k}
+is a draw from the discounted occupancy of s_{t+1+j}, j >= 0. Windows never cross episodes; stacks
+at an episode's start repeat its first frame.
+
+When t + k runs past the end of a truncated episode the future is clipped to the last recorded
+frame and ``future_clipped`` says so (the true future was never recorded); at a true terminal
+state the future stays there (an absorbing state), which is exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from voc_rl.data.dataset import PixelDataset
+
+
+@dataclass
+class WindowBatch:
+    obs: np.ndarray  # (B, 3F, H, W) uint8, s_t
+    action: np.ndarray  # (B, A) float32, a_t
+    reward: np.ndarray  # (B,) float32, r_t
+    next_obs: np.ndarray  # (B, 3F, H, W) uint8, s_{t+1}
+    next_action: np.ndarray  # (B, A) float32, a_{t+1} (zeros where next_terminal)
+    next_terminal: np.ndarray  # (B,) bool, s_{t+1} is a true terminal state
+    future_obs: np.ndarray  # (B, 3F, H, W) uint8, s_{t+k}
+    k: np.ndarray  # (B,) int, steps from t to the future frame (after clipping)
+    future_clipped: np.ndarray  # (B,) bool, t+k ran past a truncated episode's end
+    index: np.ndarray  # (B,) flat frame index of s_t's newest frame
+
+
+class WindowSampler:
+    """Sample :class:`WindowBatch` es from some episodes of a :class:`PixelDataset`."""
+
+    def __init__(
+        self,
+        dataset: PixelDataset,
+        episodes: np.ndarray | None = None,
+        frame_stack: int = 3,
+        seed: int = 0,
+        require_next_action: bool = True,
+    ):
+        if frame_stack < 1:
+            raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
+        self.ds, self.frame_stack = dataset, frame_stack
+        self.rng = np.random.default_rng(seed)
+        episodes = np.arange(dataset.num_episodes) if episodes is None else np.asarray(episodes)
+        if len(episodes) == 0:
+            raise ValueError("no episodes to sample from")
+        starts, lengths = dataset.ep_start[episodes], dataset.ep_len[episodes]
+        last = starts + lengths  # flat index of each episode's last frame
+        terminal = dataset.arrays["is_terminal"][last]
+        # a_{t+1} exists for t <= T-2; at t = T-1 only if s_T is terminal (then it is not needed)
+        n_valid = np.where(require_next_action & ~terminal, lengths - 1, lengths)
+        if np.all(n_valid <= 0):
+            raise ValueError("episodes are too short: need at least 2 transitions for windows with a_{t+1}")
+        self._valid = np.concatenate([s + np.arange(n) for s, n in zip(starts, n_valid, strict=True)])
+        self._last = np.repeat(last, n_valid)  # last frame of the episode of each valid index
+        self._terminal_end = np.repeat(terminal, n_valid)
+
+    def __len__(self) -> int:
+        return len(self._valid)
+
+    def sample_indices(
+        self, batch_size: int, gamma: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Flat indices (B,), their episode's last frame (B,), k (B,) and the clipped flags (B,)."""
+        if not 0.0 <= gamma < 1.0:
+            raise ValueError(f"gamma must be in [0, 1), got {gamma}")
+        pick = self.rng.integers(0, len(self._valid), size=batch_size)
+        index, last = self._valid[pick], self._last[pick]
+        k = self.rng.geometric(1.0 - gamma, size=batch_size)
+        over = index + k > last
+        clipped = over & ~self._terminal_end[pick]
+        k = np.minimum(k, last - index)
+        return index, last, k, clipped
+
+    def sample(self, batch_size: int, gamma: float) -> WindowBatch:
+        index, _, k, clipped = self.sample_indices(batch_size, gamma)
+        stacks = self.ds.stacks(
+            np.stack([index, index + 1, index + k], axis=1), self.frame_stack
+        )  # (B, 3, 3F, H, W)
+        arrays = self.ds.arrays
+        next_terminal = arrays["is_terminal"][index + 1]
+        return WindowBatch(
+            obs=stacks[:, 0],
+            action=arrays["action"][index],
+            reward=arrays["reward"][index],
+            next_obs=stacks[:, 1],
+            next_action=arrays["action"][index + 1],
+            next_terminal=next_terminal,
+            future_obs=stacks[:, 2],
+            k=k,
+            future_clipped=clipped,
+            index=index,
+        )
+
+
+def discounted_returns(
+    dataset: PixelDataset, gamma: float, reward_max: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Discounted return to episode end, ``G_t = sum_j gamma^j r_{t+j}``, for every frame (N,).
+
+    Also returns an upper bound (N,) on what truncation dropped: ``gamma^(T-t) r_max / (1-gamma)``
+    on truncated episodes, 0 on terminated ones, with r_max the largest reward per agent step
+    (DMC rewards are in [0, 1] per control step, so ``action_repeat``; from the metadata by
+    default). Exact, vectorised over episodes: one pass backwards over time.
+    """
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(f"gamma must be in [0, 1), got {gamma}")
+    if reward_max is None:
+        reward_max = float(
+            dataset.meta.get("reward_max", dataset.meta.get("env_kwargs", {}).get("action_repeat", 1))
+        )
+    reward, starts, lengths = dataset.arrays["reward"].astype(np.float64), dataset.ep_start, dataset.ep_len
+    n_ep, t_max = len(starts), int(lengths.max()) + 1
+    col = np.arange(t_max)
+    mask = col[None, :] <= lengths[:, None]  # (E, Tmax+1): frames that exist
+    flat = (starts[:, None] + col[None, :])[mask]
+    padded = np.zeros((n_ep, t_max))
+    padded[mask] = reward[flat]  # last frame of each episode carries reward 0
+    g = np.zeros((n_ep, t_max + 1))
+    for t in range(t_max - 1, -1, -1):
+        g[:, t] = padded[:, t] + gamma * g[:, t + 1]
+    returns = np.zeros(len(reward))
+    returns[flat] = g[:, :t_max][mask]
+    remaining = (lengths[:, None] - col[None, :])[mask]
+    terminal = dataset.arrays["is_terminal"][starts + lengths]
+    tail = np.where(
+        np.repeat(terminal, lengths + 1),
+        0.0,
+        gamma ** remaining.astype(np.float64) * reward_max / (1 - gamma),
+    )
+    tails = np.zeros(len(reward))
+    tails[flat] = tail
+    return returns, tails
