@@ -138,6 +138,8 @@ def test_bad_episodes_are_rejected() -> None:
 
 
 def test_writer_rejects_mismatched_shapes(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="wrong task"):
+        DatasetWriter(tmp_path, "x", "voc_rl/cheetah-run-v0", {}, action_dim=2, frame_shape=(3, 8, 8))
     writer = DatasetWriter(tmp_path, "x", "voc_rl/fake-pixels-v0", {}, action_dim=2, frame_shape=(3, 8, 8))
     ep = Episode(
         np.zeros((3, 3, 16, 16), np.uint8), np.zeros((2, 2), np.float32), np.zeros(2, np.float32), False
@@ -150,14 +152,14 @@ def test_writer_rejects_mismatched_shapes(tmp_path: Path) -> None:
 
 def _synthetic(tmp_path: Path, lengths: list[int], terminal_last: bool = False) -> Path:
     """Episodes whose frame pixels encode (episode, step), so windows can be checked exactly."""
-    writer = DatasetWriter(tmp_path, "syn", "voc_rl/fake-pixels-v0", {"action_repeat": 2}, 1, (3, 4, 4))
+    writer = DatasetWriter(tmp_path, "syn", "voc_rl/fake-pixels-v0", {"action_repeat": 2}, 2, (3, 4, 4))
     rng = np.random.default_rng(0)
     with writer:
         for e, t in enumerate(lengths):
             frames = np.zeros((t + 1, 3, 4, 4), np.uint8)
             frames[:, 0] = e
             frames[:, 1] = np.arange(t + 1)[:, None, None]
-            actions = np.arange(t, dtype=np.float32)[:, None] / 1000 + e
+            actions = np.repeat(np.arange(t, dtype=np.float32)[:, None] / 1000 + e, 2, axis=1)
             rewards = rng.uniform(0, 2, t).astype(np.float32)
             writer.add(Episode(frames, actions, rewards, terminated=terminal_last and e == 0))
         return writer.finalize()
@@ -234,10 +236,10 @@ def test_discounted_returns_match_brute_force(tmp_path: Path, gamma: float) -> N
 
 
 def test_tail_bound_is_tight_for_constant_max_reward(tmp_path: Path) -> None:
-    writer = DatasetWriter(tmp_path, "c", "voc_rl/fake-pixels-v0", {"action_repeat": 2}, 1, (3, 4, 4))
+    writer = DatasetWriter(tmp_path, "c", "voc_rl/fake-pixels-v0", {"action_repeat": 2}, 2, (3, 4, 4))
     with writer:
         writer.add(
-            Episode(np.zeros((11, 3, 4, 4), np.uint8), np.zeros((10, 1), np.float32), np.full(10, 2.0), False)
+            Episode(np.zeros((11, 3, 4, 4), np.uint8), np.zeros((10, 2), np.float32), np.full(10, 2.0), False)
         )
         ds = open_dataset(writer.finalize())
     gamma = 0.9

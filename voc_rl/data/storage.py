@@ -175,6 +175,14 @@ class DatasetWriter:
             raise FileExistsError(
                 f"{self.final_dir} already exists; pass overwrite=True (--overwrite) to replace it"
             )
+        env = gym.make(self.env_id, **self.env_kwargs)
+        env_actions = env.action_space.shape
+        env.close()
+        if env_actions != (self.action_dim,):
+            raise DatasetError(
+                f"{self.env_id} takes actions of shape {env_actions}, but the episodes have "
+                f"({self.action_dim},): wrong task?"
+            )
         self.tmp_root = self.root / f".tmp-{self.name}-{os.getpid()}"
         shutil.rmtree(self.tmp_root, ignore_errors=True)
         self._pending: list[Episode] = []
@@ -188,8 +196,9 @@ class DatasetWriter:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp_root, ignore_errors=True)
+        # After finalize() the folder is gone already; otherwise (an exception, or no finalize) the
+        # dataset is incomplete and must not be left behind.
+        shutil.rmtree(self.tmp_root, ignore_errors=True)
 
     def add(self, episode: Episode) -> None:
         if episode.actions.shape[1:] != (self.action_dim,) or episode.frames.shape[1:] != self.frame_shape:
@@ -226,7 +235,10 @@ class DatasetWriter:
                     env=spec,
                     observation_space=obs_space,
                     action_space=act_space,
-                    algorithm_name=str(self.metadata.get("policy", {}).get("name", "unknown")),
+                    algorithm_name=", ".join(
+                        str(p.get("name", "?")) for p in self.metadata.get("policies", {}).values()
+                    )
+                    or "unknown",
                     author="voc_rl",
                     description=self.metadata.get("description", f"voc_rl pixel dataset {self.name}"),
                     data_format="hdf5",
@@ -264,9 +276,10 @@ class DatasetWriter:
             **self.metadata,
         }
         (tmp_dir / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
-        if self.final_dir.exists():
-            shutil.rmtree(self.final_dir)
         self.final_dir.parent.mkdir(parents=True, exist_ok=True)
+        old = self.tmp_root / "replaced"
+        if self.final_dir.exists():  # move the old dataset aside first: a crash now loses neither
+            os.replace(self.final_dir, old)
         os.replace(tmp_dir, self.final_dir)
         ns_meta = self.tmp_root / NAMESPACE / "namespace_metadata.json"
         if ns_meta.exists() and not (self.final_dir.parent / ns_meta.name).exists():
