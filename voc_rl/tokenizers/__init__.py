@@ -1,0 +1,60 @@
+"""The shared tokenizer backbone: ``make_tokenizer("vqvae", size="small")``.
+
+Backends: ``vqvae`` (convolutional VQ-VAE, 2-D grid of codes), ``dino`` (a ViT trained by DINO
+self-distillation, patch features quantized VQ-KD style), ``musik`` (an encoder trained by
+multi-step inverse dynamics, VQ bottleneck) and ``titok`` (a 1-D tokenizer writing K latent
+tokens per frame). Size presets: ``tiny`` (tests), ``small`` (the CPU default), ``base``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+from typing import Any
+
+from voc_rl.tokenizers.base import Tokenizer, TokenizerConfig
+
+BACKENDS: dict[str, str] = {
+    "vqvae": "voc_rl.tokenizers.vqvae:VQVAETokenizer",
+    "dino": "voc_rl.tokenizers.dino:DINOTokenizer",
+    "musik": "voc_rl.tokenizers.musik:MUSIKTokenizer",
+    "titok": "voc_rl.tokenizers.titok:TiTokTokenizer",
+}
+SIZES = ("tiny", "small", "base")
+
+
+def list_tokenizers() -> list[str]:
+    return sorted(BACKENDS)
+
+
+def get_backend(name: str) -> type[Tokenizer]:
+    if name not in BACKENDS:
+        close = difflib.get_close_matches(name, BACKENDS, n=2)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"unknown tokenizer backend {name!r}.{hint} Known: {', '.join(sorted(BACKENDS))}")
+    module, attr = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_tokenizer(name: str, size: str = "small", **overrides: Any) -> Tokenizer:
+    """A fresh (untrained) tokenizer of backend ``name`` at preset ``size``, fields overridden by kwargs."""
+    cls = get_backend(name)
+    if size not in cls.presets:
+        raise ValueError(f"unknown size {size!r} for {name}; choose from {', '.join(cls.presets)}")
+    fields = {f.name for f in dataclasses.fields(cls.config_cls)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ValueError(f"{name} tokenizer has no config fields {sorted(unknown)}; fields: {sorted(fields)}")
+    return cls(cls.config_cls(**{**cls.presets[size], **overrides}))
+
+
+__all__ = [
+    "BACKENDS",
+    "SIZES",
+    "Tokenizer",
+    "TokenizerConfig",
+    "get_backend",
+    "list_tokenizers",
+    "make_tokenizer",
+]

@@ -1,0 +1,256 @@
+"""The tokenizer contract every backend follows, its training loop, quality metrics and checkpoints.
+
+``encode(frames uint8 [B, F, 3, H, W]) -> tokens long [B, F * tokens_per_frame]``,
+``embed(tokens) -> float [B, N, D]``, ``decode(tokens) -> uint8 frames`` where a decoder exists.
+A backend implements ``encode_frames`` (floats in [0, 1] -> codes), ``embed`` and ``loss``; the base
+class validates input, trains (``fit``), measures (``evaluate``) and saves/loads safely.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from voc_rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from voc_rl.data.dataset import PixelDataset
+from voc_rl.tokenizers.quantizer import codebook_stats
+
+FORMAT = "voc_rl.tokenizer/1"
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Fields every backend has; backends subclass this with their own."""
+
+    image_size: int = 64
+    """Frame height and width in pixels."""
+    vocab_size: int = 512
+    """Number of codes in the codebook."""
+    code_dim: int = 32
+    """Dimension of a code vector (and of ``embed``'s output)."""
+    lr: float = 1e-3
+    """AdamW learning rate (constant after a 100-step warm-up)."""
+    batch_size: int = 64
+    """Frames (or frame pairs) per training step."""
+    steps: int = 2000
+    """Default number of training steps for ``fit``."""
+
+
+class Tokenizer(nn.Module):
+    """Base class. Subclasses set ``backend``, ``config_cls``, ``presets`` and implement the hooks."""
+
+    backend: ClassVar[str] = "base"
+    config_cls: ClassVar[type[TokenizerConfig]] = TokenizerConfig
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {}, "small": {}, "base": {}}
+    has_decoder: ClassVar[bool] = False
+
+    def __init__(self, config: TokenizerConfig):
+        super().__init__()
+        self.config = config
+        self.step = 0
+
+    # ------------------------------------------------------------------ backend hooks
+    @property
+    def tokens_per_frame(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__}.tokens_per_frame -> int")
+
+    def encode_frames(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(
+            f"{type(self).__name__}.encode_frames(x float (M, 3, H, W)) -> codes (M, T)"
+        )
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__}.embed(tokens long (B, N)) -> float (B, N, D)")
+
+    def decode_frames(self, codes: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"the {self.backend} tokenizer has no pixel decoder")
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        """(loss, scalars to log, codes used) for one training batch from :meth:`sample_batch`."""
+        raise NotImplementedError(f"{type(self).__name__}.loss(batch) -> (loss, logs, codes)")
+
+    def sample_batch(
+        self, ds: PixelDataset, frames: np.ndarray, rng: np.random.Generator
+    ) -> dict[str, torch.Tensor]:
+        """A training batch from candidate flat frame indices ``frames``; default: single frames."""
+        pick = rng.choice(frames, size=self.config.batch_size)
+        return {"frames": to_float(np.asarray(ds.frames[np.sort(pick)]))}
+
+    def after_step(self) -> None:
+        """Called after each optimiser step (EMA teachers and the like)."""
+
+    # ------------------------------------------------------------------ public interface
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _check_frames(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
+        if isinstance(frames, np.ndarray) and not frames.flags.writeable:
+            frames = frames.copy()  # torch wants writable memory; memmapped datasets are read-only
+        frames = torch.as_tensor(frames)
+        if frames.dtype != torch.uint8:
+            raise TypeError(
+                f"frames must be uint8 in [0, 255], got {frames.dtype}; do not pre-normalise them"
+            )
+        if frames.ndim == 4:
+            frames = frames[:, None]
+        s = self.config.image_size
+        if frames.ndim != 5 or frames.shape[2:] != (3, s, s):
+            raise ValueError(
+                f"frames must be (B, F, 3, {s}, {s}) or (B, 3, {s}, {s}), got {tuple(frames.shape)}"
+            )
+        if frames.shape[0] == 0 or frames.shape[1] == 0:
+            raise ValueError("frames is an empty batch")
+        return frames
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor | np.ndarray, chunk: int = 256) -> torch.Tensor:
+        """uint8 frames (B, F, 3, H, W) -> tokens (B, F * tokens_per_frame), frame by frame in order."""
+        frames = self._check_frames(frames)
+        b, f = frames.shape[:2]
+        flat = frames.reshape(b * f, *frames.shape[2:])
+        was_training = self.training
+        self.eval()
+        codes = torch.cat(
+            [
+                self.encode_frames(to_float(flat[i : i + chunk], self.device))
+                for i in range(0, len(flat), chunk)
+            ]
+        )
+        self.train(was_training)
+        return codes.reshape(b, f * self.tokens_per_frame).cpu()
+
+    def check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        tokens = torch.as_tensor(tokens)
+        if tokens.dtype not in (torch.int64, torch.int32, torch.int16):
+            raise TypeError(f"tokens must be integers, got {tokens.dtype}")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
+            raise ValueError(
+                f"token ids must be in [0, {self.vocab_size}), got [{int(tokens.min())}, {int(tokens.max())}]"
+            )
+        if tokens.ndim != 2 or tokens.shape[1] % self.tokens_per_frame:
+            raise ValueError(f"tokens must be (B, F * {self.tokens_per_frame}), got {tuple(tokens.shape)}")
+        return tokens.long().to(self.device)
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, F * T) -> uint8 frames (B, F, 3, H, W); only backends with a pixel decoder."""
+        if not self.has_decoder:
+            raise NotImplementedError(f"the {self.backend} tokenizer has no pixel decoder")
+        tokens = self.check_tokens(tokens)
+        b, f = tokens.shape[0], tokens.shape[1] // self.tokens_per_frame
+        x = self.decode_frames(tokens.reshape(b * f, self.tokens_per_frame))
+        return (x.clamp(0, 1) * 255).round().to(torch.uint8).reshape(b, f, *x.shape[1:]).cpu()
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: str | Path) -> Path:
+        state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
+        ckpt = {
+            "format": FORMAT,
+            "backend": self.backend,
+            "config": dataclasses.asdict(self.config),
+            "step": self.step,
+            "state_dict": state,
+        }
+        return save_checkpoint(ckpt, path)
+
+    @classmethod
+    def load(cls, path: str | Path, **expect: Any) -> Tokenizer:
+        """Load any backend's checkpoint; ``expect`` (e.g. ``backend="dino"``) must match it."""
+        from voc_rl.tokenizers import get_backend
+
+        ckpt = load_checkpoint(path, required=("format", "backend", "config", "state_dict"))
+        if ckpt["format"] != FORMAT:
+            raise CheckpointError(f"{path} has format {ckpt['format']!r}, expected {FORMAT!r}")
+        for key, value in expect.items():
+            have = ckpt["backend"] if key == "backend" else ckpt["config"].get(key)
+            if have != value:
+                raise CheckpointError(f"{path} has {key}={have!r}, but {value!r} was asked for")
+        backend_cls = get_backend(ckpt["backend"])
+        try:
+            config = backend_cls.config_cls(**ckpt["config"])
+        except TypeError as exc:
+            raise CheckpointError(
+                f"{path}: its config does not fit the {ckpt['backend']} tokenizer: {exc}"
+            ) from exc
+        model = backend_cls(config)
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: weights do not match its config: {exc}") from exc
+        model.step = int(ckpt["step"])
+        return model.eval()
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.parameters())
+        return (
+            f"{type(self).__name__}({self.backend}, {self.tokens_per_frame} tokens/frame, "
+            f"vocab {self.vocab_size}, {n / 1e6:.2f}M params)"
+        )
+
+
+def to_float(frames: torch.Tensor | np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (..., 3, H, W) -> float32 in [0, 1] on ``device``."""
+    return torch.as_tensor(frames).to(device).float().div_(255.0)
+
+
+def psnr(mse: float) -> float:
+    return 10 * math.log10(1.0 / max(mse, 1e-10))
+
+
+def linear_probe_r2(
+    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, ridge: float = 1e-2
+) -> np.ndarray:
+    """R^2 per target dimension of a ridge regression fit on train and scored on test (N, D) arrays.
+
+    Features are standardised with train statistics; solved in whichever of the primal (features x
+    features) or dual (samples x samples) form is smaller.
+    """
+    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
+    xt, xs = (x_train - mu) / sd, (x_test - mu) / sd
+    ym = y_train.mean(0)
+    yt = y_train - ym
+    lam = ridge * len(xt)
+    if xt.shape[1] <= xt.shape[0]:
+        w = np.linalg.solve(xt.T @ xt + lam * np.eye(xt.shape[1]), xt.T @ yt)
+    else:
+        w = xt.T @ np.linalg.solve(xt @ xt.T + lam * np.eye(xt.shape[0]), yt)
+    pred = xs @ w + ym
+    ss_res = ((y_test - pred) ** 2).sum(0)
+    ss_tot = ((y_test - y_test.mean(0)) ** 2).sum(0) + 1e-12
+    return 1 - ss_res / ss_tot
+
+
+@dataclass
+class FitReport:
+    steps: int
+    seconds: float
+    final_loss: float
+    metrics: dict[str, float]
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+__all__ = [
+    "FitReport",
+    "Tokenizer",
+    "TokenizerConfig",
+    "codebook_stats",
+    "linear_probe_r2",
+    "psnr",
+    "to_float",
+]

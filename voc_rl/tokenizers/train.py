@@ -1,0 +1,181 @@
+"""Training and measuring tokenizers on pixel datasets.
+
+``fit`` trains any backend on the training episodes of a dataset (episodes split by seed), logs to
+TensorBoard (``losses/*``, ``charts/codebook_usage``, ``charts/perplexity``, reconstructions beside
+originals where a decoder exists), checkpoints atomically and resumes. ``evaluate`` measures on
+held-out episodes: codebook usage and perplexity, reconstruction MSE / PSNR, a linear probe from
+token embeddings of a frame stack to the proprioceptive state (R^2), and encode throughput.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from voc_rl.checkpoint import load_checkpoint, save_checkpoint
+from voc_rl.data.dataset import PixelDataset
+from voc_rl.tokenizers.base import FitReport, Tokenizer, linear_probe_r2, psnr, to_float
+from voc_rl.tokenizers.quantizer import codebook_stats
+
+COLLAPSE_USAGE = 0.05  # below this fraction of codes in use on held-out frames, the codebook collapsed
+
+
+def _frames_of(ds: PixelDataset, episodes: np.ndarray) -> np.ndarray:
+    return np.concatenate([ds.ep_start[e] + np.arange(ds.ep_len[e] + 1) for e in episodes])
+
+
+def fit(
+    tok: Tokenizer,
+    ds: PixelDataset,
+    steps: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    out: str | Path | None = None,
+    log_every: int = 50,
+    eval_every: int = 500,
+    ckpt_every: int = 500,
+    progress: bool = True,
+) -> FitReport:
+    """Train ``tok`` on ``ds``; with ``out`` (a folder) also TensorBoard logs, checkpoints and resume."""
+    steps = steps or tok.config.steps
+    if tuple(ds.frames.shape[1:]) != (3, tok.config.image_size, tok.config.image_size):
+        raise ValueError(
+            f"dataset frames are {tuple(ds.frames.shape[1:])}; expected 3x{tok.config.image_size}px"
+        )
+    train_eps, val_eps = ds.split(val_fraction, seed)
+    train_frames = _frames_of(ds, train_eps)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(
+        [p for p in tok.parameters() if p.requires_grad], lr=tok.config.lr, weight_decay=0.01
+    )
+    out = Path(out) if out is not None else None
+    writer = None
+    if out is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        state_file = out / "train_state.pt"
+        if state_file.exists():
+            state = load_checkpoint(state_file, required=("model", "optimizer", "step"))
+            tok.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            tok.step = int(state["step"])
+            rng = np.random.default_rng([seed, tok.step])
+            print(f"resumed {tok.backend} tokenizer at step {tok.step} from {state_file}")
+        writer = SummaryWriter(str(out / "tb"))
+        writer.add_text("config", str(tok.config))
+    tok.train()
+    start, loss_value = time.perf_counter(), float("nan")
+    bar = tqdm(total=steps, initial=tok.step, disable=not progress, desc=f"fit {tok.backend}", unit="step")
+    while tok.step < steps:
+        for group in opt.param_groups:
+            group["lr"] = tok.config.lr * min(1.0, (tok.step + 1) / 100)
+        batch = {k: v.to(tok.device) for k, v in tok.sample_batch(ds, train_frames, rng).items()}
+        loss, logs, codes = tok.loss(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(tok.parameters(), 1.0)
+        opt.step()
+        tok.after_step()
+        tok.step += 1
+        loss_value = float(loss)
+        bar.update(1)
+        if tok.step % log_every == 0:
+            stats = codebook_stats(codes, tok.vocab_size)
+            bar.set_postfix(loss=f"{loss_value:.4f}", usage=f"{stats['usage']:.2f}")
+            if writer is not None:
+                writer.add_scalar("losses/total", loss_value, tok.step)
+                for k, v in logs.items():
+                    writer.add_scalar(f"losses/{k}", v, tok.step)
+                writer.add_scalar("charts/codebook_usage", stats["usage"], tok.step)
+                writer.add_scalar("charts/perplexity", stats["perplexity"], tok.step)
+        if writer is not None and (tok.step % eval_every == 0 or tok.step == steps):
+            _log_eval(tok, ds, val_eps, writer)
+        if out is not None and (tok.step % ckpt_every == 0 or tok.step == steps):
+            save_checkpoint(
+                {"model": tok.state_dict(), "optimizer": opt.state_dict(), "step": tok.step},
+                out / "train_state.pt",
+            )
+            tok.save(out / "tokenizer.pt")
+    bar.close()
+    tok.eval()
+    metrics = evaluate(tok, ds, val_eps if len(val_eps) else train_eps, train_episodes=train_eps, seed=seed)
+    if writer is not None:
+        for k, v in metrics.items():
+            writer.add_scalar(f"eval/{k}", v, tok.step)
+        writer.close()
+    return FitReport(tok.step, time.perf_counter() - start, loss_value, metrics)
+
+
+def _log_eval(tok: Tokenizer, ds: PixelDataset, val_eps: np.ndarray, writer: Any) -> None:
+    frames = _frames_of(ds, val_eps[:1] if len(val_eps) else np.array([0]))
+    pick = np.asarray(ds.frames[frames[:: max(len(frames) // 8, 1)][:8]])  # (8, 3, H, W)
+    codes = tok.encode(pick)
+    stats = codebook_stats(codes, tok.vocab_size)
+    writer.add_scalar("eval/codebook_usage", stats["usage"], tok.step)
+    if tok.has_decoder:
+        recon = tok.decode(codes)[:, 0]
+        grid = torch.cat([torch.from_numpy(pick), recon], dim=2)  # originals above reconstructions
+        writer.add_images("eval/reconstructions", grid, tok.step)
+    tok.train()
+
+
+@torch.no_grad()
+def evaluate(
+    tok: Tokenizer,
+    ds: PixelDataset,
+    episodes: np.ndarray,
+    train_episodes: np.ndarray | None = None,
+    frame_stack: int = 3,
+    max_frames: int = 2000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Quality on ``episodes`` (held out): usage, perplexity, MSE/PSNR, probe R^2, frames/s."""
+    rng = np.random.default_rng(seed)
+    test = _subsample(_frames_of(ds, episodes), max_frames, rng)
+    frames = np.asarray(ds.frames[test])
+    start = time.perf_counter()
+    codes = tok.encode(frames)  # (M, T)
+    fps = len(test) / (time.perf_counter() - start)
+    stats = codebook_stats(codes, tok.vocab_size)
+    metrics: dict[str, float] = {
+        "usage": stats["usage"],
+        "perplexity": stats["perplexity"],
+        "encode_fps": fps,
+        "tokens_per_frame": float(tok.tokens_per_frame),
+    }
+    if stats["usage"] < COLLAPSE_USAGE:
+        msg = f"CODEBOOK COLLAPSED: {tok.backend} uses {stats['usage']:.1%} of its codes on held-out frames"
+        warnings.warn(msg, stacklevel=2)
+        print("!" * 8, msg, "!" * 8)
+    if tok.has_decoder:
+        recon = tok.decode(codes)[:, 0].float() / 255
+        mse = float(((recon - to_float(frames)) ** 2).mean())
+        metrics.update(mse=mse, psnr=psnr(mse))
+    if "proprio" in ds.arrays and train_episodes is not None and len(train_episodes):
+        train = _subsample(_frames_of(ds, train_episodes), max_frames, rng)
+        x_train, x_test = (_stack_features(tok, ds, idx, frame_stack) for idx in (train, test))
+        r2 = linear_probe_r2(x_train, ds.arrays["proprio"][train], x_test, ds.arrays["proprio"][test])
+        metrics["probe_r2"] = float(np.mean(r2))
+    return metrics
+
+
+def _subsample(index: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.choice(index, size=min(n, len(index)), replace=False))
+
+
+def _stack_features(tok: Tokenizer, ds: PixelDataset, index: np.ndarray, frame_stack: int) -> np.ndarray:
+    """Embeddings of the tokens of the frame stack ending at each index, flattened: (M, F*T*D)."""
+    feats = []
+    for i in range(0, len(index), 256):
+        stack = ds.stacks(index[i : i + 256], frame_stack)  # (m, 3F, H, W)
+        m, _, h, w = stack.shape
+        tokens = tok.encode(stack.reshape(m, frame_stack, 3, h, w))
+        feats.append(tok.embed(tokens.to(tok.device)).reshape(m, -1).cpu().numpy())
+    return np.concatenate(feats).astype(np.float64)
