@@ -109,6 +109,36 @@ def _cmd_behavior_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tokenizer_fit(args: argparse.Namespace) -> int:
+    from voc_rl.data.dataset import open_dataset
+    from voc_rl.tokenizers import make_tokenizer
+    from voc_rl.tokenizers.train import fit
+
+    ds = open_dataset(args.dataset)
+    overrides = {"action_dim": int(ds.arrays["action"].shape[1])} if args.backend == "musik" else {}
+    tok = make_tokenizer(args.backend, size=args.size, **overrides)
+    out = args.out or f"runs/tokenizers/{ds.meta['name']}__{args.backend}__{args.size}"
+    report = fit(tok, ds, steps=args.steps, seed=args.seed, out=out)
+    print(
+        f"{tok} trained {report.steps} steps in {report.seconds / 60:.1f} min; checkpoint {out}/tokenizer.pt"
+    )
+    for key, value in report.metrics.items():
+        print(f"  {key}: {value:.4g}")
+    return 0
+
+
+def _cmd_tokenizer_encode(args: argparse.Namespace) -> int:
+    from voc_rl.data.dataset import open_dataset
+    from voc_rl.tokenizers.cache import cache_dir, token_view
+
+    ds = open_dataset(args.dataset)
+    view = token_view(ds, args.checkpoint)
+    print(
+        f"{view.frames.shape[0]} frames x {view.frames.shape[1]} tokens in {cache_dir(ds, args.checkpoint)}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voc-rl", description="Video occupancy models for pixel-based control on DeepMind Control."
@@ -179,6 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--deterministic", action="store_true")
     ev.set_defaults(func=_cmd_behavior_eval)
+
+    tk = sub.add_parser("tokenizer", help="train tokenizers and encode datasets to tokens")
+    tk_sub = tk.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
+    tfit = tk_sub.add_parser("fit", help="train a tokenizer on a dataset's training episodes")
+    tfit.add_argument("--backend", default="vqvae", help="vqvae, dino, musik or titok")
+    tfit.add_argument("--dataset", required=True, help="dataset folder (datasets/voc_rl/NAME-v0)")
+    tfit.add_argument("--size", default="small", help="tiny, small (default) or base")
+    tfit.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+    tfit.add_argument("--out", help="run folder (default runs/tokenizers/DATASET__BACKEND__SIZE)")
+    tfit.add_argument("--seed", type=int, default=0)
+    tfit.set_defaults(func=_cmd_tokenizer_fit)
+    tenc = tk_sub.add_parser("encode", help="encode a dataset to its token cache")
+    tenc.add_argument("--dataset", required=True)
+    tenc.add_argument("--checkpoint", required=True, help="a tokenizer.pt")
+    tenc.set_defaults(func=_cmd_tokenizer_encode)
     return parser
 
 

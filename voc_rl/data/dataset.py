@@ -195,16 +195,16 @@ class PixelDataset:
     def stacks(self, index: np.ndarray, frame_stack: int) -> np.ndarray:
         """Frame stacks ending at flat frame ``index`` (any shape S), padded at episode starts.
 
-        Returns (*S, 3 * frame_stack, H, W) uint8: the earliest frame repeats where the episode has
-        fewer than ``frame_stack`` frames so far, as the published pixel benchmarks do.
+        Returns (*S, 3 * frame_stack, H, W) uint8; for a token view (``voc_rl.tokenizers.cache``),
+        (*S, frame_stack * T) token ids. The earliest frame repeats where the episode has fewer than
+        ``frame_stack`` frames so far, as the published pixel benchmarks do.
         """
         index = np.asarray(index)
         step = self.arrays["step"][index]
         offsets = np.arange(-frame_stack + 1, 1)  # (F,)
         idx = index[..., None] + np.maximum(offsets, -step[..., None])  # (*S, F)
-        out = self.frames[idx.ravel()]  # (prod(S)*F, 3, H, W)
-        c, h, w = out.shape[1:]
-        return out.reshape(*index.shape, frame_stack * c, h, w)
+        out = self.frames[idx.ravel()]  # (prod(S)*F, 3, H, W), or (prod(S)*F, T) for a token view
+        return out.reshape(*index.shape, frame_stack * out.shape[1], *out.shape[2:])
 
     def __repr__(self) -> str:
         return (

@@ -1,0 +1,172 @@
+"""The tokenizer backbone's shared parts: registry, quantizer, VQ-VAE, probe, checkpoints, token cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from voc_rl.checkpoint import CheckpointError
+from voc_rl.data import WindowSampler, open_dataset
+from voc_rl.data.collect import collect
+from voc_rl.tokenizers import Tokenizer, list_tokenizers, make_tokenizer
+from voc_rl.tokenizers.base import linear_probe_r2
+from voc_rl.tokenizers.cache import cache_dir, token_view
+from voc_rl.tokenizers.quantizer import VectorQuantizer, codebook_stats
+from voc_rl.tokenizers.train import fit
+
+
+@pytest.fixture(scope="module")
+def ds_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tokds")
+    return collect("fake-pixels", "random", episodes=3, out=out, size=64, progress=False)
+
+
+def test_registry_names_sizes_and_overrides() -> None:
+    assert list_tokenizers() == ["dino", "musik", "titok", "vqvae"]
+    with pytest.raises(ValueError, match="Did you mean 'vqvae'"):
+        make_tokenizer("vqvea")
+    with pytest.raises(ValueError, match="unknown size"):
+        make_tokenizer("vqvae", size="huge")
+    with pytest.raises(ValueError, match="no config fields"):
+        make_tokenizer("vqvae", size="tiny", vocab=3)
+    tok = make_tokenizer("vqvae", size="tiny", vocab_size=32)
+    assert tok.vocab_size == 32 and tok.tokens_per_frame == 64
+    assert make_tokenizer("vqvae", size="tiny", downsample=4).tokens_per_frame == 16
+
+
+def test_quantizer_initialises_from_data_and_restarts_dead_codes() -> None:
+    torch.manual_seed(0)
+    vq = VectorQuantizer(num_codes=16, dim=8, restart_after=5).train()
+    cluster = torch.nn.functional.normalize(torch.randn(1, 8), dim=-1)
+    for _ in range(3):  # all inputs near one direction: most codes go unused
+        vq(cluster + 0.01 * torch.randn(64, 8))
+    assert bool(vq.initialised)
+    spread = torch.randn(512, 8)  # the data changes: dead codes must move onto it within ~5 steps
+    for _ in range(10):
+        _, codes, _ = vq(spread)
+    assert codebook_stats(codes, 16)["usage"] > 0.6
+    zq, codes, loss = vq(spread)
+    assert zq.shape == spread.shape and codes.shape == (512,) and loss.ndim == 0
+
+
+def test_quantizer_gradient_is_straight_through() -> None:
+    vq = VectorQuantizer(8, 4).train()
+    z = torch.randn(10, 4, requires_grad=True)
+    zq, _, loss = vq(z)
+    (zq.sum() + loss).backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def test_codebook_stats() -> None:
+    stats = codebook_stats(torch.tensor([0, 0, 1, 1]), 4)
+    assert stats["usage"] == 0.5 and stats["perplexity"] == pytest.approx(2.0)
+
+
+def test_linear_probe_reads_linear_targets_and_not_noise() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 20))
+    y = x @ rng.normal(size=(20, 3))
+    r2 = linear_probe_r2(x[:400], y[:400], x[400:], y[400:])
+    assert np.all(r2 > 0.99)
+    noise = rng.normal(size=(600, 3))
+    assert np.all(linear_probe_r2(x[:400], noise[:400], x[400:], noise[400:]) < 0.1)
+    wide = rng.normal(size=(100, 300))  # more features than samples: solved in the dual form
+    target = wide @ rng.normal(size=(300, 2))
+    dual = linear_probe_r2(wide[:80], target[:80], wide[80:], target[80:])
+    mu, sd = wide[:80].mean(0), wide[:80].std(0) + 1e-6
+    xt, xs = (wide[:80] - mu) / sd, (wide[80:] - mu) / sd
+    w = np.linalg.solve(xt.T @ xt + 1e-2 * 80 * np.eye(300), xt.T @ (target[:80] - target[:80].mean(0)))
+    pred = xs @ w + target[:80].mean(0)
+    primal = 1 - ((target[80:] - pred) ** 2).sum(0) / ((target[80:] - target[80:].mean(0)) ** 2).sum(0)
+    np.testing.assert_allclose(dual, primal, atol=1e-8)
+
+
+def test_vqvae_shapes_fit_and_round_trip(ds_path: Path, tmp_path: Path) -> None:
+    ds = open_dataset(ds_path)
+    tok = make_tokenizer("vqvae", size="tiny")
+    frames = np.asarray(ds.frames[:6]).reshape(2, 3, 3, 64, 64)
+    batch = tok.sample_batch(ds, np.arange(50), np.random.default_rng(0))
+    with torch.no_grad():
+        before = float(tok.eval().loss(batch)[0])
+    report = fit(tok, ds, steps=60, out=tmp_path / "run", progress=False)
+    with torch.no_grad():
+        after = float(tok.eval().loss(batch)[0])
+    assert after < 0.7 * before
+    assert {"usage", "perplexity", "psnr", "probe_r2", "encode_fps"} <= set(report.metrics)
+    tokens = tok.encode(frames)
+    assert tokens.shape == (2, 3 * 64) and tokens.dtype == torch.int64
+    assert tok.embed(tokens).shape == (2, 192, 16)
+    recon = tok.decode(tokens)
+    assert recon.shape == (2, 3, 3, 64, 64) and recon.dtype == torch.uint8
+    loaded = Tokenizer.load(tmp_path / "run" / "tokenizer.pt")
+    assert torch.equal(loaded.encode(frames), tokens) and loaded.step == 60
+    for (k, a), (_, b) in zip(tok.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    assert list((tmp_path / "run" / "tb").iterdir())  # a TensorBoard run was written
+
+
+def test_fit_resumes_from_its_checkpoint(ds_path: Path, tmp_path: Path) -> None:
+    ds = open_dataset(ds_path)
+    fit(make_tokenizer("vqvae", size="tiny"), ds, steps=20, out=tmp_path, progress=False, ckpt_every=10)
+    tok = make_tokenizer("vqvae", size="tiny")
+    report = fit(tok, ds, steps=30, out=tmp_path, progress=False)
+    assert report.steps == 30 and tok.step == 30
+
+
+def test_bad_input_is_a_clear_error(ds_path: Path, tmp_path: Path) -> None:
+    tok = make_tokenizer("vqvae", size="tiny")
+    with pytest.raises(TypeError, match="uint8"):
+        tok.encode(torch.zeros(2, 3, 64, 64))
+    with pytest.raises(ValueError, match="64, 64"):
+        tok.encode(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="empty"):
+        tok.encode(torch.zeros(0, 3, 64, 64, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="token ids"):
+        tok.embed(torch.full((1, 64), 999))
+    with pytest.raises(TypeError, match="integers"):
+        tok.embed(torch.zeros(1, 64))
+    with pytest.raises(NotImplementedError, match="no pixel decoder"):
+        Tokenizer.decode(
+            make_tokenizer("musik", size="tiny", action_dim=2), torch.zeros(1, 64, dtype=torch.long)
+        )
+    path = tok.save(tmp_path / "t.pt")
+    with pytest.raises(CheckpointError, match="backend='dino'"):
+        Tokenizer.load(path, backend="dino")
+    with pytest.raises(CheckpointError, match="vocab_size=128"):
+        Tokenizer.load(path, vocab_size=128)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["config"]["channels"] = 8
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="do not match"):
+        Tokenizer.load(tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="expected 3x32px"):
+        fit(
+            make_tokenizer("vqvae", size="tiny", image_size=32),
+            open_dataset(ds_path),
+            steps=1,
+            progress=False,
+        )
+
+
+def test_token_cache_is_reused_invalidated_and_sampled(ds_path: Path, tmp_path: Path) -> None:
+    ds = open_dataset(ds_path)
+    tok = make_tokenizer("vqvae", size="tiny")
+    ckpt = tok.save(tmp_path / "a.pt")
+    view = token_view(ds, ckpt, progress=False)
+    assert view.frames.shape == (len(ds.frames), 64) and view.meta["tokens"]["backend"] == "vqvae"
+    np.testing.assert_array_equal(view.frames[:5], tok.encode(np.asarray(ds.frames[:5])).numpy())
+    stamp = (cache_dir(ds, ckpt) / "tokens.npy").stat().st_mtime_ns
+    token_view(ds, ckpt, progress=False)
+    assert (cache_dir(ds, ckpt) / "tokens.npy").stat().st_mtime_ns == stamp  # reused
+    fit(tok, ds, steps=5, progress=False)  # the weights change: a new checkpoint, a new cache
+    ckpt_b = tok.save(tmp_path / "b.pt")
+    assert cache_dir(ds, ckpt_b) != cache_dir(ds, ckpt)
+    view_b = token_view(ds, ckpt_b, progress=False)
+    np.testing.assert_array_equal(view_b.frames[:5], tok.encode(np.asarray(ds.frames[:5])).numpy())
+    batch = WindowSampler(view_b, frame_stack=3, seed=0).sample(16, gamma=0.9)
+    assert batch.obs.shape == (16, 3 * 64)
+    pixels = ds.stacks(batch.index, 3).reshape(16, 3, 3, 64, 64)
+    np.testing.assert_array_equal(batch.obs, tok.encode(pixels).numpy())

@@ -1,0 +1,78 @@
+"""A dataset encoded once to tokens, on disk, keyed by the tokenizer checkpoint that made them.
+
+``token_view(ds, checkpoint)`` returns the dataset with its frames replaced by token ids,
+``(N, tokens_per_frame)``, memory-mapped from ``<dataset>/tokens/<checkpoint sha256[:16]>/``. Every
+consumer (occupancy model, reward model, behaviour prior, baselines) reads that view, so pixels are
+encoded once per tokenizer; ``stacks`` and :class:`~voc_rl.data.WindowSampler` work on it unchanged
+and give ``(B, frame_stack * tokens_per_frame)`` token windows. A different checkpoint (retrained or
+modified) has a different hash, hence its own cache: a stale one is never read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from voc_rl.checkpoint import atomic_write
+from voc_rl.data.dataset import PixelDataset
+from voc_rl.data.storage import DatasetError, sha256_file
+from voc_rl.tokenizers.base import Tokenizer
+
+
+def cache_dir(ds: PixelDataset, checkpoint: str | Path) -> Path:
+    return ds.path / "tokens" / sha256_file(Path(checkpoint))[:16]
+
+
+def token_view(
+    ds: PixelDataset, checkpoint: str | Path, chunk: int = 512, progress: bool = True
+) -> PixelDataset:
+    """``ds`` with ``frames`` replaced by the tokens of every frame, encoding on first use."""
+    checkpoint = Path(checkpoint)
+    folder = cache_dir(ds, checkpoint)
+    meta_file = folder / "tokens.json"
+    if not meta_file.exists():
+        tok = Tokenizer.load(checkpoint)
+        if tuple(ds.frames.shape[1:]) != (3, tok.config.image_size, tok.config.image_size):
+            raise DatasetError(
+                f"{ds.path} has frames {tuple(ds.frames.shape[1:])}; "
+                f"{checkpoint} encodes {tok.config.image_size}px frames"
+            )
+        dtype = np.int16 if tok.vocab_size <= np.iinfo(np.int16).max else np.int32
+        n = len(ds.frames)
+
+        def write(tmp: str) -> None:
+            from tqdm import tqdm
+
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, tok.tokens_per_frame))
+            for i in tqdm(
+                range(0, n, chunk), disable=not progress, desc=f"encode {tok.backend}", unit="chunk"
+            ):
+                out[i : i + chunk] = tok.encode(np.asarray(ds.frames[i : i + chunk])).numpy().astype(dtype)
+            out.flush()
+            del out
+
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / "tokens.npy", write)
+        meta = {
+            "backend": tok.backend,
+            "config": dataclasses.asdict(tok.config),
+            "tokens_per_frame": tok.tokens_per_frame,
+            "vocab_size": tok.vocab_size,
+            "checkpoint": str(checkpoint.resolve()),
+            "dataset_sha256": ds.meta["hdf5_sha256"],
+        }
+        atomic_write(meta_file, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    meta = json.loads(meta_file.read_text())
+    if meta["dataset_sha256"] != ds.meta["hdf5_sha256"]:
+        raise DatasetError(f"{folder} was encoded from another version of {ds.path}; delete it to re-encode")
+    tokens = np.load(folder / "tokens.npy", mmap_mode="r")
+    if tokens.shape != (len(ds.frames), meta["tokens_per_frame"]):
+        raise DatasetError(
+            f"{folder / 'tokens.npy'} has shape {tokens.shape}: truncated? delete it to re-encode"
+        )
+    view = dataclasses.replace(ds, frames=tokens)
+    view.meta = {**ds.meta, "tokens": meta}
+    return view
