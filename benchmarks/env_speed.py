@@ -24,6 +24,7 @@ import csv
 import datetime
 import platform
 import shlex
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -99,16 +100,19 @@ def make_stepper(path: str, task: str, size: int) -> Stepper:
     return gym_stepper(voc_rl.make_env(task, size=size, action_repeat=action_repeat, render_quality=quality))
 
 
-def measure(path: str, task: str, size: int, steps: int, warmup: int) -> float:
-    """Steps per second of ``path`` over ``steps`` timed steps, after ``warmup`` untimed ones."""
+def measure(path: str, task: str, size: int, steps: int, warmup: int, repeats: int) -> float:
+    """Median steps per second of ``path`` over ``repeats`` windows of ``steps`` timed steps."""
     step, close = make_stepper(path, task, size)
     try:
         for _ in range(warmup):
             step()
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        return steps / (time.perf_counter() - start)
+        rates = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            rates.append(steps / (time.perf_counter() - start))
+        return statistics.median(rates)
     finally:
         close()
 
@@ -134,8 +138,9 @@ def write_markdown(path: Path, results: Results, args: argparse.Namespace, wall_
         f"- Date (UTC): {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}",
         *machine_lines(),
         f"- MUJOCO_GL={GL_BACKEND}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}",
-        f"- {args.warmup} warm-up steps, then {args.steps} timed steps per measurement ({args.slow_steps} for"
-        f" {', '.join(SLOW_PATHS)}); uniform random actions; resets included. Whole run: {wall_s:.0f} s.",
+        f"- {args.warmup} warm-up steps, then the median of {args.repeats} windows of {args.steps} steps"
+        f" ({args.slow_steps} for {', '.join(SLOW_PATHS)}); uniform random actions; resets included."
+        f" Whole run: {wall_s:.0f} s.",
         "",
         "Steps per second. `voc_rl-fast` counts agent steps (action_repeat=2: 2 control steps + 1 render);"
         " every other column counts control steps with one render each.",
@@ -173,6 +178,9 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[64, 84])
     parser.add_argument("--steps", type=int, default=2000, help="timed steps, a tenth for SLOW_PATHS")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed windows per measurement; the median is kept"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (50 steps, 5 warm-up)")
     args = parser.parse_args()
     if args.quick:
@@ -184,7 +192,9 @@ def main() -> None:
         for size in args.sizes:
             for path in PATHS:
                 steps = args.slow_steps if path in SLOW_PATHS else args.steps
-                results[(task, size, path)] = sps = measure(path, task, size, steps, args.warmup)
+                results[(task, size, path)] = sps = measure(
+                    path, task, size, steps, args.warmup, args.repeats
+                )
                 print(f"{task:>14} {size:>4} px {path:>20}: {sps:8.1f} steps/s", flush=True)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with open(args.out_dir / "env_speed.csv", "w", newline="") as f:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 
 class CheckpointError(RuntimeError):
@@ -45,6 +44,8 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
     """Save a dict of tensors and plain values atomically."""
+    import torch  # here, so that reading datasets never pays for importing torch
+
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
@@ -60,6 +61,8 @@ def save_npz(arrays: dict[str, np.ndarray], path: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
     """Load a checkpoint safely; ``required`` keys must be present. Errors name the file and problem."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
