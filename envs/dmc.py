@@ -125,7 +125,7 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
         self._last_frame = frame
         return frame.transpose(2, 0, 1)
 
-    def _observe(self, info: dict[str, Any]) -> np.ndarray:
+    def _observe(self) -> np.ndarray:
         return self._stack.observation() if self.obs_type == "pixels" else self._proprio.copy()
 
     def _info(self) -> dict[str, Any]:
@@ -147,7 +147,7 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
         self._steps = 0
         self._needs_reset = False
         info = self._info()
-        return self._observe(info), info
+        return self._observe(), info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._needs_reset:
@@ -168,7 +168,7 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
         truncated = self._steps >= self.max_episode_steps and not terminated
         self._needs_reset = terminated or truncated
         info = self._info()
-        return self._observe(info), float(reward), terminated, truncated, info
+        return self._observe(), float(reward), terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
         """The latest frame as (H, W, 3) uint8, rendering it if the env has not yet done so."""
@@ -218,4 +218,4 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
         self._steps = step
         self._needs_reset = False
         info = self._info()
-        return self._observe(info), info
+        return self._observe(), info
