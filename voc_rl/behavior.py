@@ -311,11 +311,15 @@ def train_behavior(
     return ladder
 
 
-def select_levels(run_dir: str | Path) -> dict[str, Path]:
+def select_levels(
+    run_dir: str | Path, task: str | None = None, episodes: int = 0, top: int = 3
+) -> dict[str, Path]:
     """Pick the ``expert`` and ``medium`` snapshots of a training run from its ladder.
 
-    Returns are the stochastic ones, since collection samples actions: ``expert`` is the
-    best snapshot; ``medium`` the earlier one whose return is closest to half of the expert's.
+    Returns are the sampled-action ones, since collection samples actions: ``expert`` is the best
+    snapshot, ``medium`` the earlier one whose return is closest to half of the expert's. The
+    ladder's returns come from few episodes; with ``task`` and ``episodes`` > 0, the ``top``
+    candidates for each level are evaluated again over ``episodes`` episodes before choosing.
     """
     run_dir = Path(run_dir)
     ladder_file = run_dir / "ladder.csv"
@@ -329,8 +333,18 @@ def select_levels(run_dir: str | Path) -> dict[str, Path]:
         raise ValueError(
             f"{ladder_file} has {len(rows)} snapshot(s); need at least 2 to pick medium and expert"
         )
+
+    def rescore(candidates: list[dict[str, Any]]) -> None:
+        if task is None or episodes <= 0:
+            return
+        for r in candidates:
+            policy = BehaviorPolicy.load(run_dir / "snapshots" / r["path"])
+            r["return_sto"] = float(evaluate(policy, task, episodes, seed=30_000).mean())
+
+    rescore(sorted(rows, key=lambda r: -r["return_sto"])[:top])
     expert = max(rows, key=lambda r: r["return_sto"])
     earlier = [r for r in rows if r["step"] < expert["step"]] or rows
+    rescore(sorted(earlier, key=lambda r: abs(r["return_sto"] - expert["return_sto"] / 2))[:top])
     medium = min(earlier, key=lambda r: abs(r["return_sto"] - expert["return_sto"] / 2))
     return {
         "medium": run_dir / "snapshots" / medium["path"],
@@ -338,10 +352,12 @@ def select_levels(run_dir: str | Path) -> dict[str, Path]:
     }
 
 
-def ship_levels(task: str, run_dir: str | Path, out_dir: str | Path = POLICY_DIR) -> dict[str, Path]:
+def ship_levels(
+    task: str, run_dir: str | Path, out_dir: str | Path = POLICY_DIR, episodes: int = 10
+) -> dict[str, Path]:
     """Copy the selected snapshots to ``out_dir/{task}__{level}.pt`` with their level recorded."""
     shipped = {}
-    for level, snap in select_levels(run_dir).items():
+    for level, snap in select_levels(run_dir, task, episodes).items():
         policy = BehaviorPolicy.load(snap)
         policy.name = f"{task}-{level}"
         policy.meta.update(level=level, snapshot=snap.name)

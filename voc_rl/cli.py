@@ -116,9 +116,11 @@ def _cmd_tokenizer_fit(args: argparse.Namespace) -> int:
 
     ds = open_dataset(args.dataset)
     overrides = {"action_dim": int(ds.arrays["action"].shape[1])} if args.backend == "musik" else {}
+    if args.steps:  # the run length is part of the config: schedules (DINO's teacher momentum) follow it
+        overrides["steps"] = args.steps
     tok = make_tokenizer(args.backend, size=args.size, **overrides)
     out = args.out or f"runs/tokenizers/{ds.meta['name']}__{args.backend}__{args.size}"
-    report = fit(tok, ds, steps=args.steps, seed=args.seed, out=out)
+    report = fit(tok, ds, seed=args.seed, out=out)
     print(
         f"{tok} trained {report.steps} steps in {report.seconds / 60:.1f} min; checkpoint {out}/tokenizer.pt"
     )

@@ -84,7 +84,7 @@ def fit(
         opt.step()
         tok.after_step()
         tok.step += 1
-        loss_value = float(loss)
+        loss_value = float(loss.detach())
         bar.update(1)
         if tok.step % log_every == 0:
             stats = codebook_stats(codes, tok.vocab_size)
