@@ -116,8 +116,9 @@ def test_fit_resumes_from_its_checkpoint(ds_path: Path, tmp_path: Path) -> None:
     assert report.steps == 30 and tok.step == 30
 
 
-def test_bad_input_is_a_clear_error(ds_path: Path, tmp_path: Path) -> None:
-    tok = make_tokenizer("vqvae", size="tiny")
+@pytest.mark.parametrize("backend", ["vqvae", "dino", "musik", "titok"])
+def test_every_backend_rejects_bad_frames_and_tokens(backend: str) -> None:
+    tok = make_tokenizer(backend, size="tiny", **({"action_dim": 2} if backend == "musik" else {}))
     with pytest.raises(TypeError, match="uint8"):
         tok.encode(torch.zeros(2, 3, 64, 64))
     with pytest.raises(ValueError, match="64, 64"):
@@ -125,9 +126,17 @@ def test_bad_input_is_a_clear_error(ds_path: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="empty"):
         tok.encode(torch.zeros(0, 3, 64, 64, dtype=torch.uint8))
     with pytest.raises(ValueError, match="token ids"):
-        tok.embed(torch.full((1, 64), 999))
+        tok.embed(torch.full((1, tok.tokens_per_frame), tok.vocab_size))
     with pytest.raises(TypeError, match="integers"):
-        tok.embed(torch.zeros(1, 64))
+        tok.embed(torch.zeros(1, tok.tokens_per_frame))
+    tokens = tok.encode(torch.zeros(1, 2, 3, 64, 64, dtype=torch.uint8))
+    emb = tok.embed(tokens)
+    assert emb.shape[:2] == (1, 2 * tok.tokens_per_frame)
+    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(emb.shape[:2]))
+
+
+def test_bad_checkpoints_are_a_clear_error(ds_path: Path, tmp_path: Path) -> None:
+    tok = make_tokenizer("vqvae", size="tiny")
     with pytest.raises(NotImplementedError, match="no pixel decoder"):
         Tokenizer.decode(
             make_tokenizer("musik", size="tiny", action_dim=2), torch.zeros(1, 64, dtype=torch.long)

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from voc_rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -45,6 +46,8 @@ class TokenizerConfig:
 
 
 class Tokenizer(nn.Module):
+    quantizer: nn.Module  # every backend quantizes with a VectorQuantizer (or a loaded codebook)
+
     """Base class. Subclasses set ``backend``, ``config_cls``, ``presets`` and implement the hooks."""
 
     backend: ClassVar[str] = "base"
@@ -68,7 +71,8 @@ class Tokenizer(nn.Module):
         )
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__}.embed(tokens long (B, N)) -> float (B, N, D)")
+        """Token ids (B, N) -> their code vectors, unit norm, (B, N, D). Backends have a ``quantizer``."""
+        return F.normalize(self.quantizer.lookup(self.check_tokens(tokens)), dim=-1)
 
     def decode_frames(self, codes: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"the {self.backend} tokenizer has no pixel decoder")

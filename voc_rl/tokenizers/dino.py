@@ -209,9 +209,6 @@ class DINOTokenizer(Tokenizer):
         book = self.quantizer.codebook  # (K, d); argmin of the squared distance, as BEiT computes it
         return (book.pow(2).sum(-1) - 2 * z @ book.T).argmin(dim=-1)  # (M, N)
 
-    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.quantizer.lookup(self.check_tokens(tokens)), dim=-1)  # (B, N, d)
-
     # ------------------------------------------------------------------ training
     def _crop(self, x: torch.Tensor, size: int, scale: tuple[float, float]) -> torch.Tensor:
         """Random resized crops (area fraction in ``scale``, aspect 3/4-4/3) with brightness/contrast."""

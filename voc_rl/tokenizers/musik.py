@@ -31,7 +31,7 @@ from torch import nn
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.tokenizers.base import Tokenizer, TokenizerConfig, to_float
 from voc_rl.tokenizers.quantizer import VectorQuantizer
-from voc_rl.tokenizers.vqvae import ResBlock
+from voc_rl.tokenizers.vqvae import GridCodes, ResBlock
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class MUSIKConfig(TokenizerConfig):
             raise ValueError("action_dim, max_k and frame_stack_input must all be >= 1")
 
 
-class MUSIKTokenizer(Tokenizer):
+class MUSIKTokenizer(GridCodes, Tokenizer):
     backend = "musik"
     config_cls = MUSIKConfig
     has_decoder = False
@@ -125,21 +125,6 @@ class MUSIKTokenizer(Tokenizer):
             nn.ReLU(),
             nn.Linear(config.hidden, config.action_dim),
         )
-
-    @property
-    def tokens_per_frame(self) -> int:
-        return self.grid * self.grid
-
-    def _latents(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.encoder(x * 2 - 1)  # (M, d, g, g)
-        return z.permute(0, 2, 3, 1)  # (M, g, g, d)
-
-    def encode_frames(self, x: torch.Tensor) -> torch.Tensor:
-        z = self._latents(x)
-        return self.quantizer.codes(z.reshape(-1, z.shape[-1])).reshape(len(x), -1)  # (M, g*g)
-
-    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.quantizer.lookup(self.check_tokens(tokens))  # (B, N, d)
 
     # ------------------------------------------------------------------ inverse dynamics
     def inverse(self, zq_now: torch.Tensor, zq_future: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,27 @@ class ResBlock(nn.Module):
         return x + self.net(x)
 
 
-class VQVAETokenizer(Tokenizer):
+class GridCodes:
+    """Codes on a 2-D grid from a convolutional ``encoder`` (also used by the MUSIK backend)."""
+
+    encoder: nn.Module
+    quantizer: VectorQuantizer
+    grid: int
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid * self.grid
+
+    def _latents(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.encoder(x * 2 - 1)  # (M, d, g, g)
+        return z.permute(0, 2, 3, 1)  # (M, g, g, d)
+
+    def encode_frames(self, x: torch.Tensor) -> torch.Tensor:
+        z = self._latents(x)
+        return self.quantizer.codes(z.reshape(-1, z.shape[-1])).reshape(len(x), -1)  # (M, g*g)
+
+
+class VQVAETokenizer(GridCodes, Tokenizer):
     backend = "vqvae"
     config_cls = VQVAEConfig
     has_decoder = True
@@ -69,21 +89,6 @@ class VQVAETokenizer(Tokenizer):
         self.decoder = nn.Sequential(*up)
         self.quantizer = VectorQuantizer(config.vocab_size, d, restart_after=config.restart_after)
         self.grid = config.image_size // 2**config.downsample
-
-    @property
-    def tokens_per_frame(self) -> int:
-        return self.grid * self.grid
-
-    def _latents(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.encoder(x * 2 - 1)  # (M, d, g, g)
-        return z.permute(0, 2, 3, 1)  # (M, g, g, d)
-
-    def encode_frames(self, x: torch.Tensor) -> torch.Tensor:
-        z = self._latents(x)
-        return self.quantizer.codes(z.reshape(-1, z.shape[-1])).reshape(len(x), -1)  # (M, g*g)
-
-    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.quantizer.lookup(self.check_tokens(tokens))  # (B, N, d)
 
     def decode_frames(self, codes: torch.Tensor) -> torch.Tensor:
         zq = self.quantizer.lookup(codes).reshape(len(codes), self.grid, self.grid, -1)
