@@ -7,6 +7,20 @@ whatever the image grid. The decoder reads the K quantized latents beside 64 mas
 learned token plus a learned position embedding per patch) and turns the mask-token outputs back
 into pixel patches. Loss: pixel MSE plus the commitment term. Fewer tokens per frame is the point:
 FACTS.md measured that tokens per state are the main cost of sampling downstream.
+
+Two additions to the paper, both kept in the checkpoint through a reference set of training frames
+(the first ``num_ref_frames`` seen). ``slot_norm``: each slot's latent is standardised per channel
+before the cosine VQ. A latent token's output is mostly its own learned identity plus the static
+background; the part that depends on the frame was 1-2% of its norm on fake-pixels, so every frame
+fell on the same code per slot, the commitment loss shrank that part further, and within 100 steps
+all slots of all frames had one code. Training standardises with the batch's statistics (as
+BatchNorm does); encoding with those of the reference frames under the current weights (cached
+until a weight changes). BatchNorm's running averages failed: the constant part drifts during
+training by many times the image-dependent spread. ``residual``: the encoder sees each frame minus
+the reference frames' mean, and the decoder's logits are added to that mean's, so an untrained
+model already outputs the mean frame and training goes to what moves. Measured, small preset, 300
+steps on fake-pixels (mean-frame MSE 0.0057): plain, usage 3% and MSE 0.0061; slot_norm, 12% and
+0.0071; both, 33% and 0.0054, probe R^2 0.10.
 """
 
 from __future__ import annotations
@@ -40,6 +54,12 @@ class TiTokConfig(TokenizerConfig):
     """Hidden width of each block's MLP, as a multiple of ``width``."""
     restart_after: int = 100
     """Steps a code may stay unused before it is restarted on a recent encoder output."""
+    slot_norm: bool = True
+    """Standardise each slot's latent per channel before quantizing (see the module docstring)."""
+    residual: bool = True
+    """Encode each frame minus the reference frames' mean, and decode onto that mean (see above)."""
+    num_ref_frames: int = 64
+    """Training frames kept (the first ones seen) whose latent statistics standardise at encode time."""
 
 
 class Block(nn.Module):
@@ -123,6 +143,10 @@ class TiTokTokenizer(Tokenizer):
         )
         self.enc_norm = nn.LayerNorm(w)
         self.to_code = nn.Linear(w, config.code_dim)
+        s = config.image_size
+        self.register_buffer("ref_frames", torch.zeros(config.num_ref_frames, 3, s, s, dtype=torch.uint8))
+        self.register_buffer("ref_count", torch.tensor(0))
+        self._ref_stats: tuple[tuple, torch.Tensor, torch.Tensor] | None = None  # (key, mean, var)
         self.quantizer = VectorQuantizer(
             config.vocab_size, config.code_dim, restart_after=config.restart_after
         )
@@ -162,14 +186,55 @@ class TiTokTokenizer(Tokenizer):
         return x.reshape(m, 3, g * p, g * p)  # (M, 3, H, W)
 
     # ------------------------------------------------------------------ encoder / decoder
-    def _latents(self, x: torch.Tensor) -> torch.Tensor:
-        """Frames (M, 3, H, W) in [0, 1] -> unquantized latents (M, K, code_dim)."""
-        h = self.patch_embed(self._patchify(x * 2 - 1)) + self.enc_pos  # (M, n, w)
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Frames (M, 3, H, W) in [0, 1] -> encoder outputs of the latent slots (M, K, code_dim)."""
+        h = self.patch_embed(self._patchify((x - self._mean_frame()) * 2)) + self.enc_pos  # (M, n, w)
         h = torch.cat([h, self.latent_tokens.expand(len(x), -1, -1)], dim=1)  # (M, n + K, w)
         for block in self.encoder:
             h = block(h)
         k = self.config.num_latent_tokens
         return self.to_code(self.enc_norm(h[:, -k:]))  # (M, K, code_dim)
+
+    def _latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Frames (M, 3, H, W) in [0, 1] -> latents to quantize (M, K, code_dim)."""
+        if self.training:
+            self._remember(x)
+        z = self._encode(x)  # (M, K, d)
+        if not self.config.slot_norm:
+            return z
+        if self.training:
+            mean, var = z.mean(0), z.var(0, unbiased=False)  # (K, d) each: the batch's statistics
+        else:
+            mean, var = self._reference_stats()
+        return (z - mean) * torch.rsqrt(var + 1e-8)  # (M, K, d)
+
+    def _mean_frame(self) -> torch.Tensor:
+        """The reference frames' mean (1, 3, H, W) in [0, 1]; mid-grey before training or without residual."""
+        n = int(self.ref_count)
+        if not self.config.residual or n == 0:
+            return torch.full((1, 3, 1, 1), 0.5, device=self.device)
+        return self.ref_frames[:n].float().mean(0, keepdim=True) / 255
+
+    @torch.no_grad()
+    def _remember(self, x: torch.Tensor) -> None:
+        n, r = int(self.ref_count), len(self.ref_frames)
+        if n < r:
+            take = x[: r - n]
+            self.ref_frames[n : n + len(take)] = (take * 255).round().to(torch.uint8)
+            self.ref_count.add_(len(take))
+
+    @torch.no_grad()
+    def _reference_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance (K, d) of the reference frames' latents under the current weights."""
+        n = int(self.ref_count)
+        if n < 2:  # never trained: no standardisation
+            return torch.zeros((), device=self.device), torch.ones((), device=self.device)
+        # in-place updates (optimiser steps, load_state_dict) bump a tensor's version counter
+        key = (n, self.device, tuple(t._version for t in (*self.parameters(), self.ref_frames)))
+        if self._ref_stats is None or self._ref_stats[0] != key:
+            z = torch.cat([self._encode(f.float() / 255) for f in self.ref_frames[:n].split(256)])
+            self._ref_stats = (key, z.mean(0), z.var(0, unbiased=False))
+        return self._ref_stats[1], self._ref_stats[2]
 
     def _decode(self, zq: torch.Tensor) -> torch.Tensor:
         """Quantized latents (M, K, code_dim) -> frames (M, 3, H, W) in (0, 1)."""
@@ -181,7 +246,8 @@ class TiTokTokenizer(Tokenizer):
             h = block(h)
         n = self.grid * self.grid
         patches = self.to_pixels(self.dec_norm(h[:, :n]))  # (M, n, p*p*3)
-        return torch.sigmoid(self._unpatchify(patches))  # (M, 3, H, W)
+        mean_logit = torch.logit(self._mean_frame().clamp(0.01, 0.99))  # (1, 3, H, W)
+        return torch.sigmoid(self._unpatchify(patches) + mean_logit)  # (M, 3, H, W)
 
     # ------------------------------------------------------------------ tokenizer hooks
     def encode_frames(self, x: torch.Tensor) -> torch.Tensor:
