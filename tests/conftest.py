@@ -5,6 +5,8 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -18,3 +20,19 @@ torch.set_num_threads(1)
 def _seed() -> None:
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def fake_ds_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 random episodes (150 transitions) of the fake pixel env at 64 px, shared by the tokenizer tests."""
+    from voc_rl.data.collect import collect
+
+    out = tmp_path_factory.mktemp("fake_pixels_64")
+    return collect("fake-pixels", "random", episodes=3, out=out, size=64, progress=False)
+
+
+@pytest.fixture(scope="session")
+def ds(fake_ds_path: Path):
+    from voc_rl.data import open_dataset
+
+    return open_dataset(fake_ds_path)

@@ -11,17 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from voc_rl.checkpoint import CheckpointError
-from voc_rl.data import PixelDataset, open_dataset
-from voc_rl.data.collect import collect
+from voc_rl.data import PixelDataset
 from voc_rl.tokenizers import Tokenizer, make_tokenizer
 from voc_rl.tokenizers.dino import DINOConfig, DINOTokenizer
 from voc_rl.tokenizers.train import fit
-
-
-@pytest.fixture(scope="module")
-def ds(tmp_path_factory: pytest.TempPathFactory) -> PixelDataset:
-    out = tmp_path_factory.mktemp("dino_data")
-    return open_dataset(collect("fake-pixels", "random", episodes=3, out=out, size=64, progress=False))
 
 
 @pytest.fixture

@@ -8,17 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from voc_rl.data import PixelDataset, open_dataset
-from voc_rl.data.collect import collect
+from voc_rl.data import PixelDataset
 from voc_rl.tokenizers import Tokenizer, make_tokenizer
 from voc_rl.tokenizers.musik import MUSIKConfig, MUSIKTokenizer
 from voc_rl.tokenizers.train import _frames_of, fit
-
-
-@pytest.fixture(scope="module")
-def ds(tmp_path_factory: pytest.TempPathFactory) -> PixelDataset:
-    out = tmp_path_factory.mktemp("musik_data")
-    return open_dataset(collect("fake-pixels", "random", episodes=3, out=out, size=64, progress=False))
 
 
 @pytest.fixture

@@ -4,17 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from voc_rl.data import open_dataset
-from voc_rl.data.collect import collect
 from voc_rl.tokenizers import Tokenizer, make_tokenizer
 from voc_rl.tokenizers.titok import TiTokConfig, TiTokTokenizer
 from voc_rl.tokenizers.train import _frames_of, fit
-
-
-@pytest.fixture(scope="module")
-def ds(tmp_path_factory):
-    out = tmp_path_factory.mktemp("titok_data")
-    return open_dataset(collect("fake-pixels", "random", episodes=3, out=out, size=64, progress=False))
 
 
 @pytest.fixture

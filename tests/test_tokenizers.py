@@ -10,18 +10,11 @@ import torch
 
 from voc_rl.checkpoint import CheckpointError
 from voc_rl.data import WindowSampler, open_dataset
-from voc_rl.data.collect import collect
 from voc_rl.tokenizers import Tokenizer, list_tokenizers, make_tokenizer
 from voc_rl.tokenizers.base import linear_probe_r2
 from voc_rl.tokenizers.cache import cache_dir, token_view
 from voc_rl.tokenizers.quantizer import VectorQuantizer, codebook_stats
 from voc_rl.tokenizers.train import fit
-
-
-@pytest.fixture(scope="module")
-def ds_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tokds")
-    return collect("fake-pixels", "random", episodes=3, out=out, size=64, progress=False)
 
 
 def test_registry_names_sizes_and_overrides() -> None:
@@ -84,8 +77,8 @@ def test_linear_probe_reads_linear_targets_and_not_noise() -> None:
     np.testing.assert_allclose(dual, primal, atol=1e-8)
 
 
-def test_vqvae_shapes_fit_and_round_trip(ds_path: Path, tmp_path: Path) -> None:
-    ds = open_dataset(ds_path)
+def test_vqvae_shapes_fit_and_round_trip(fake_ds_path: Path, tmp_path: Path) -> None:
+    ds = open_dataset(fake_ds_path)
     tok = make_tokenizer("vqvae", size="tiny")
     frames = np.asarray(ds.frames[:6]).reshape(2, 3, 3, 64, 64)
     batch = tok.sample_batch(ds, np.arange(50), np.random.default_rng(0))
@@ -108,8 +101,8 @@ def test_vqvae_shapes_fit_and_round_trip(ds_path: Path, tmp_path: Path) -> None:
     assert list((tmp_path / "run" / "tb").iterdir())  # a TensorBoard run was written
 
 
-def test_fit_resumes_from_its_checkpoint(ds_path: Path, tmp_path: Path) -> None:
-    ds = open_dataset(ds_path)
+def test_fit_resumes_from_its_checkpoint(fake_ds_path: Path, tmp_path: Path) -> None:
+    ds = open_dataset(fake_ds_path)
     fit(make_tokenizer("vqvae", size="tiny"), ds, steps=20, out=tmp_path, progress=False, ckpt_every=10)
     tok = make_tokenizer("vqvae", size="tiny")
     report = fit(tok, ds, steps=30, out=tmp_path, progress=False)
@@ -135,7 +128,7 @@ def test_every_backend_rejects_bad_frames_and_tokens(backend: str) -> None:
     torch.testing.assert_close(emb.norm(dim=-1), torch.ones(emb.shape[:2]))
 
 
-def test_bad_checkpoints_are_a_clear_error(ds_path: Path, tmp_path: Path) -> None:
+def test_bad_checkpoints_are_a_clear_error(fake_ds_path: Path, tmp_path: Path) -> None:
     tok = make_tokenizer("vqvae", size="tiny")
     with pytest.raises(NotImplementedError, match="no pixel decoder"):
         Tokenizer.decode(
@@ -154,14 +147,14 @@ def test_bad_checkpoints_are_a_clear_error(ds_path: Path, tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="expected 3x32px"):
         fit(
             make_tokenizer("vqvae", size="tiny", image_size=32),
-            open_dataset(ds_path),
+            open_dataset(fake_ds_path),
             steps=1,
             progress=False,
         )
 
 
-def test_token_cache_is_reused_invalidated_and_sampled(ds_path: Path, tmp_path: Path) -> None:
-    ds = open_dataset(ds_path)
+def test_token_cache_is_reused_invalidated_and_sampled(fake_ds_path: Path, tmp_path: Path) -> None:
+    ds = open_dataset(fake_ds_path)
     tok = make_tokenizer("vqvae", size="tiny")
     ckpt = tok.save(tmp_path / "a.pt")
     view = token_view(ds, ckpt, progress=False)

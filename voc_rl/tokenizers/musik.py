@@ -31,7 +31,7 @@ from torch import nn
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.tokenizers.base import Tokenizer, TokenizerConfig, to_float
 from voc_rl.tokenizers.quantizer import VectorQuantizer
-from voc_rl.tokenizers.vqvae import GridCodes, ResBlock
+from voc_rl.tokenizers.vqvae import GridCodes, ResBlock, conv_down
 
 
 @dataclass(frozen=True)
@@ -96,13 +96,9 @@ class MUSIKTokenizer(GridCodes, Tokenizer):
     def __init__(self, config: MUSIKConfig):
         super().__init__(config)
         c, d, h = config.channels, config.code_dim, config.head_channels
-        down: list[nn.Module] = []
-        c_in = 3
-        for i in range(config.downsample):
-            c_out = c if i < config.downsample - 1 else 2 * c
-            down += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
-            c_in = c_out
-        self.encoder = nn.Sequential(*down, ResBlock(2 * c), nn.ReLU(), nn.Conv2d(2 * c, d, 1))
+        self.encoder = nn.Sequential(
+            *conv_down(c, config.downsample), ResBlock(2 * c), nn.ReLU(), nn.Conv2d(2 * c, d, 1)
+        )
         # Centre the latents on their running mean before the cosine VQ. Without it every encoder
         # output points the same way (mean cosine 0.996 at init) and, with no pixel loss to spread
         # them, the codebook fell to 1-3 codes within 25 steps; with it ~50 of 64 stayed in use.

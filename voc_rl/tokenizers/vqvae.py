@@ -38,6 +38,17 @@ class ResBlock(nn.Module):
         return x + self.net(x)
 
 
+def conv_down(channels: int, downsample: int) -> list[nn.Module]:
+    """Stride-2 convolutions (ReLU after each) from RGB to 2 * channels, halving the size each time."""
+    layers: list[nn.Module] = []
+    c_in = 3
+    for i in range(downsample):
+        c_out = channels if i < downsample - 1 else 2 * channels
+        layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
+        c_in = c_out
+    return layers
+
+
 class GridCodes:
     """Codes on a 2-D grid from a convolutional ``encoder`` (also used by the MUSIK backend)."""
 
@@ -71,13 +82,9 @@ class VQVAETokenizer(GridCodes, Tokenizer):
     def __init__(self, config: VQVAEConfig):
         super().__init__(config)
         c, d = config.channels, config.code_dim
-        down: list[nn.Module] = []
-        c_in = 3
-        for i in range(config.downsample):
-            c_out = c if i < config.downsample - 1 else 2 * c
-            down += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
-            c_in = c_out
-        self.encoder = nn.Sequential(*down, ResBlock(2 * c), nn.ReLU(), nn.Conv2d(2 * c, d, 1))
+        self.encoder = nn.Sequential(
+            *conv_down(c, config.downsample), ResBlock(2 * c), nn.ReLU(), nn.Conv2d(2 * c, d, 1)
+        )
         up: list[nn.Module] = [nn.Conv2d(d, 2 * c, 1), ResBlock(2 * c), nn.ReLU()]
         c_in = 2 * c
         for i in range(config.downsample):
