@@ -1,0 +1,172 @@
+"""Tokenizer quality on held-out episodes: writes results/tokenizers.md and .csv.
+
+For every backend and task it trains a tokenizer with ``fit`` on the training episodes of a dataset
+(episodes split by seed) and measures on the held-out ones: codebook usage, PSNR (where a decoder
+exists), the linear-probe R^2 from the token embeddings of a 3-frame stack to the proprioceptive
+state, encode throughput and tokens per frame. Targets (issue [3/7]): usage >= 50%, probe R^2 >= 0.8
+for the best backend, titok with >= 2x fewer tokens per frame than vqvae at a probe R^2 no more than
+0.05 below it.
+
+    python benchmarks/tokenizers.py --data-root /work/voc_runs/datasets [--steps 3000] [--quick]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse
+import csv
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from voc_rl.data import open_dataset
+from voc_rl.data.collect import collect
+from voc_rl.tokenizers import make_tokenizer
+from voc_rl.tokenizers.train import fit
+
+COLUMNS = [
+    "backend",
+    "size",
+    "task",
+    "tokens_per_frame",
+    "vocab",
+    "usage",
+    "psnr",
+    "probe_r2",
+    "encode_fps",
+    "fit_minutes",
+]
+
+
+def dataset_for(task: str, root: Path, quick: bool) -> Path:
+    """The task's mixed dataset under ``root`` (collected first if missing; tiny with --quick)."""
+    name = f"{task}-mixed" if not quick else f"{task}-mixed-quick"
+    path = root / "voc_rl" / f"{name}-v0"
+    if not path.exists():
+        collect(task, "mixed", episodes=200 if not quick else 3, out=root, name=name)
+    return path
+
+
+def run(args: argparse.Namespace) -> list[dict[str, object]]:
+    rows = []
+    for task in args.tasks:
+        ds = open_dataset(dataset_for(task, args.data_root, args.quick))
+        for backend in args.backends:
+            extra = {"action_dim": int(ds.arrays["action"].shape[1])} if backend == "musik" else {}
+            if args.steps:
+                extra["steps"] = args.steps
+            tok = make_tokenizer(backend, size=args.size, **extra)
+            out = args.runs / f"{task}__{backend}__{args.size}"
+            report = fit(tok, ds, seed=args.seed, out=out, progress=not args.quiet)
+            m = report.metrics
+            rows.append(
+                {
+                    "backend": backend,
+                    "size": args.size,
+                    "task": task,
+                    "tokens_per_frame": tok.tokens_per_frame,
+                    "vocab": tok.vocab_size,
+                    "usage": round(m["usage"], 3),
+                    "psnr": round(m["psnr"], 2) if "psnr" in m else "",
+                    "probe_r2": round(m.get("probe_r2", float("nan")), 3),
+                    "encode_fps": round(m["encode_fps"]),
+                    "fit_minutes": round(report.seconds / 60, 1),
+                }
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
+def verdicts(rows: list[dict[str, object]]) -> list[str]:
+    lines = []
+    worst_usage = min(float(r["usage"]) for r in rows)
+    lines.append(
+        f"- Codebook usage >= 50%: {'met' if worst_usage >= 0.5 else 'not met'} (lowest {worst_usage:.0%})."
+    )
+    best = max(rows, key=lambda r: float(r["probe_r2"]))
+    lines.append(
+        f"- Best probe R^2 >= 0.8: {'met' if float(best['probe_r2']) >= 0.8 else 'not met'} "
+        f"({best['backend']} on {best['task']}: {best['probe_r2']})."
+    )
+    for task in {r["task"] for r in rows}:
+        by = {r["backend"]: r for r in rows if r["task"] == task}
+        if "titok" in by and "vqvae" in by:
+            t, v = by["titok"], by["vqvae"]
+            fewer = int(v["tokens_per_frame"]) / int(t["tokens_per_frame"])
+            gap = float(v["probe_r2"]) - float(t["probe_r2"])
+            ok = fewer >= 2 and gap <= 0.05
+            lines.append(
+                f"- {task}: titok {fewer:.0f}x fewer tokens than vqvae, probe R^2 {gap:+.3f} below it: "
+                f"{'met' if ok else 'not met'}."
+            )
+    return lines
+
+
+def write(rows: list[dict[str, object]], args: argparse.Namespace, seconds: float) -> None:
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    with open(args.out_dir / "tokenizers.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    lines = [
+        "# Tokenizers: quality on held-out episodes",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{'GPU' if torch.cuda.is_available() else 'CPU only'}  ",
+        f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; whole run {seconds / 60:.0f} min"
+        + ("  \n**--quick: tiny data and steps, figures not meaningful**" if args.quick else ""),
+        "",
+        "Datasets: the task's `mixed` dataset (random / medium / expert thirds), 10% of episodes held out.",
+        "usage = fraction of codes used on held-out frames; probe_r2 = ridge regression from the token",
+        "embeddings of a 3-frame stack to the proprioceptive state, R^2 averaged over state dimensions.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+        *("| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows),
+        "",
+        "## Targets",
+        "",
+        *verdicts(rows),
+    ]
+    (args.out_dir / "tokenizers.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", nargs="+", default=["cheetah-run", "walker-walk"])
+    parser.add_argument("--backends", nargs="+", default=["vqvae", "dino", "musik", "titok"])
+    parser.add_argument("--size", default="small")
+    parser.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+    parser.add_argument("--data-root", type=Path, default=Path("datasets"))
+    parser.add_argument("--runs", type=Path, default=Path("runs/tokenizers"), help="fit outputs (resumable)")
+    parser.add_argument("--out-dir", type=Path, default=Path("results"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="tiny preset, 3-episode datasets, 20 steps")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    if args.quick:
+        scratch = Path(tempfile.mkdtemp(prefix="voc_rl_tok_quick_"))
+        args.size, args.steps = "tiny", 20
+        args.data_root, args.runs = scratch / "datasets", scratch / "runs"
+        if args.out_dir == Path("results"):
+            args.out_dir = scratch / "results"
+    start = time.perf_counter()
+    rows = run(args)
+    write(rows, args, time.perf_counter() - start)
+    print(f"wrote {args.out_dir / 'tokenizers.md'}")
+
+
+if __name__ == "__main__":
+    main()
