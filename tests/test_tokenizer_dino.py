@@ -39,17 +39,6 @@ def test_config_and_presets(tok: DINOTokenizer) -> None:
         make_tokenizer("dino", "tiny", local_size=20)
 
 
-def test_shapes_and_dtypes(tok: DINOTokenizer, ds: PixelDataset) -> None:
-    tokens = tok.encode(frames_of(ds, 6).reshape(2, 3, 3, 64, 64))
-    assert tokens.dtype == torch.long and tokens.shape == (2, 3 * 64)
-    assert int(tokens.min()) >= 0 and int(tokens.max()) < tok.vocab_size
-    emb = tok.embed(tokens)
-    assert emb.dtype == torch.float32 and emb.shape == (2, 192, 16)
-    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(2, 192))
-    with pytest.raises(NotImplementedError, match="no pixel decoder"):
-        tok.decode(tokens)
-
-
 def test_multi_crop_views_and_sizes(tok: DINOTokenizer) -> None:
     x = torch.rand(5, 3, 64, 64)
     tok = make_tokenizer("dino", "tiny", local_crops=3)

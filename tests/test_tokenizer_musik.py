@@ -32,14 +32,6 @@ def test_config_presets_shapes_and_dtypes(tok: MUSIKTokenizer, ds: PixelDataset)
     assert small.config.action_dim == 6 and small.config.max_k == 8 and small.vocab_size == 512
     with pytest.raises(ValueError, match=">= 1"):
         make_tokenizer("musik", "tiny", max_k=0)
-    tokens = tok.encode(np.array(ds.frames[:6]).reshape(2, 3, 3, 64, 64))
-    assert tokens.dtype == torch.long and tokens.shape == (2, 3 * 64)
-    assert int(tokens.min()) >= 0 and int(tokens.max()) < tok.vocab_size
-    emb = tok.embed(tokens)
-    assert emb.dtype == torch.float32 and emb.shape == (2, 192, 16)
-    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(2, 192))
-    with pytest.raises(NotImplementedError, match="no pixel decoder"):
-        tok.decode(tokens)
 
 
 @pytest.mark.parametrize("max_k", [1, 3, 15, 200])

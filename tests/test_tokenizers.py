@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from voc_rl.checkpoint import CheckpointError
-from voc_rl.data import WindowSampler, open_dataset
+from voc_rl.data import PixelDataset, WindowSampler, open_dataset
 from voc_rl.tokenizers import Tokenizer, list_tokenizers, make_tokenizer
 from voc_rl.tokenizers.base import linear_probe_r2
 from voc_rl.tokenizers.cache import cache_dir, token_view
@@ -110,7 +110,7 @@ def test_fit_resumes_from_its_checkpoint(fake_ds_path: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("backend", ["vqvae", "dino", "musik", "titok"])
-def test_every_backend_rejects_bad_frames_and_tokens(backend: str) -> None:
+def test_every_backend_shapes_and_bad_input(backend: str, ds: PixelDataset) -> None:
     tok = make_tokenizer(backend, size="tiny", **({"action_dim": 2} if backend == "musik" else {}))
     with pytest.raises(TypeError, match="uint8"):
         tok.encode(torch.zeros(2, 3, 64, 64))
@@ -122,10 +122,18 @@ def test_every_backend_rejects_bad_frames_and_tokens(backend: str) -> None:
         tok.embed(torch.full((1, tok.tokens_per_frame), tok.vocab_size))
     with pytest.raises(TypeError, match="integers"):
         tok.embed(torch.zeros(1, tok.tokens_per_frame))
-    tokens = tok.encode(torch.zeros(1, 2, 3, 64, 64, dtype=torch.uint8))
+    frames = torch.from_numpy(np.array(ds.frames[:6])).reshape(2, 3, 3, 64, 64)
+    tokens = tok.encode(frames)
+    assert tokens.dtype == torch.long and tokens.shape == (2, 3 * tok.tokens_per_frame)
+    assert int(tokens.min()) >= 0 and int(tokens.max()) < tok.vocab_size
     emb = tok.embed(tokens)
-    assert emb.shape[:2] == (1, 2 * tok.tokens_per_frame)
+    assert emb.dtype == torch.float32 and emb.shape == (2, 3 * tok.tokens_per_frame, tok.config.code_dim)
     torch.testing.assert_close(emb.norm(dim=-1), torch.ones(emb.shape[:2]))
+    if tok.has_decoder:
+        assert tok.decode(tokens).shape == (2, 3, 3, 64, 64)
+    else:
+        with pytest.raises(NotImplementedError, match="no pixel decoder"):
+            tok.decode(tokens)
 
 
 def test_bad_checkpoints_are_a_clear_error(fake_ds_path: Path, tmp_path: Path) -> None:

@@ -43,6 +43,8 @@ class TokenizerConfig:
     """Frames (or frame pairs) per training step."""
     steps: int = 2000
     """Default number of training steps for ``fit``."""
+    restart_after: int = 100
+    """Steps a code may stay unused before the quantizer restarts it on a recent encoder output."""
 
 
 class Tokenizer(nn.Module):

@@ -71,8 +71,6 @@ class DINOConfig(TokenizerConfig):
     """BatchNorm in the projection heads' MLP (DINO's ``use_bn_in_head``): keeps DMC frames apart."""
     ema_momentum: float = 0.996
     """Teacher EMA momentum at step 0; rises to 1 on a cosine schedule over ``steps`` (the run's length)."""
-    restart_after: int = 100
-    """Steps a code may stay unused before it is restarted on a recent feature."""
     encoder_only: bool = False
     """Teacher ViT, quantizer head and codebook only (a loaded BEiT-v2 VQ-KD encoder): no training."""
 

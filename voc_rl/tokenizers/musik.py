@@ -40,8 +40,6 @@ class MUSIKConfig(TokenizerConfig):
     """Width of the first convolution (doubles once on the way down)."""
     downsample: int = 3
     """Number of stride-2 convolutions: 3 -> 8x8 codes for 64 px frames, 4 -> 4x4."""
-    restart_after: int = 100
-    """Steps a code may stay unused before it is restarted on a recent encoder output."""
     action_dim: int = 6
     """Dimension of the dataset's actions (6 for DMC cheetah and walker); checked against the data."""
     max_k: int = 15

@@ -52,8 +52,6 @@ class TiTokConfig(TokenizerConfig):
     """Attention heads per block (``width`` must be divisible by it)."""
     mlp_ratio: float = 4.0
     """Hidden width of each block's MLP, as a multiple of ``width``."""
-    restart_after: int = 100
-    """Steps a code may stay unused before it is restarted on a recent encoder output."""
     slot_norm: bool = True
     """Standardise each slot's latent per channel before quantizing (see the module docstring)."""
     residual: bool = True
