@@ -18,6 +18,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import csv
+import json
 import platform
 import sys
 import tempfile
@@ -64,6 +65,11 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
                 extra["steps"] = args.steps
             tok = make_tokenizer(backend, size=args.size, **extra)
             out = args.runs / f"{task}__{backend}__{args.size}"
+            row_file = out / f"row_{tok.config.steps}.json"
+            if row_file.exists():  # finished by an earlier (or parallel) invocation: reuse its row
+                rows.append(json.loads(row_file.read_text()))
+                print(f"reused {row_file}")
+                continue
             report = fit(tok, ds, seed=args.seed, out=out, progress=not args.quiet)
             m = report.metrics
             rows.append(
@@ -71,6 +77,7 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
                     "backend": backend,
                     "size": args.size,
                     "task": task,
+                    "steps": tok.config.steps,
                     "tokens_per_frame": tok.tokens_per_frame,
                     "vocab": tok.vocab_size,
                     "usage": round(m["usage"], 3),
@@ -80,6 +87,7 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
                     "fit_minutes": round(report.seconds / 60, 1),
                 }
             )
+            row_file.write_text(json.dumps(rows[-1]))
             print(rows[-1], flush=True)
     return rows
 
@@ -112,22 +120,28 @@ def verdicts(rows: list[dict[str, object]]) -> list[str]:
 def write(rows: list[dict[str, object]], args: argparse.Namespace, seconds: float) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with open(args.out_dir / "tokenizers.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    steps = ", ".join(sorted({f"{r['backend']} {r['steps']}" for r in rows}))
     lines = [
         "# Tokenizers: quality on held-out episodes",
         "",
         f"Command: `{command}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{'GPU' if torch.cuda.is_available() else 'CPU only'}  ",
-        f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; whole run {seconds / 60:.0f} min"
+        f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; "
+        f"this invocation {seconds / 60:.0f} min "
+        "(fit_minutes per row; rows finished by earlier invocations are reused from the runs folder)  ",
+        f"Training steps per backend: {steps}"
         + ("  \n**--quick: tiny data and steps, figures not meaningful**" if args.quick else ""),
         "",
         "Datasets: the task's `mixed` dataset (random / medium / expert thirds), 10% of episodes held out.",
         "usage = fraction of codes used on held-out frames; probe_r2 = ridge regression from the token",
-        "embeddings of a 3-frame stack to the proprioceptive state, R^2 averaged over state dimensions.",
+        "embeddings of a 3-frame stack to the proprioceptive state (position and velocity), R^2 averaged",
+        "over state dimensions; fit on 4000 training-episode frames, ridge chosen on a held-back slice,",
+        "scored on 2000 held-out frames.",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),

@@ -11,7 +11,7 @@ import torch
 from voc_rl.checkpoint import CheckpointError
 from voc_rl.data import PixelDataset, WindowSampler, open_dataset
 from voc_rl.tokenizers import Tokenizer, list_tokenizers, make_tokenizer
-from voc_rl.tokenizers.base import linear_probe_r2
+from voc_rl.tokenizers.base import linear_probe_r2, probe_r2_cv
 from voc_rl.tokenizers.cache import cache_dir, token_view
 from voc_rl.tokenizers.quantizer import VectorQuantizer, codebook_stats
 from voc_rl.tokenizers.train import fit
@@ -180,3 +180,14 @@ def test_token_cache_is_reused_invalidated_and_sampled(fake_ds_path: Path, tmp_p
     assert batch.obs.shape == (16, 3 * 64)
     pixels = ds.stacks(batch.index, 3).reshape(16, 3, 3, 64, 64)
     np.testing.assert_array_equal(batch.obs, tok.encode(pixels).numpy())
+
+
+def test_probe_ridge_is_chosen_on_training_rows() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 50))
+    clean = x @ rng.normal(size=(50, 2))
+    r2, ridge = probe_r2_cv(x[:200], clean[:200], x[200:], clean[200:])
+    assert ridge == 1e-3 and np.all(r2 > 0.99)
+    noisy = clean + 20 * rng.normal(size=clean.shape)  # mostly noise: heavy shrinkage wins
+    _, ridge = probe_r2_cv(x[:200], noisy[:200], x[200:], noisy[200:])
+    assert ridge >= 1.0

@@ -239,6 +239,29 @@ def linear_probe_r2(
     return 1 - ss_res / ss_tot
 
 
+def probe_r2_cv(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    ridges: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0),
+    val_fraction: float = 0.2,
+) -> tuple[np.ndarray, float]:
+    """``linear_probe_r2`` with the ridge chosen on a validation slice of the training rows.
+
+    The slice is the last ``val_fraction`` of the rows (in time order these are whole episodes, so
+    the choice is not flattered by neighbouring frames); the probe is then refit on all training rows
+    with the chosen ridge and scored on the test rows. Returns (R^2 per target dimension, ridge).
+    """
+    n_val = max(int(len(x_train) * val_fraction), 1)
+    scores = [
+        np.mean(linear_probe_r2(x_train[:-n_val], y_train[:-n_val], x_train[-n_val:], y_train[-n_val:], r))
+        for r in ridges
+    ]
+    best = ridges[int(np.argmax(scores))]
+    return linear_probe_r2(x_train, y_train, x_test, y_test, best), best
+
+
 @dataclass
 class FitReport:
     steps: int
@@ -257,6 +280,7 @@ __all__ = [
     "TokenizerConfig",
     "codebook_stats",
     "linear_probe_r2",
+    "probe_r2_cv",
     "psnr",
     "to_float",
 ]

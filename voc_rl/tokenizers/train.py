@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from voc_rl.checkpoint import load_checkpoint, save_checkpoint
 from voc_rl.data.dataset import PixelDataset
-from voc_rl.tokenizers.base import FitReport, Tokenizer, linear_probe_r2, psnr, to_float
+from voc_rl.tokenizers.base import FitReport, Tokenizer, probe_r2_cv, psnr, to_float
 from voc_rl.tokenizers.quantizer import codebook_stats
 
 COLLAPSE_USAGE = 0.05  # below this fraction of codes in use on held-out frames, the codebook collapsed
@@ -134,9 +134,14 @@ def evaluate(
     train_episodes: np.ndarray | None = None,
     frame_stack: int = 3,
     max_frames: int = 2000,
+    probe_frames: int = 4000,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Quality on ``episodes`` (held out): usage, perplexity, MSE/PSNR, probe R^2, frames/s."""
+    """Quality on ``episodes`` (held out): usage, perplexity, MSE/PSNR, probe R^2, frames/s.
+
+    The probe is a ridge regression fit on up to ``probe_frames`` frames of ``train_episodes`` (ridge
+    chosen on a held-back slice of them) and scored on up to ``max_frames`` frames of ``episodes``.
+    """
     rng = np.random.default_rng(seed)
     test = _subsample(_frames_of(ds, episodes), max_frames, rng)
     frames = np.asarray(ds.frames[test])
@@ -159,10 +164,10 @@ def evaluate(
         mse = float(((recon - to_float(frames)) ** 2).mean())
         metrics.update(mse=mse, psnr=psnr(mse))
     if "proprio" in ds.arrays and train_episodes is not None and len(train_episodes):
-        train = _subsample(_frames_of(ds, train_episodes), max_frames, rng)
+        train = _subsample(_frames_of(ds, train_episodes), probe_frames, rng)
         x_train, x_test = (_stack_features(tok, ds, idx, frame_stack) for idx in (train, test))
-        r2 = linear_probe_r2(x_train, ds.arrays["proprio"][train], x_test, ds.arrays["proprio"][test])
-        metrics["probe_r2"] = float(np.mean(r2))
+        r2, ridge = probe_r2_cv(x_train, ds.arrays["proprio"][train], x_test, ds.arrays["proprio"][test])
+        metrics.update(probe_r2=float(np.mean(r2)), probe_ridge=ridge)
     return metrics
 
 
