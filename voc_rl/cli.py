@@ -141,6 +141,31 @@ def _cmd_tokenizer_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_occupancy_fit(args: argparse.Namespace) -> int:
+    from voc_rl.data.dataset import open_dataset
+    from voc_rl.occupancy import OccupancyModel
+    from voc_rl.occupancy_train import occupancy_config_for, train_occupancy
+    from voc_rl.tokenizers import Tokenizer
+    from voc_rl.tokenizers.cache import token_view
+
+    ds = open_dataset(args.dataset)
+    view = token_view(ds, args.tokenizer)
+    fields = {"gamma": args.gamma, "variant": args.variant}
+    if args.steps:  # the run length is part of the config: the learning-rate schedule follows it
+        fields["steps"] = args.steps
+    config = occupancy_config_for(view, args.size, **fields)
+    out = args.out or f"runs/occupancy/{ds.meta['name']}__{config.tokenizer}__g{args.gamma}__{args.size}"
+    model = OccupancyModel(config)
+    print(model)
+    report, _ = train_occupancy(
+        model, view, seed=args.seed, out=out, tokenizer=Tokenizer.load(args.tokenizer), device=args.device
+    )
+    print(f"trained {report.steps} steps in {report.seconds / 60:.1f} min; checkpoint {out}/occupancy.pt")
+    for key, value in report.metrics.items():
+        print(f"  {key}: {value:.4g}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voc-rl", description="Video occupancy models for pixel-based control on DeepMind Control."
@@ -226,6 +251,20 @@ def build_parser() -> argparse.ArgumentParser:
     tenc.add_argument("--dataset", required=True)
     tenc.add_argument("--checkpoint", required=True, help="a tokenizer.pt")
     tenc.set_defaults(func=_cmd_tokenizer_encode)
+
+    occ = sub.add_parser("occupancy", help="train occupancy models (generative TD) on a dataset's tokens")
+    occ_sub = occ.add_subparsers(dest="occupancy_command", metavar="ACTION", required=True)
+    ofit = occ_sub.add_parser("fit", help="train an occupancy model and its reward model (resumes)")
+    ofit.add_argument("--dataset", required=True, help="dataset folder (datasets/voc_rl/NAME-v0)")
+    ofit.add_argument("--tokenizer", required=True, help="a tokenizer.pt (the dataset is encoded once)")
+    ofit.add_argument("--gamma", type=float, default=0.9)
+    ofit.add_argument("--variant", default="distill", help="distill (default) or sample")
+    ofit.add_argument("--size", default="small", help="tiny, small (default) or base")
+    ofit.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+    ofit.add_argument("--out", help="run folder (default runs/occupancy/DATASET__TOKENIZER__gGAMMA__SIZE)")
+    ofit.add_argument("--device", default="auto", help="auto (a GPU where there is one), cpu, cuda")
+    ofit.add_argument("--seed", type=int, default=0)
+    ofit.set_defaults(func=_cmd_occupancy_fit)
     return parser
 
 

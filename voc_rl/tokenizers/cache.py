@@ -74,5 +74,5 @@ def token_view(
             f"{folder / 'tokens.npy'} has shape {tokens.shape}: truncated? delete it to re-encode"
         )
     view = dataclasses.replace(ds, frames=tokens)
-    view.meta = {**ds.meta, "tokens": meta}
+    view.meta = {**ds.meta, "tokens": {**meta, "key": folder.name}}
     return view

@@ -1,0 +1,363 @@
+"""The video occupancy model: an action-conditioned causal transformer over tokens, trained by
+generative TD, that samples and scores states from the discounted occupancy ``mu(s_e | s, a)``.
+
+Sequence: ``[context tokens of the frame stack s | action embedding | target tokens of s_e]``; the
+loss is on target tokens only. ``s_e`` is the last ``target_frames`` frames of a future stack. With
+``r(s_e)`` the reward received on entering ``s_e``, ``Q(s, a) = E[r(s_e)] / (1 - gamma)``.
+
+Generative TD (:func:`td_loss`): with probability ``1 - gamma`` the target is ``s_{t+1}``; otherwise
+it is a sample of the EMA target model conditioned on ``(s_{t+1}, a_{t+1})``. Its fixed point is
+the occupancy of ``s_{t+1+k}``, ``k ~ Geom(1 - gamma)`` on {0, 1, ...}: on a Markov chain with
+transition matrix P, ``(1 - gamma) (I - gamma P)^-1 P``. Two variants of the gamma branch:
+``sample`` trains on the sampled tokens (one-hot), ``distill`` on the target model's full
+next-token distributions along its sampled sequence (the lower-variance bootstrap of Temporal
+Difference Flows, applied to tokens). ``gamma = 0`` is a one-step latent world model.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from voc_rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from voc_rl.transformer import GPT, GPTConfig
+
+FORMAT = "voc_rl.occupancy/1"
+VARIANTS = ("sample", "distill")
+
+
+@dataclass(frozen=True)
+class OccupancyConfig:
+    vocab_size: int
+    tokens_per_frame: int
+    action_dim: int
+    frame_stack: int = 3  # frames of context
+    target_frames: int = 0  # frames of s_e, the newest of the future stack; 0 means frame_stack
+    gamma: float = 0.9
+    variant: str = "distill"
+    width: int = 128
+    depth: int = 4
+    heads: int = 4
+    dropout: float = 0.0
+    target_rate: float = 0.01  # EMA: target <- (1 - rate) target + rate online, each step
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    batch_size: int = 32
+    steps: int = 5000
+    reward_dim: int = 16  # token embedding size of the reward model
+    reward_hidden: int = 256
+    tokenizer: str = ""  # backend name of the tokens' tokenizer (informational)
+    tokenizer_sha256: str = ""  # checkpoint hash of that tokenizer: a model only reads its tokens
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": {"width": 32, "depth": 2, "heads": 2, "batch_size": 8, "steps": 50, "reward_hidden": 32},
+        "small": {},
+        "base": {"width": 256, "depth": 6, "heads": 8, "batch_size": 64, "steps": 50_000},
+    }
+
+    def __post_init__(self) -> None:
+        if self.target_frames == 0:
+            object.__setattr__(self, "target_frames", self.frame_stack)
+        if not 0.0 <= self.gamma < 1.0:
+            raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if not 1 <= self.target_frames <= self.frame_stack:
+            raise ValueError(f"target_frames must be in [1, frame_stack={self.frame_stack}]")
+        if min(self.vocab_size, self.tokens_per_frame, self.action_dim) < 1:
+            raise ValueError("vocab_size, tokens_per_frame and action_dim must be positive")
+
+    @property
+    def n_context(self) -> int:
+        return self.frame_stack * self.tokens_per_frame
+
+    @property
+    def n_target(self) -> int:
+        return self.target_frames * self.tokens_per_frame
+
+    @classmethod
+    def preset(cls, size: str, **fields: Any) -> OccupancyConfig:
+        if size not in cls.presets:
+            raise ValueError(f"unknown size {size!r}; choose from {', '.join(cls.presets)}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(fields) - known
+        if unknown:
+            raise ValueError(f"OccupancyConfig has no fields {sorted(unknown)}; fields: {sorted(known)}")
+        return cls(**{**cls.presets[size], **fields})
+
+
+class OccupancyModel(nn.Module):
+    """Samples ``s_e ~ mu(. | s, a)`` (KV cache, batched) and scores candidates exactly (``log_prob``)."""
+
+    def __init__(self, config: OccupancyConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.gpt = GPT(
+            GPTConfig(c.vocab_size, c.n_context + 1 + c.n_target, c.width, c.depth, c.heads, c.dropout)
+        )
+        self.action_emb = nn.Linear(c.action_dim, c.width)
+        self.step = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.action_emb.weight.device
+
+    # ------------------------------------------------------------------ input checks
+    def check_tokens(self, tokens: Any, length: int, name: str) -> torch.Tensor:
+        tokens = torch.as_tensor(tokens)
+        if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"{name} must be integer token ids, got {tokens.dtype}")
+        if tokens.shape[-1:] != (length,) or tokens.ndim < 2 or 0 in tokens.shape:
+            raise ValueError(
+                f"{name} must be (..., {length}) token ids with a non-empty batch, got {tuple(tokens.shape)}"
+            )
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            raise ValueError(f"{name} ids must be in [0, {self.config.vocab_size}), got [{lo}, {hi}]")
+        return tokens.long().to(self.device)
+
+    def check_inputs(self, context: Any, action: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        context = self.check_tokens(context, self.config.n_context, "context")
+        if context.ndim != 2:
+            raise ValueError(f"context must be (B, {self.config.n_context}), got {tuple(context.shape)}")
+        action = torch.as_tensor(action)
+        if not action.is_floating_point():
+            raise TypeError(f"action must be float, got {action.dtype}")
+        if action.shape != (len(context), self.config.action_dim):
+            raise ValueError(
+                f"action must be (B={len(context)}, action_dim={self.config.action_dim}), "
+                f"got {tuple(action.shape)}"
+            )
+        if not torch.isfinite(action).all():
+            raise ValueError("action contains NaN or inf")
+        return context, action.float().to(self.device)
+
+    # ------------------------------------------------------------------ forward passes
+    def _prefix(self, context: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.gpt.tok_emb(context), self.action_emb(action)[:, None]], dim=1)
+
+    def logits(self, context: torch.Tensor, action: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: (B, n_target, vocab) logits of every target token given the ones before it."""
+        x = torch.cat([self._prefix(context, action), self.gpt.tok_emb(targets[:, :-1])], dim=1)
+        h, _ = self.gpt(x)
+        return self.gpt.head(h[:, self.config.n_context :])
+
+    @staticmethod
+    def _probs(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
+        logits = logits.float() / temperature
+        if top_k is not None:
+            kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        return torch.softmax(logits, dim=-1)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        context: Any,
+        action: Any,
+        n: int = 1,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+        return_probs: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``n`` samples of s_e per (context, action): tokens (B, n, n_target).
+
+        Defaults are the unbiased sampler (temperature 1, no top-k). With ``return_probs`` also the
+        sampling distribution of every target token along the sampled sequence, (B, n, n_target,
+        vocab). ``use_cache=False`` recomputes the whole sequence at every token (for benchmarks).
+        """
+        context, action = self.check_inputs(context, action)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if top_k is not None and not 1 <= top_k <= self.config.vocab_size:
+            raise ValueError(f"top_k must be in [1, {self.config.vocab_size}] or None, got {top_k}")
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        c, b = self.config, len(context)
+        prefix = self._prefix(context, action)
+        out = torch.empty(b * n, c.n_target, dtype=torch.long, device=self.device)
+        probs = []
+        cache = None
+        if use_cache:
+            h, cache = self.gpt(prefix)  # the prompt once per context, shared by its n samples
+            cache = [(k.repeat_interleave(n, 0), v.repeat_interleave(n, 0)) for k, v in cache]
+            logits = self.gpt.head(h[:, -1]).repeat_interleave(n, 0)
+        else:
+            prefix = prefix.repeat_interleave(n, 0)
+        for j in range(c.n_target):
+            if not use_cache:
+                h, _ = self.gpt(torch.cat([prefix, self.gpt.tok_emb(out[:, :j])], dim=1))
+                logits = self.gpt.head(h[:, -1])
+            p = self._probs(logits, temperature, top_k)
+            out[:, j] = torch.multinomial(p, 1, generator=generator)[:, 0]
+            if return_probs:
+                probs.append(p)
+            if use_cache and j + 1 < c.n_target:
+                h, cache = self.gpt(
+                    self.gpt.tok_emb(out[:, j : j + 1]), start=c.n_context + 1 + j, cache=cache
+                )
+                logits = self.gpt.head(h[:, -1])
+        tokens = out.view(b, n, c.n_target)
+        if return_probs:
+            return tokens, torch.stack(probs, 1).view(b, n, c.n_target, -1)
+        return tokens
+
+    @torch.no_grad()
+    def log_prob(self, context: Any, action: Any, targets: Any, chunk: int = 512) -> torch.Tensor:
+        """Exact ``log mu(targets | context, action)``: (B, M) for targets (B, M, n_target), or
+        (M, n_target) shared by every row. Each (context, action) prompt is computed once and its
+        keys and values are reused by all of its candidates, ``chunk`` candidate sequences at a time.
+        """
+        context, action = self.check_inputs(context, action)
+        c, b = self.config, len(context)
+        targets = self.check_tokens(targets, c.n_target, "targets")
+        if targets.ndim == 2:
+            targets = targets.expand(b, *targets.shape)
+        if targets.ndim != 3 or targets.shape[0] != b:
+            raise ValueError(
+                f"targets must be (B={b}, M, {c.n_target}) or (M, {c.n_target}), got {tuple(targets.shape)}"
+            )
+        m = targets.shape[1]
+        h, cache = self.gpt(self._prefix(context, action))
+        first = torch.log_softmax(self.gpt.head(h[:, -1]).float(), -1)  # (B, V): target token 0
+        flat = targets.reshape(b * m, c.n_target)
+        row = torch.arange(b, device=self.device).repeat_interleave(m)
+        out = torch.empty(b * m, device=self.device)
+        for i in range(0, b * m, chunk):
+            tgt, r = flat[i : i + chunk], row[i : i + chunk]
+            lp = first[r].gather(1, tgt[:, :1])[:, 0]
+            if c.n_target > 1:
+                sub = [(k[r], v[r]) for k, v in cache]
+                h, _ = self.gpt(self.gpt.tok_emb(tgt[:, :-1]), start=c.n_context + 1, cache=sub)
+                logp = torch.log_softmax(self.gpt.head(h).float(), -1)
+                lp = lp + logp.gather(2, tgt[:, 1:, None])[..., 0].sum(1)
+            out[i : i + chunk] = lp
+        return out.view(b, m)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: str | Path, reward: RewardModel | None = None, **extra: Any) -> Path:
+        ckpt = {
+            "format": FORMAT,
+            "config": dataclasses.asdict(self.config),
+            "step": self.step,
+            "model": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()},
+            "reward": None
+            if reward is None
+            else {k: v.detach().cpu().clone() for k, v in reward.state_dict().items()},
+            **extra,
+        }
+        return save_checkpoint(ckpt, path)
+
+    @classmethod
+    def load(cls, path: str | Path, **expect: Any) -> tuple[OccupancyModel, RewardModel | None]:
+        """(model, reward model or None) from :meth:`save`; ``expect`` fields must match the config."""
+        ckpt = load_checkpoint(path, required=("format", "config", "model"))
+        if ckpt["format"] != FORMAT:
+            raise CheckpointError(f"{path} has format {ckpt['format']!r}, expected {FORMAT!r}")
+        for key, want in expect.items():
+            if key not in ckpt["config"]:
+                raise ValueError(f"OccupancyConfig has no field {key!r}")
+            if ckpt["config"][key] != want:
+                raise CheckpointError(
+                    f"{path} was trained with {key}={ckpt['config'][key]!r}, but {want!r} was asked for"
+                )
+        try:
+            config = OccupancyConfig(**ckpt["config"])
+        except TypeError as exc:
+            raise CheckpointError(f"{path}: its config does not fit this version of voc_rl: {exc}") from exc
+        model = cls(config)
+        reward = RewardModel(config) if ckpt.get("reward") is not None else None
+        try:
+            model.load_state_dict(ckpt["model"])
+            if reward is not None:
+                reward.load_state_dict(ckpt["reward"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: weights do not match its config: {exc}") from exc
+        model.step = int(ckpt.get("step", 0))
+        return model.eval(), None if reward is None else reward.eval()
+
+    def __repr__(self) -> str:
+        c, n = self.config, sum(p.numel() for p in self.parameters())
+        return (
+            f"OccupancyModel(gamma={c.gamma}, {c.n_context} context + {c.n_target} target tokens, "
+            f"vocab {c.vocab_size}, width {c.width}, depth {c.depth}, {n / 1e6:.2f}M params)"
+        )
+
+
+class RewardModel(nn.Module):
+    """r(s) from the tokens of a target stack (the reward received on entering s)."""
+
+    def __init__(self, config: OccupancyConfig):
+        super().__init__()
+        self.config = config
+        n = config.n_target * config.reward_dim
+        self.emb = nn.Embedding(config.vocab_size, config.reward_dim)
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(n),
+            nn.Linear(n, config.reward_hidden),
+            nn.GELU(),
+            nn.Linear(config.reward_hidden, config.reward_hidden),
+            nn.GELU(),
+            nn.Linear(config.reward_hidden, 1),
+        )
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (..., n_target) -> rewards (...)."""
+        lead = tokens.shape[:-1]
+        x = self.emb(tokens.reshape(-1, tokens.shape[-1])).flatten(1)
+        return self.mlp(x)[:, 0].view(lead)
+
+
+def td_loss(
+    model: OccupancyModel,
+    target: OccupancyModel,
+    obs: torch.Tensor,
+    action: torch.Tensor,
+    next_obs: torch.Tensor,
+    next_action: torch.Tensor,
+    next_terminal: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Generative-TD loss per target token on one batch of token windows (all tensors on the device).
+
+    ``next_action`` is the dataset's a_{t+1} (the behaviour policy's occupancy) or pi(s_{t+1}).
+    A terminal s_{t+1} is absorbing: its occupancy is itself, so it is never bootstrapped.
+    """
+    c = model.config
+    first = next_obs[:, -c.n_target :]
+    boot = (torch.rand(len(obs), generator=generator, device=obs.device) < c.gamma) & ~next_terminal
+    targets, soft = first.clone(), None
+    if boot.any():
+        tokens, probs = target.sample(
+            next_obs[boot], next_action[boot], generator=generator, return_probs=True
+        )
+        targets[boot] = tokens[:, 0]
+        if c.variant == "distill":
+            soft = probs[:, 0]  # (n_boot, n_target, V)
+    logp = torch.log_softmax(model.logits(obs, action, targets).float(), -1)  # (B, n_target, V)
+    nll = -logp.gather(2, targets[..., None])[..., 0]  # (B, n_target)
+    if soft is not None:
+        nll[boot] = -(soft * logp[boot]).sum(-1)  # cross-entropy to the target model's distributions
+    loss = nll.mean()
+    return loss, {"td": float(loss.detach()), "bootstrap_fraction": float(boot.float().mean())}
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, rate: float) -> None:
+    for t, o in zip(target.parameters(), online.parameters(), strict=True):
+        t.lerp_(o, rate)
+
+
+def make_target(model: OccupancyModel) -> OccupancyModel:
+    target = copy.deepcopy(model).eval()
+    target.requires_grad_(False)
+    return target

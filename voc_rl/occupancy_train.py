@@ -1,0 +1,256 @@
+"""Training loop of the occupancy model and its reward model on a token dataset.
+
+``train_occupancy(model, token_ds, out="runs/occ")`` trains by generative TD (see
+:mod:`voc_rl.occupancy`) on the training episodes and watches held-out ones: the NLL per token of
+the true discounted future ``s_{t+k}`` (k ~ Geom(1 - gamma), the Monte-Carlo occupancy of the
+behaviour policy) and of ``s_{t+1}``, and the reward model's NMSE. With ``out`` it writes
+TensorBoard logs (and, where the tokenizer decodes, sampled occupancy frames beside the true future
+frames), checkpoints atomically and resumes from ``out/train_state.pt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from voc_rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from voc_rl.data.dataset import PixelDataset
+from voc_rl.data.sampler import WindowBatch, WindowSampler
+from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel, ema_update, make_target, td_loss
+
+Policy = Callable[[torch.Tensor], torch.Tensor]  # tokens of s_{t+1} (B, n_context) -> a_{t+1} (B, A)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def occupancy_config_for(token_ds: PixelDataset, size: str = "small", **fields: Any) -> OccupancyConfig:
+    """A config preset whose vocabulary, tokens per frame and action size come from a token dataset."""
+    tokens = _token_meta(token_ds)
+    return OccupancyConfig.preset(
+        size,
+        **{
+            "vocab_size": tokens["vocab_size"],
+            "tokens_per_frame": tokens["tokens_per_frame"],
+            "action_dim": int(token_ds.arrays["action"].shape[1]),
+            "tokenizer": tokens["backend"],
+            "tokenizer_sha256": tokens["key"],
+            **fields,
+        },
+    )
+
+
+def _token_meta(ds: PixelDataset) -> dict[str, Any]:
+    if "tokens" not in ds.meta or ds.frames.ndim != 2:
+        raise ValueError(
+            f"{ds.path} is a pixel dataset; the occupancy model reads tokens: "
+            "pass voc_rl.tokenizers.cache.token_view(dataset, tokenizer_checkpoint)"
+        )
+    return ds.meta["tokens"]
+
+
+def check_dataset(config: OccupancyConfig, ds: PixelDataset) -> None:
+    tokens = _token_meta(ds)
+    checks = {
+        "vocab_size": tokens["vocab_size"],
+        "tokens_per_frame": tokens["tokens_per_frame"],
+        "action_dim": int(ds.arrays["action"].shape[1]),
+    }
+    if config.tokenizer_sha256:
+        checks["tokenizer_sha256"] = tokens["key"]
+    for key, have in checks.items():
+        if getattr(config, key) != have:
+            raise ValueError(
+                f"the model has {key}={getattr(config, key)!r} but {ds.path} (tokens from "
+                f"{tokens['backend']} checkpoint {tokens['key']}) has {have!r}: "
+                "train a model for these tokens (occupancy_config_for(token_ds))"
+            )
+
+
+@dataclass
+class OccupancyReport:
+    steps: int
+    seconds: float
+    final_loss: float
+    metrics: dict[str, float]
+
+
+def _tensors(batch: WindowBatch, device: torch.device) -> dict[str, torch.Tensor]:
+    def long(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(x, dtype=np.int64)).to(device)
+
+    return {
+        "obs": long(batch.obs),
+        "action": torch.from_numpy(batch.action).to(device),
+        "reward": torch.from_numpy(batch.reward).to(device),
+        "next_obs": long(batch.next_obs),
+        "next_action": torch.from_numpy(batch.next_action).to(device),
+        "next_terminal": torch.from_numpy(batch.next_terminal).to(device),
+        "future_obs": long(batch.future_obs),
+        "future_ok": torch.from_numpy(~batch.future_clipped).to(device),
+    }
+
+
+def train_occupancy(
+    model: OccupancyModel,
+    ds: PixelDataset,
+    steps: int | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    tokenizer: Any | None = None,
+    policy: Policy | None = None,
+    reward: RewardModel | None = None,
+    val_fraction: float = 0.1,
+    log_every: int = 50,
+    eval_every: int = 500,
+    ckpt_every: int = 500,
+    progress: bool = True,
+    device: str | torch.device = "auto",
+) -> tuple[OccupancyReport, RewardModel]:
+    """Train ``model`` (and a reward model) on the token dataset ``ds``; see the module docstring.
+
+    ``policy`` maps the tokens of s_{t+1} to a_{t+1} (the occupancy of that policy); by default the
+    dataset's next action is used (the behaviour policy's occupancy, SARSA-style).
+    """
+    from tqdm import tqdm
+
+    c = model.config
+    check_dataset(c, ds)
+    steps = steps or c.steps
+    device = resolve_device(device)
+    model.to(device).train()
+    reward = (reward or RewardModel(c)).to(device).train()
+    target = make_target(model)
+    train_eps, val_eps = ds.split(val_fraction, seed)
+    sampler = WindowSampler(ds, train_eps, frame_stack=c.frame_stack, seed=seed)
+    val = _tensors(
+        WindowSampler(ds, val_eps if len(val_eps) else train_eps, c.frame_stack, seed + 1).sample(
+            256, c.gamma
+        ),
+        device,
+    )
+    params = [*model.parameters(), *reward.parameters()]
+    opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+    torch.manual_seed(seed)
+    out = Path(out) if out is not None else None
+    writer = None
+    if out is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        state_file = out / "train_state.pt"
+        if state_file.exists():
+            state = load_checkpoint(
+                state_file, required=("config", "model", "target", "reward", "optimizer", "step")
+            )
+            if state["config"] != dataclasses.asdict(c):
+                diff = {k: v for k, v in state["config"].items() if dataclasses.asdict(c).get(k) != v}
+                raise CheckpointError(
+                    f"{state_file} belongs to a run with another config (differs in {diff}); "
+                    "use another output folder or the same config"
+                )
+            model.load_state_dict(state["model"])
+            target.load_state_dict(state["target"])
+            reward.load_state_dict(state["reward"])
+            opt.load_state_dict(state["optimizer"])
+            model.step = int(state["step"])
+            sampler.rng.bit_generator.state = json.loads(state["sampler_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            print(f"resumed occupancy model at step {model.step} from {state_file}")
+        writer = SummaryWriter(str(out / "tb"))
+        writer.add_text("config", json.dumps(dataclasses.asdict(c), indent=1))
+    seq = c.n_context + 1 + c.n_target
+    start, loss_value, tic = time.perf_counter(), float("nan"), time.perf_counter()
+    bar = tqdm(total=steps, initial=model.step, disable=not progress, desc="fit occupancy", unit="step")
+    while model.step < steps:
+        # warm-up, then cosine to 10% over the config's steps (``steps`` only says where to stop)
+        cos = math.cos(math.pi * min(model.step / c.steps, 1.0))
+        lr = c.lr * min(1.0, (model.step + 1) / 100) * (0.55 + 0.45 * cos)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        b = _tensors(sampler.sample(c.batch_size, 0.0), device)
+        next_action = b["next_action"] if policy is None else policy(b["next_obs"]).to(device)
+        td, logs = td_loss(
+            model, target, b["obs"], b["action"], b["next_obs"], next_action, b["next_terminal"]
+        )
+        r_loss = F.mse_loss(reward(b["next_obs"][:, -c.n_target :]), b["reward"])
+        loss = td + r_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema_update(target, model, c.target_rate)
+        model.step += 1
+        loss_value, r_value = float(td.detach()), float(r_loss.detach())
+        bar.update(1)
+        if model.step % log_every == 0:
+            rate = log_every * c.batch_size * seq / (time.perf_counter() - tic)
+            tic = time.perf_counter()
+            bar.set_postfix(td=f"{loss_value:.3f}", reward=f"{r_value:.4f}")
+            if writer is not None:
+                for k, v in {**logs, "reward": r_value, "lr": lr, "tokens_per_s": rate}.items():
+                    writer.add_scalar(f"train/{k}", v, model.step)
+        if writer is not None and (model.step % eval_every == 0 or model.step == steps):
+            for k, v in validate(model, reward, val).items():
+                writer.add_scalar(f"val/{k}", v, model.step)
+            if tokenizer is not None and getattr(tokenizer, "has_decoder", False):
+                _log_strip(model, tokenizer, val, writer)
+            model.train()
+            reward.train()
+        if out is not None and (model.step % ckpt_every == 0 or model.step == steps):
+            save_checkpoint(
+                {
+                    "config": dataclasses.asdict(c),
+                    "model": model.state_dict(),
+                    "target": target.state_dict(),
+                    "reward": reward.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "step": model.step,
+                    "sampler_rng": json.dumps(sampler.rng.bit_generator.state),
+                    "torch_rng": torch.get_rng_state(),
+                },
+                out / "train_state.pt",
+            )
+            model.save(out / "occupancy.pt", reward=reward)
+    bar.close()
+    metrics = validate(model, reward, val)
+    if writer is not None:
+        writer.close()
+    return OccupancyReport(model.step, time.perf_counter() - start, loss_value, metrics), reward.eval()
+
+
+@torch.no_grad()
+def validate(model: OccupancyModel, reward: RewardModel, val: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Held-out NLL per token of the true future s_{t+k} and of s_{t+1}; reward-model NMSE."""
+    model.eval()
+    reward.eval()
+    n = model.config.n_target
+    ok = val["future_ok"]
+    future = model.log_prob(val["obs"][ok], val["action"][ok], val["future_obs"][ok][:, None, -n:])
+    nxt = model.log_prob(val["obs"], val["action"], val["next_obs"][:, None, -n:])
+    r = val["reward"]
+    nmse = float(F.mse_loss(reward(val["next_obs"][:, -n:]), r) / r.var().clamp_min(1e-8))
+    return {"nll_future": float(-future.mean()) / n, "nll_next": float(-nxt.mean()) / n, "reward_nmse": nmse}
+
+
+@torch.no_grad()
+def _log_strip(model: OccupancyModel, tokenizer: Any, val: dict[str, torch.Tensor], writer: Any) -> None:
+    """Top: newest context frame; middle: a sampled occupancy frame; bottom: the true future frame."""
+    model.eval()
+    t = model.config.tokens_per_frame
+    sampled = model.sample(val["obs"][:8], val["action"][:8])[:, 0, -t:]
+    rows = [val["obs"][:8, -t:], sampled, val["future_obs"][:8, -t:]]
+    frames = [tokenizer.decode(r.cpu())[:, 0] for r in rows]  # (8, 3, H, W) uint8 each
+    writer.add_images("val/context_sampled_future", torch.cat(frames, dim=2), model.step)
