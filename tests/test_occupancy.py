@@ -62,8 +62,7 @@ def test_log_prob_is_the_chain_rule_token_by_token() -> None:
                 x = torch.cat(
                     [model._prefix(ctx[i : i + 1], act[i : i + 1]), model.gpt.tok_emb(seq[None, :j])], 1
                 )
-                h, _ = model.gpt(x)
-                manual[i, m] += torch.log_softmax(model.gpt.head(h[0, -1]), -1)[seq[j]]
+                manual[i, m] += torch.log_softmax(model.gpt.head(model.gpt(x)[0, -1]), -1)[seq[j]]
     torch.testing.assert_close(lp, manual, atol=1e-5, rtol=0)
     shared = model.log_prob(ctx, act, targets[0])  # (M, n_target) candidates shared by every row
     torch.testing.assert_close(shared[0], lp[0], atol=1e-5, rtol=0)

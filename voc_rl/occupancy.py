@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from voc_rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from voc_rl.transformer import GPT, GPTConfig
+from voc_rl.transformer import GPT, GPTConfig, KVCache
 
 FORMAT = "voc_rl.occupancy/1"
 VARIANTS = ("sample", "distill")
@@ -146,8 +146,7 @@ class OccupancyModel(nn.Module):
     def logits(self, context: torch.Tensor, action: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: (B, n_target, vocab) logits of every target token given the ones before it."""
         x = torch.cat([self._prefix(context, action), self.gpt.tok_emb(targets[:, :-1])], dim=1)
-        h, _ = self.gpt(x)
-        return self.gpt.head(h[:, self.config.n_context :])
+        return self.gpt.head(self.gpt(x)[:, self.config.n_context :])
 
     @staticmethod
     def _probs(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
@@ -186,26 +185,23 @@ class OccupancyModel(nn.Module):
         prefix = self._prefix(context, action)
         out = torch.empty(b * n, c.n_target, dtype=torch.long, device=self.device)
         probs = []
-        cache = None
-        if use_cache:
-            h, cache = self.gpt(prefix)  # the prompt once per context, shared by its n samples
-            cache = [(k.repeat_interleave(n, 0), v.repeat_interleave(n, 0)) for k, v in cache]
-            logits = self.gpt.head(h[:, -1]).repeat_interleave(n, 0)
+        if use_cache:  # the prompt once per context, its keys and values copied to its n samples
+            cache = KVCache.empty(self.gpt.config, b, self.device, prefix.dtype)
+            logits = self.gpt.head(self.gpt(prefix, cache)[:, -1]).repeat_interleave(n, 0)
+            cache = cache.rows(torch.arange(b, device=self.device).repeat_interleave(n))
         else:
             prefix = prefix.repeat_interleave(n, 0)
         for j in range(c.n_target):
             if not use_cache:
-                h, _ = self.gpt(torch.cat([prefix, self.gpt.tok_emb(out[:, :j])], dim=1))
-                logits = self.gpt.head(h[:, -1])
+                logits = self.gpt.head(
+                    self.gpt(torch.cat([prefix, self.gpt.tok_emb(out[:, :j])], dim=1))[:, -1]
+                )
             p = self._probs(logits, temperature, top_k)
             out[:, j] = torch.multinomial(p, 1, generator=generator)[:, 0]
             if return_probs:
                 probs.append(p)
             if use_cache and j + 1 < c.n_target:
-                h, cache = self.gpt(
-                    self.gpt.tok_emb(out[:, j : j + 1]), start=c.n_context + 1 + j, cache=cache
-                )
-                logits = self.gpt.head(h[:, -1])
+                logits = self.gpt.head(self.gpt(self.gpt.tok_emb(out[:, j : j + 1]), cache)[:, -1])
         tokens = out.view(b, n, c.n_target)
         if return_probs:
             return tokens, torch.stack(probs, 1).view(b, n, c.n_target, -1)
@@ -227,8 +223,11 @@ class OccupancyModel(nn.Module):
                 f"targets must be (B={b}, M, {c.n_target}) or (M, {c.n_target}), got {tuple(targets.shape)}"
             )
         m = targets.shape[1]
-        h, cache = self.gpt(self._prefix(context, action))
-        first = torch.log_softmax(self.gpt.head(h[:, -1]).float(), -1)  # (B, V): target token 0
+        prefix = self._prefix(context, action)
+        cache = KVCache.empty(self.gpt.config, b, self.device, prefix.dtype)
+        first = torch.log_softmax(
+            self.gpt.head(self.gpt(prefix, cache)[:, -1]).float(), -1
+        )  # (B, V): token 0
         flat = targets.reshape(b * m, c.n_target)
         row = torch.arange(b, device=self.device).repeat_interleave(m)
         out = torch.empty(b * m, device=self.device)
@@ -236,8 +235,7 @@ class OccupancyModel(nn.Module):
             tgt, r = flat[i : i + chunk], row[i : i + chunk]
             lp = first[r].gather(1, tgt[:, :1])[:, 0]
             if c.n_target > 1:
-                sub = [(k[r], v[r]) for k, v in cache]
-                h, _ = self.gpt(self.gpt.tok_emb(tgt[:, :-1]), start=c.n_context + 1, cache=sub)
+                h = self.gpt(self.gpt.tok_emb(tgt[:, :-1]), cache.rows(r))
                 logp = torch.log_softmax(self.gpt.head(h).float(), -1)
                 lp = lp + logp.gather(2, tgt[:, 1:, None])[..., 0].sum(1)
             out[i : i + chunk] = lp

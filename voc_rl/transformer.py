@@ -1,10 +1,10 @@
 """A small causal transformer (nanoGPT-sized) over input embeddings, with a KV cache.
 
 The occupancy model builds its own input embeddings (token embeddings of the context and target
-tokens, a projected action in between) and calls :class:`GPT` on them. ``forward`` takes the
-position of the first input (``start``) and optional per-layer key/value caches, and returns the
-final hidden states and the extended caches, so the same code does teacher forcing, prefilling a
-prompt once and decoding one token at a time.
+tokens, a projected action in between) and calls :class:`GPT` on them. ``forward`` takes an optional
+:class:`KVCache`: the new keys and values are written into its preallocated buffers (no copy of the
+past at each step) and the inputs attend to everything cached before them, so the same code does
+teacher forcing, prefilling a prompt once and decoding one token at a time.
 """
 
 from __future__ import annotations
@@ -15,8 +15,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# one (keys, values) pair per layer, each (B, heads, T, head_dim)
-Cache = list[tuple[torch.Tensor, torch.Tensor]]
+
+class KVCache:
+    """Preallocated keys and values of every layer, ``(depth, 2, B, heads, max_len, head_dim)``.
+
+    ``length`` positions are filled; a forward pass writes its inputs' keys and values after them.
+    """
+
+    def __init__(self, buffers: torch.Tensor, length: int = 0):
+        self.buffers, self.length = buffers, length
+
+    @classmethod
+    def empty(cls, config: GPTConfig, batch: int, device: torch.device, dtype: torch.dtype) -> KVCache:
+        shape = (config.depth, 2, batch, config.heads, config.block_size, config.width // config.heads)
+        return cls(torch.empty(shape, device=device, dtype=dtype))
+
+    def rows(self, index: torch.Tensor) -> KVCache:
+        """A new cache holding the given batch rows (copied, so that each can grow on its own)."""
+        return KVCache(self.buffers[:, :, index], self.length)
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store (B, heads, t, head_dim) keys and values at the next positions; all cached so far."""
+        end = self.length + k.shape[2]
+        self.buffers[layer, 0, :, :, self.length : end] = k
+        self.buffers[layer, 1, :, :, self.length : end] = v
+        return self.buffers[layer, 0, :, :, :end], self.buffers[layer, 1, :, :, :end]
 
 
 @dataclass(frozen=True)
@@ -38,15 +61,13 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(c.width, 3 * c.width)
         self.proj = nn.Linear(c.width, c.width)
 
-    def forward(
-        self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
         b, t, c = x.shape
         q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in self.qkv(x).split(c, 2))
         past = 0
         if cache is not None:
-            past = cache[0].shape[2]
-            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+            past = cache.length
+            k, v = cache.write(layer, k, v)
         mask, causal = None, past == 0
         if past and t > 1:  # queries at positions past..past+t-1 see keys up to their own position
             mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(past)
@@ -58,7 +79,7 @@ class SelfAttention(nn.Module):
             is_causal=causal and t > 1,
             dropout_p=self.dropout if self.training else 0.0,
         )
-        return self.proj(y.transpose(1, 2).reshape(b, t, c)), (k, v)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
 
 
 class Block(nn.Module):
@@ -70,12 +91,9 @@ class Block(nn.Module):
             nn.Linear(c.width, 4 * c.width), nn.GELU(), nn.Linear(4 * c.width, c.width), nn.Dropout(c.dropout)
         )
 
-    def forward(
-        self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        a, kv = self.attn(self.ln1(x), cache)
-        x = x + a
-        return x + self.mlp(self.ln2(x)), kv
+    def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache, layer)
+        return x + self.mlp(self.ln2(x))
 
 
 class GPT(nn.Module):
@@ -105,21 +123,18 @@ class GPT(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, 0.0, 0.02)
 
-    def forward(
-        self, x: torch.Tensor, start: int = 0, cache: Cache | None = None
-    ) -> tuple[torch.Tensor, Cache]:
-        """Input embeddings (B, T, width) at positions start..start+T-1 -> (hidden (B, T, width), cache)."""
-        t = x.shape[1]
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Input embeddings (B, T, width) -> final hidden states (B, T, width).
+
+        Without a cache the inputs sit at positions 0..T-1; with one they follow its ``length``
+        filled positions, attend to them, and are appended to it.
+        """
+        start, t = (0 if cache is None else cache.length), x.shape[1]
         if start + t > self.config.block_size:
             raise ValueError(f"positions up to {start + t} exceed block_size {self.config.block_size}")
         x = self.drop(x + self.pos_emb(torch.arange(start, start + t, device=x.device)))
-        new: Cache = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, None if cache is None else cache[i])
-            new.append(kv)
-        return self.ln_f(x), new
-
-
-def expand_cache(cache: Cache, repeats: int) -> Cache:
-    """Each batch row of a cache repeated ``repeats`` times in place (row i -> rows i*r..i*r+r-1)."""
-    return [(k.repeat_interleave(repeats, 0), v.repeat_interleave(repeats, 0)) for k, v in cache]
+            x = block(x, cache, i)
+        if cache is not None:
+            cache.length += t
+        return self.ln_f(x)

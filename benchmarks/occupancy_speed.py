@@ -1,0 +1,181 @@
+"""Occupancy-model speed on this machine: writes results/occupancy_speed.md and .csv.
+
+For each tokenizer's token geometry (tokens per frame and vocabulary of its preset; a frame stack of
+3 as context and as target) it measures, in one run: generative-TD training steps/s and tokens/s
+(gamma 0.9 with the distillation target, and gamma 0, the one-step world model), ms per occupancy
+sample with and without the KV cache, and candidate states scored per second by ``log_prob`` (for
+one context, and for a pool shared by 16 candidate actions as agents use it). Weights and tokens
+are random: the cost of these operations does not depend on their values. Targets (issue [4/7]):
+KV cache >= 10x faster than recompute; scoring a candidate >= 20x cheaper than sampling one.
+
+    python benchmarks/occupancy_speed.py [--tokenizers vqvae titok] [--threads 2] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from voc_rl.occupancy import OccupancyConfig, OccupancyModel, make_target, td_loss
+from voc_rl.tokenizers import make_tokenizer
+
+COLUMNS = ["tokenizer", "size", "what", "value", "unit"]
+
+
+def timed(fn: Callable[[], object], repeats: int) -> float:
+    """Median seconds of ``repeats`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def measure(backend: str, size: str, quick: bool) -> list[dict[str, object]]:
+    tok_size = "tiny" if quick else "small"
+    tok = make_tokenizer(backend, size=tok_size, **({"action_dim": 6} if backend == "musik" else {}))
+    cfg = OccupancyConfig.preset(
+        size, vocab_size=tok.vocab_size, tokens_per_frame=tok.tokens_per_frame, action_dim=6, gamma=0.9
+    )
+    model = OccupancyModel(cfg)
+    target = make_target(model)
+    g = torch.Generator().manual_seed(0)
+    rows: list[dict[str, object]] = []
+
+    def row(what: str, value: float, unit: str) -> None:
+        rows.append(
+            {"tokenizer": backend, "size": size, "what": what, "value": round(value, 3), "unit": unit}
+        )
+        print(f"{backend:6s} {what:34s} {value:12.3f} {unit}", flush=True)
+
+    def tokens(b: int, n: int) -> torch.Tensor:
+        return torch.randint(cfg.vocab_size, (b, n), generator=g)
+
+    def actions(b: int) -> torch.Tensor:
+        return torch.rand(b, cfg.action_dim, generator=g) * 2 - 1
+
+    reps = 1 if quick else 3
+    row("tokens per state (context, target)", cfg.n_context, "tokens")
+    row("sequence length", cfg.n_context + 1 + cfg.n_target, "tokens")
+    row("parameters", sum(p.numel() for p in model.parameters()) / 1e6, "M")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    b = cfg.batch_size
+    for gamma in (0.9, 0.0):
+        model.config = target.config = dataclasses.replace(cfg, gamma=gamma)
+        batch = (
+            tokens(b, cfg.n_context),
+            actions(b),
+            tokens(b, cfg.n_context),
+            actions(b),
+            torch.zeros(b, dtype=bool),
+        )
+
+        def step(batch: tuple = batch) -> None:
+            loss, _ = td_loss(model, target, *batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        seconds = timed(step, reps + 2)
+        row(f"train steps/s (gamma {gamma}, batch {b})", 1 / seconds, "steps/s")
+        row(f"train tokens/s (gamma {gamma})", b * (cfg.n_context + 1 + cfg.n_target) / seconds, "tokens/s")
+    model.config = target.config = cfg
+    model.eval()
+    n_ctx, per = 8, 4  # 8 contexts x 4 samples each = 32 sequences per call
+    ctx, act = tokens(n_ctx, cfg.n_context), actions(n_ctx)
+    cached = timed(lambda: model.sample(ctx, act, n=per, generator=g), reps) / (n_ctx * per)
+    row("sample, KV cache", 1000 * cached, "ms/sample")
+    recompute = timed(lambda: model.sample(ctx, act, n=per, use_cache=False, generator=g), 1) / (n_ctx * per)
+    row("sample, full recompute", 1000 * recompute, "ms/sample")
+    row("KV-cache speed-up", recompute / cached, "x")
+    m = 512
+    cands = tokens(m, cfg.n_target)
+    score = timed(lambda: model.log_prob(ctx[:1], act[:1], cands), reps) / m
+    row(f"log_prob, 1 context x {m} candidates", 1 / score, "candidates/s")
+    row("log_prob, per candidate", 1000 * score, "ms/candidate")
+    row("sample / score cost ratio", cached / score, "x")
+    k, pool = 16, 256
+    pool_cands, pool_ctx, pool_act = tokens(pool, cfg.n_target), ctx[:1].expand(k, -1), actions(k)
+    pooled = timed(lambda: model.log_prob(pool_ctx, pool_act, pool_cands), reps)
+    row(f"log_prob pool, {k} actions x {pool} shared", k * pool / pooled, "candidates/s")
+    row("pool: ms per decision (scoring only)", 1000 * pooled, "ms")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tokenizers", nargs="+", default=["vqvae", "dino", "musik", "titok"])
+    parser.add_argument("--size", default="small", help="occupancy-model preset")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out-dir", type=Path, default=Path("results"))
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny presets, one repeat (figures not meaningful)"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.quick:
+        args.size = "tiny"
+        if args.out_dir == Path("results"):
+            args.out_dir = Path(tempfile.mkdtemp(prefix="voc_rl_occ_speed_"))
+    start = time.perf_counter()
+    rows = [r for backend in args.tokenizers for r in measure(backend, args.size, args.quick)]
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    with open(args.out_dir / "occupancy_speed.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    gpu = "GPU present, not used" if torch.cuda.is_available() else "CPU only"
+    minutes = (time.perf_counter() - start) / 60
+    verdicts = []
+    for backend in args.tokenizers:
+        by = {r["what"]: float(r["value"]) for r in rows if r["tokenizer"] == backend}
+        kv, ratio = by["KV-cache speed-up"], by["sample / score cost ratio"]
+        kv_ok, ratio_ok = ("met" if kv >= 10 else "not met"), ("met" if ratio >= 20 else "not met")
+        verdicts.append(
+            f"- {backend}: KV cache {kv:.1f}x over recompute ({kv_ok}, target 10x); "
+            f"scoring a candidate {ratio:.0f}x cheaper than sampling one ({ratio_ok}, target 20x)."
+        )
+    lines = [
+        "# Occupancy model: speed",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores ({args.threads} torch threads), "
+        f"torch {torch.__version__}, {gpu}  ",
+        f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; run {minutes:.1f} min"
+        + ("  \n**--quick: tiny presets, figures not meaningful**" if args.quick else ""),
+        "",
+        f"Occupancy model preset `{args.size}`; context and target are 3-frame stacks of each tokenizer's",
+        "tokens (its preset's tokens per frame and vocabulary); random weights and tokens. Samples: 8",
+        "contexts x 4 samples per call, temperature 1, no top-k. Training steps include sampling the",
+        "target model for the bootstrapped fraction of the batch (gamma 0.9, distillation target).",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+        *("| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows),
+        "",
+        "## Targets",
+        "",
+        *verdicts,
+    ]
+    (args.out_dir / "occupancy_speed.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out_dir / 'occupancy_speed.md'}")
+
+
+if __name__ == "__main__":
+    main()
