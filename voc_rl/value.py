@@ -1,0 +1,99 @@
+"""Q(s, a) from an occupancy model and a reward model: the ``sample``, ``density`` and ``pool`` estimators.
+
+All three estimate ``Q(s, a) = E_{s_e ~ mu(.|s, a)}[r(s_e)] / (1 - gamma)``:
+
+- ``sample_q``: the mean of r over N samples of the occupancy. Cost: N x n_target sequential
+  decoding steps (batched).
+- ``density_q``: self-normalised importance weights over candidate states drawn from a proposal q,
+  ``w_j ~ mu(s_j | s, a) / q(s_j)``, with exact ``log mu`` from ``log_prob`` (one batched pass, each
+  context computed once). The default proposal is uniform over the given candidates (for example
+  states drawn uniformly from a dataset): then ``q`` is constant and cancels.
+- ``pool_q``: for K candidate actions of one state, a shared pool of futures sampled from the
+  mixture ``q = (1/K) sum_k mu(. | s, a_k)``, whose density is known exactly from the same
+  ``log_prob`` pass that scores the pool under every action. All actions are compared on the same
+  futures: lower variance where actions are ranked.
+
+``reward`` is any callable from target tokens (..., n_target) to rewards (...): the trained
+:class:`~voc_rl.occupancy.RewardModel`, or an exact function in tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from voc_rl.occupancy import OccupancyModel
+
+Reward = Callable[[torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def sample_q(
+    model: OccupancyModel,
+    reward: Reward,
+    context: torch.Tensor,
+    action: torch.Tensor,
+    n: int = 32,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """(B,) Q estimates from ``n`` occupancy samples per (context, action)."""
+    futures = model.sample(context, action, n=n, temperature=temperature, top_k=top_k, generator=generator)
+    return reward(futures).float().mean(1) / (1 - model.config.gamma)
+
+
+@torch.no_grad()
+def density_q(
+    model: OccupancyModel,
+    reward: Reward,
+    context: torch.Tensor,
+    action: torch.Tensor,
+    candidates: torch.Tensor,
+    log_proposal: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B,) Q estimates by self-normalised importance weights over ``candidates``.
+
+    ``candidates`` is (M, n_target), shared by every row, or (B, M, n_target); ``log_proposal`` the
+    log density (M,) or (B, M) of the proposal they were drawn from (default: uniform, cancels).
+    """
+    logp = model.log_prob(context, action, candidates)  # (B, M)
+    if log_proposal is not None:
+        logp = logp - log_proposal.to(logp.device)
+    w = torch.softmax(logp, dim=1)
+    r = reward(candidates.to(logp.device)).float()
+    r = r.expand_as(w) if r.ndim == 1 else r
+    return (w * r).sum(1) / (1 - model.config.gamma)
+
+
+@torch.no_grad()
+def pool_q(
+    model: OccupancyModel,
+    reward: Reward,
+    context: torch.Tensor,
+    actions: torch.Tensor,
+    pool_size: int = 64,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """(B, K) Q estimates of K candidate actions per context from one shared pool per context.
+
+    ``context`` (B, n_context), ``actions`` (B, K, action_dim). Each action contributes
+    ``ceil(pool_size / K)`` samples, so the pool is a draw from the equal-weight mixture over the
+    actions, whose exact log density ``logsumexp_k log mu(x | s, a_k) - log K`` is the proposal.
+    """
+    context, actions = torch.as_tensor(context), torch.as_tensor(actions)
+    if actions.ndim != 3 or len(actions) != len(context):
+        raise ValueError(f"actions must be (B={len(context)}, K, action_dim), got {tuple(actions.shape)}")
+    b, k = actions.shape[:2]
+    per = math.ceil(pool_size / k)
+    rows = context.repeat_interleave(k, 0)
+    flat_actions = actions.reshape(b * k, -1)
+    pool = model.sample(rows, flat_actions, n=per, generator=generator)  # (B*K, per, n_target)
+    pool = pool.view(b, k * per, -1)  # every context's pool: its K actions' samples together
+    logp = model.log_prob(rows, flat_actions, pool.repeat_interleave(k, 0)).view(b, k, k * per)
+    log_q = torch.logsumexp(logp, dim=1, keepdim=True) - math.log(k)  # (B, 1, M) mixture density
+    w = torch.softmax(logp - log_q, dim=2)
+    r = reward(pool).float()  # (B, M)
+    return (w * r[:, None]).sum(2) / (1 - model.config.gamma)
