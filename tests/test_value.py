@@ -7,7 +7,7 @@ import pytest
 import torch
 from chain import N_STATES, REWARD, WORDS, chain_q, reward_of_words, train_on_chain
 
-from voc_rl.value import density_q, pool_q, sample_q
+from voc_rl.value import density_q, pool_q, rollout_q, sample_q
 
 GAMMA = 0.9
 
@@ -51,3 +51,19 @@ def test_density_weights_use_the_stated_proposal(model) -> None:
 def test_pool_rejects_bad_action_shapes(model) -> None:
     with pytest.raises(ValueError, match="actions must be"):
         pool_q(model, reward_of_words, WORDS, torch.zeros(N_STATES, 1))
+
+
+def test_world_model_rollouts_recover_the_analytic_q() -> None:
+    world = train_on_chain(0.0, "sample")  # the one-step model of the same chain
+
+    def policy(tokens: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(tokens), 1)
+
+    g = torch.Generator().manual_seed(0)
+    q = rollout_q(
+        world, reward_of_words, policy, WORDS, torch.zeros(N_STATES, 1), 0.5, 12, n=1000, generator=g
+    )
+    truth = chain_q(0.5)  # the horizon's tail is below 0.5^12 / (1 - 0.5) = 5e-4
+    assert ((q.numpy() - truth) ** 2).mean() / truth.var() < 0.1
+    with pytest.raises(ValueError, match="one-step world model"):
+        rollout_q(train_on_chain(GAMMA, "distill"), reward_of_words, policy, WORDS, torch.zeros(8, 1), 0.5, 3)

@@ -97,3 +97,41 @@ def pool_q(
     w = torch.softmax(logp - log_q, dim=2)
     r = reward(pool).float()  # (B, M)
     return (w * r[:, None]).sum(2) / (1 - model.config.gamma)
+
+
+@torch.no_grad()
+def rollout_q(
+    world_model: OccupancyModel,
+    reward: Reward,
+    policy: Callable[[torch.Tensor], torch.Tensor],
+    context: torch.Tensor,
+    action: torch.Tensor,
+    gamma: float,
+    horizon: int,
+    n: int = 1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """(B,) Q estimates by rolling a one-step world model (a gamma = 0 occupancy model) out ``horizon``
+    steps: ``sum_{h < horizon} gamma^h r(s_{h+1})``, ``a_{h+1} = policy(s_{h+1})``, mean of ``n`` rollouts.
+
+    The compounding-error baseline: every step feeds the model its own samples. ``policy`` maps the
+    tokens of a frame stack (B, n_context) to actions (B, action_dim) (e.g. a behaviour-cloning prior).
+    """
+    c = world_model.config
+    if c.gamma != 0.0 or c.target_frames != c.frame_stack:
+        raise ValueError(
+            "rollout_q needs a one-step world model: gamma = 0 and target_frames = frame_stack "
+            f"(got gamma {c.gamma}, target_frames {c.target_frames}, frame_stack {c.frame_stack})"
+        )
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    b = len(context)
+    state = torch.as_tensor(context).repeat_interleave(n, 0)
+    act = torch.as_tensor(action).repeat_interleave(n, 0)
+    total = torch.zeros(b * n)
+    for h in range(horizon):
+        state = world_model.sample(state, act, generator=generator)[:, 0]  # (B*n, n_context): s_{h+1}
+        total += gamma**h * reward(state).float().cpu()
+        if h + 1 < horizon:
+            act = policy(state)
+    return total.view(b, n).mean(1)
