@@ -166,6 +166,13 @@ def _cmd_occupancy_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from voc_rl.return_error import main as return_error
+
+    return_error(args.args, prog="voc-rl bench return-error")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voc-rl", description="Video occupancy models for pixel-based control on DeepMind Control."
@@ -265,6 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
     ofit.add_argument("--device", default="auto", help="auto (a GPU where there is one), cpu, cuda")
     ofit.add_argument("--seed", type=int, default=0)
     ofit.set_defaults(func=_cmd_occupancy_fit)
+
+    bench = sub.add_parser("bench", help="benchmark tables (results/*.md, .csv)")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="TABLE", required=True)
+    ret = bench_sub.add_parser(
+        "return-error",
+        help="return-estimation error on held-out episodes (--help for its options)",
+        add_help=False,
+    )
+    ret.add_argument("args", nargs=argparse.REMAINDER, help="options of the table, e.g. --quick")
+    ret.set_defaults(func=_cmd_bench)
     return parser
 
 
@@ -276,7 +293,11 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["bench", "return-error"]:  # the table's own options follow, --help included
+        args = argparse.Namespace(command="bench", func=_cmd_bench, args=argv[2:])
+    else:
+        args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
