@@ -121,6 +121,7 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="trained with vocab_size=11, but 512"):
         OccupancyModel.load(path, vocab_size=512)
     ckpt = torch.load(path, weights_only=True)
+    assert ckpt["versions"]["torch"] == torch.__version__ and ckpt["step"] == 0
     ckpt["config"]["width"] = 64  # a config that no longer matches the weights
     torch.save(ckpt, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="weights do not match its config"):

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from voc_rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from voc_rl.data.storage import package_versions
 from voc_rl.transformer import GPT, GPTConfig, KVCache
 
 FORMAT = "voc_rl.occupancy/1"
@@ -251,6 +252,7 @@ class OccupancyModel(nn.Module):
             "reward": None
             if reward is None
             else {k: v.detach().cpu().clone() for k, v in reward.state_dict().items()},
+            "versions": package_versions(),
             **extra,
         }
         return save_checkpoint(ckpt, path)
