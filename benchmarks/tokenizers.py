@@ -103,7 +103,7 @@ def verdicts(rows: list[dict[str, object]]) -> list[str]:
         f"- Best probe R^2 >= 0.8: {'met' if float(best['probe_r2']) >= 0.8 else 'not met'} "
         f"({best['backend']} on {best['task']}: {best['probe_r2']})."
     )
-    for task in {r["task"] for r in rows}:
+    for task in sorted({r["task"] for r in rows}):
         by = {r["backend"]: r for r in rows if r["task"] == task}
         if "titok" in by and "vqvae" in by:
             t, v = by["titok"], by["vqvae"]
@@ -111,7 +111,7 @@ def verdicts(rows: list[dict[str, object]]) -> list[str]:
             gap = float(v["probe_r2"]) - float(t["probe_r2"])
             ok = fewer >= 2 and gap <= 0.05
             lines.append(
-                f"- {task}: titok {fewer:.0f}x fewer tokens than vqvae, probe R^2 {gap:+.3f} below it: "
+                f"- {task}: titok {fewer:.0f}x fewer tokens than vqvae, probe R^2 {gap:.3f} below it: "
                 f"{'met' if ok else 'not met'}."
             )
     return lines
@@ -123,7 +123,11 @@ def write(rows: list[dict[str, object]], args: argparse.Namespace, seconds: floa
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    argv = sys.argv[1:]
+    if "--note" in argv:  # the note is printed below the command, not inside it
+        i = argv.index("--note")
+        argv = [*argv[:i], '--note "..."', *argv[i + 2 :]]
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *argv])
     steps = ", ".join(sorted({f"{r['backend']} {r['steps']}" for r in rows}))
     lines = [
         "# Tokenizers: quality on held-out episodes",
@@ -137,6 +141,7 @@ def write(rows: list[dict[str, object]], args: argparse.Namespace, seconds: floa
         f"Training steps per backend: {steps}"
         + ("  \n**--quick: tiny data and steps, figures not meaningful**" if args.quick else ""),
         "",
+        *([args.note, ""] if args.note else []),
         "Datasets: the task's `mixed` dataset (random / medium / expert thirds), 10% of episodes held out.",
         "usage = fraction of codes used on held-out frames; probe_r2 = ridge regression from the token",
         "embeddings of a 3-frame stack to the proprioceptive state (position and velocity), R^2 averaged",
@@ -168,6 +173,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny preset, 3-episode datasets, 20 steps")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--note", default="", help="a line for the report (e.g. how the rows were run)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     if args.quick:
