@@ -203,7 +203,7 @@ def test_training_with_a_policy_and_bad_datasets(titok: tuple[Any, Any], fake_ds
 
     train_occupancy(OccupancyModel(config), view, policy=policy, progress=False)
     assert seen and seen[0][1] == config.n_context
-    with pytest.raises(ValueError, match="reads tokens"):
+    with pytest.raises(ValueError, match="models read tokens"):
         train_occupancy(OccupancyModel(config), open_dataset(fake_ds_path), progress=False)
     wrong = OccupancyModel(dataclasses.replace(config, vocab_size=config.vocab_size + 1))
     with pytest.raises(ValueError, match="vocab_size"):

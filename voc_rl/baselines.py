@@ -42,6 +42,7 @@ from voc_rl.data.dataset import PixelDataset
 from voc_rl.data.sampler import WindowSampler, discounted_returns
 from voc_rl.occupancy import ema_update
 from voc_rl.occupancy_train import resolve_device
+from voc_rl.tokenizers.cache import check_model_fits, model_fields
 
 ACTION_EPS = 1e-4  # dataset actions are clamped to [-1 + eps, 1 - eps] before atanh
 MC_TAIL = 0.05  # Monte-Carlo check: only states whose truncated tail weighs gamma^(T-t) <= this
@@ -131,28 +132,8 @@ class BCConfig(BaselineConfig):
             raise ValueError(f"need log_std_min < log_std_max, got {self.log_std_min}, {self.log_std_max}")
 
 
-def _token_meta(ds: PixelDataset) -> dict[str, Any]:
-    if "tokens" not in ds.meta or ds.frames.ndim != 2:
-        raise ValueError(
-            f"{ds.path} is a pixel dataset; the baselines read tokens: "
-            "pass voc_rl.tokenizers.cache.token_view(dataset, tokenizer_checkpoint)"
-        )
-    return ds.meta["tokens"]
-
-
 def _config_for(cls: type, ds: PixelDataset, size: str, fields: dict[str, Any]) -> Any:
-    tokens = _token_meta(ds)
-    return cls.preset(
-        size,
-        **{
-            "vocab_size": tokens["vocab_size"],
-            "tokens_per_frame": tokens["tokens_per_frame"],
-            "action_dim": int(ds.arrays["action"].shape[1]),
-            "tokenizer": tokens["backend"],
-            "tokenizer_sha256": tokens["key"],
-            **fields,
-        },
-    )
+    return cls.preset(size, **{**model_fields(ds), **fields})
 
 
 def critic_config_for(token_ds: PixelDataset, size: str = "small", **fields: Any) -> CriticConfig:
@@ -163,24 +144,6 @@ def critic_config_for(token_ds: PixelDataset, size: str = "small", **fields: Any
 def bc_config_for(token_ds: PixelDataset, size: str = "small", **fields: Any) -> BCConfig:
     """A :class:`BCConfig` preset whose vocabulary, tokens per frame and action size fit ``token_ds``."""
     return _config_for(BCConfig, token_ds, size, fields)
-
-
-def _check_dataset(config: BaselineConfig, ds: PixelDataset, helper: str) -> None:
-    tokens = _token_meta(ds)
-    checks = {
-        "vocab_size": tokens["vocab_size"],
-        "tokens_per_frame": tokens["tokens_per_frame"],
-        "action_dim": int(ds.arrays["action"].shape[1]),
-    }
-    if config.tokenizer_sha256:
-        checks["tokenizer_sha256"] = tokens["key"]
-    for key, have in checks.items():
-        if getattr(config, key) != have:
-            raise ValueError(
-                f"the model has {key}={getattr(config, key)!r} but {ds.path} (tokens from "
-                f"{tokens['backend']} checkpoint {tokens['key']}) has {have!r}: "
-                f"train a model for these tokens ({helper}(token_ds))"
-            )
 
 
 # ---------------------------------------------------------------------- models
@@ -573,7 +536,7 @@ def train_td_critic(
       is why states nearer the end are left out. ``mc_states`` counts the states used.
     """
     c = critic.config
-    _check_dataset(c, token_ds, "critic_config_for")
+    check_model_fits(c, token_ds, "critic_config_for")
     steps = steps or c.steps
     device = resolve_device(device)
     critic.to(device).train()
@@ -644,7 +607,7 @@ def train_bc(
     predicting the mean action).
     """
     c = policy.config
-    _check_dataset(c, token_ds, "bc_config_for")
+    check_model_fits(c, token_ds, "bc_config_for")
     steps = steps or c.steps
     device = resolve_device(device)
     policy.to(device).train()

@@ -27,6 +27,7 @@ from voc_rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.data.sampler import WindowBatch, WindowSampler
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel, ema_update, make_target, td_loss
+from voc_rl.tokenizers.cache import check_model_fits, model_fields
 
 Policy = Callable[[torch.Tensor], torch.Tensor]  # tokens of s_{t+1} (B, n_context) -> a_{t+1} (B, A)
 
@@ -39,45 +40,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def occupancy_config_for(token_ds: PixelDataset, size: str = "small", **fields: Any) -> OccupancyConfig:
     """A config preset whose vocabulary, tokens per frame and action size come from a token dataset."""
-    tokens = _token_meta(token_ds)
-    return OccupancyConfig.preset(
-        size,
-        **{
-            "vocab_size": tokens["vocab_size"],
-            "tokens_per_frame": tokens["tokens_per_frame"],
-            "action_dim": int(token_ds.arrays["action"].shape[1]),
-            "tokenizer": tokens["backend"],
-            "tokenizer_sha256": tokens["key"],
-            **fields,
-        },
-    )
-
-
-def _token_meta(ds: PixelDataset) -> dict[str, Any]:
-    if "tokens" not in ds.meta or ds.frames.ndim != 2:
-        raise ValueError(
-            f"{ds.path} is a pixel dataset; the occupancy model reads tokens: "
-            "pass voc_rl.tokenizers.cache.token_view(dataset, tokenizer_checkpoint)"
-        )
-    return ds.meta["tokens"]
-
-
-def check_dataset(config: OccupancyConfig, ds: PixelDataset) -> None:
-    tokens = _token_meta(ds)
-    checks = {
-        "vocab_size": tokens["vocab_size"],
-        "tokens_per_frame": tokens["tokens_per_frame"],
-        "action_dim": int(ds.arrays["action"].shape[1]),
-    }
-    if config.tokenizer_sha256:
-        checks["tokenizer_sha256"] = tokens["key"]
-    for key, have in checks.items():
-        if getattr(config, key) != have:
-            raise ValueError(
-                f"the model has {key}={getattr(config, key)!r} but {ds.path} (tokens from "
-                f"{tokens['backend']} checkpoint {tokens['key']}) has {have!r}: "
-                "train a model for these tokens (occupancy_config_for(token_ds))"
-            )
+    return OccupancyConfig.preset(size, **{**model_fields(token_ds), **fields})
 
 
 @dataclass
@@ -128,7 +91,7 @@ def train_occupancy(
     from tqdm import tqdm
 
     c = model.config
-    check_dataset(c, ds)
+    check_model_fits(c, ds, "occupancy_config_for")
     steps = steps or c.steps
     device = resolve_device(device)
     model.to(device).train()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -76,3 +77,37 @@ def token_view(
     view = dataclasses.replace(ds, frames=tokens)
     view.meta = {**ds.meta, "tokens": {**meta, "key": folder.name}}
     return view
+
+
+def model_fields(token_ds: PixelDataset) -> dict[str, Any]:
+    """The config fields a model reading ``token_ds`` must have: vocabulary, tokens per frame, action
+    size, and the tokenizer (backend and checkpoint key) that made the tokens."""
+    if "tokens" not in token_ds.meta or token_ds.frames.ndim != 2:
+        raise ValueError(
+            f"{token_ds.path} is a pixel dataset; models read tokens: "
+            "pass voc_rl.tokenizers.cache.token_view(dataset, tokenizer_checkpoint)"
+        )
+    tokens = token_ds.meta["tokens"]
+    return {
+        "vocab_size": tokens["vocab_size"],
+        "tokens_per_frame": tokens["tokens_per_frame"],
+        "action_dim": int(token_ds.arrays["action"].shape[1]),
+        "tokenizer": tokens["backend"],
+        "tokenizer_sha256": tokens["key"],
+    }
+
+
+def check_model_fits(config: Any, token_ds: PixelDataset, config_helper: str) -> None:
+    """Raise ``ValueError`` when a model's ``config`` was not made for the tokens of ``token_ds``
+    (the tokenizer checkpoint is compared only when the config records one)."""
+    fields = model_fields(token_ds)
+    if not config.tokenizer_sha256:
+        fields.pop("tokenizer_sha256")
+    fields.pop("tokenizer")
+    for key, have in fields.items():
+        if getattr(config, key) != have:
+            raise ValueError(
+                f"the model has {key}={getattr(config, key)!r} but {token_ds.path} (tokens from "
+                f"{token_ds.meta['tokens']['backend']} checkpoint {token_ds.meta['tokens']['key']}) has "
+                f"{have!r}: train a model for these tokens ({config_helper}(token_ds))"
+            )
