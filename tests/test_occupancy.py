@@ -33,18 +33,19 @@ def inputs(model: OccupancyModel, b: int, seed: int = 0) -> tuple[torch.Tensor, 
     ) * 2 - 1
 
 
-def test_kv_cache_sampling_matches_full_recompute() -> None:
+@pytest.mark.parametrize("n", [1, 3])  # one sample per context (as in training) skips the cache copy
+def test_kv_cache_sampling_matches_full_recompute(n: int) -> None:
     model = tiny_model()
     ctx, act = inputs(model, 4)
-    kw = {"n": 3, "return_probs": True}
+    kw = {"n": n, "return_probs": True}
     fast, p_fast = model.sample(ctx, act, generator=torch.Generator().manual_seed(1), **kw)
     slow, p_slow = model.sample(ctx, act, use_cache=False, generator=torch.Generator().manual_seed(1), **kw)
-    assert fast.shape == (4, 3, model.config.n_target) and fast.dtype == torch.long
+    assert fast.shape == (4, n, model.config.n_target) and fast.dtype == torch.long
     assert torch.equal(fast, slow)
     torch.testing.assert_close(p_fast, p_slow, atol=1e-5, rtol=0)
     # and both are the teacher-forced distributions of the sampled sequence
     full = torch.softmax(
-        model.logits(ctx.repeat_interleave(3, 0), act.repeat_interleave(3, 0), fast.flatten(0, 1)), -1
+        model.logits(ctx.repeat_interleave(n, 0), act.repeat_interleave(n, 0), fast.flatten(0, 1)), -1
     )
     torch.testing.assert_close(p_fast.flatten(0, 1), full, atol=1e-5, rtol=0)
 

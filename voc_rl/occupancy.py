@@ -188,8 +188,10 @@ class OccupancyModel(nn.Module):
         probs = []
         if use_cache:  # the prompt once per context, its keys and values copied to its n samples
             cache = KVCache.empty(self.gpt.config, b, self.device, prefix.dtype)
-            logits = self.gpt.head(self.gpt(prefix, cache)[:, -1]).repeat_interleave(n, 0)
-            cache = cache.rows(torch.arange(b, device=self.device).repeat_interleave(n))
+            logits = self.gpt.head(self.gpt(prefix, cache)[:, -1])
+            if n > 1:  # (one sample per context, as in training, needs no copy)
+                logits = logits.repeat_interleave(n, 0)
+                cache = cache.rows(torch.arange(b, device=self.device).repeat_interleave(n))
         else:
             prefix = prefix.repeat_interleave(n, 0)
         for j in range(c.n_target):
