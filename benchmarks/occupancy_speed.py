@@ -14,11 +14,8 @@ KV cache >= 10x faster than recompute; scoring a candidate >= 20x cheaper than s
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import os
-import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,6 +24,7 @@ from pathlib import Path
 import torch
 
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, make_target, td_loss
+from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.tokenizers import make_tokenizer
 
 COLUMNS = ["tokenizer", "size", "what", "value", "unit"]
@@ -140,12 +138,7 @@ def main() -> None:
     start = time.perf_counter()
     rows = [r for backend in args.tokenizers for r in measure(backend, args.size, args.quick)]
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    with open(args.out_dir / "occupancy_speed.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-    gpu = "GPU present, not used" if torch.cuda.is_available() else "CPU only"
+    write_csv(args.out_dir / "occupancy_speed.csv", rows, COLUMNS)
     minutes = (time.perf_counter() - start) / 60
     verdicts = []
     for backend in args.tokenizers:
@@ -159,9 +152,8 @@ def main() -> None:
     lines = [
         "# Occupancy model: speed",
         "",
-        f"Command: `{command}`  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores ({args.threads} torch threads), "
-        f"torch {torch.__version__}, {gpu}  ",
+        f"Command: `{command_line()}`  ",
+        machine_line(threads=args.threads, uses_gpu=False),
         f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; run {minutes:.1f} min"
         + ("  \n**--quick: tiny presets, figures not meaningful**" if args.quick else ""),
         "",
@@ -170,9 +162,7 @@ def main() -> None:
         "contexts x 4 samples per call, temperature 1, no top-k. Training steps include sampling the",
         "target model for the bootstrapped fraction of the batch (gamma 0.9, distillation target).",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
-        *("| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows),
+        *markdown_table(rows, COLUMNS),
         "",
         "## Targets",
         "",

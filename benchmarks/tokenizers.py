@@ -17,10 +17,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
-import csv
 import json
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +26,7 @@ import torch
 
 from voc_rl.data import open_dataset
 from voc_rl.data.collect import collect
+from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.tokenizers import make_tokenizer
 from voc_rl.tokenizers.train import fit
 
@@ -119,22 +117,13 @@ def verdicts(rows: list[dict[str, object]]) -> list[str]:
 
 def write(rows: list[dict[str, object]], args: argparse.Namespace, seconds: float) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    with open(args.out_dir / "tokenizers.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    argv = sys.argv[1:]
-    if "--note" in argv:  # the note is printed below the command, not inside it
-        i = argv.index("--note")
-        argv = [*argv[:i], '--note "..."', *argv[i + 2 :]]
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *argv])
+    write_csv(args.out_dir / "tokenizers.csv", rows, COLUMNS)
     steps = ", ".join(sorted({f"{r['backend']} {r['steps']}" for r in rows}))
     lines = [
         "# Tokenizers: quality on held-out episodes",
         "",
-        f"Command: `{command}`  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{'GPU' if torch.cuda.is_available() else 'CPU only'}  ",
+        f"Command: `{command_line(hide=['--note'])}`  ",  # the note is printed below, not inside it
+        machine_line(),
         f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; "
         f"this invocation {seconds / 60:.0f} min "
         "(fit_minutes per row; rows finished by earlier invocations are reused from the runs folder)  ",
@@ -148,9 +137,7 @@ def write(rows: list[dict[str, object]], args: argparse.Namespace, seconds: floa
         "over state dimensions; fit on 4000 training-episode frames, ridge chosen on a held-back slice,",
         "scored on 2000 held-out frames.",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
-        *("| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows),
+        *markdown_table(rows, COLUMNS),
         "",
         "## Targets",
         "",

@@ -29,10 +29,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
-import csv
 import math
-import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -55,6 +52,7 @@ from voc_rl.data.collect import collect
 from voc_rl.ground_truth import simulator_q
 from voc_rl.occupancy import OccupancyModel
 from voc_rl.occupancy_train import occupancy_config_for, train_occupancy
+from voc_rl.report import command_line, machine_line, write_csv
 from voc_rl.tokenizers import Tokenizer, make_tokenizer
 from voc_rl.tokenizers.cache import token_view
 from voc_rl.tokenizers.train import fit
@@ -324,19 +322,9 @@ def fmt(x: float, digits: int = 3) -> str:
 def write(rows: list[dict[str, Any]], plots: Plots, args: argparse.Namespace, seconds: float) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     agg = aggregate(rows)
-    for name, data, cols in [
-        ("return_error.csv", agg, COLUMNS),
-        ("return_error_seeds.csv", rows, [*COLUMNS, "seed", "truth_stderr", "truth_std"]),
-    ]:
-        with open(args.out_dir / name, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(data)
+    write_csv(args.out_dir / "return_error.csv", agg, COLUMNS)
+    write_csv(args.out_dir / "return_error_seeds.csv", rows, [*COLUMNS, "seed", "truth_stderr", "truth_std"])
     scatter(plots, args)
-    script = Path(sys.argv[0])
-    command = " ".join(
-        [f"python {script.as_posix()}" if script.suffix == ".py" else script.name, *sys.argv[1:]]
-    )
     head = (
         "| task | dataset | gamma | tokenizer | method | ground truth | NMSE | RMSE | Spearman | Q evals/s "
     )
@@ -344,9 +332,8 @@ def write(rows: list[dict[str, Any]], plots: Plots, args: argparse.Namespace, se
     lines = [
         "# Return-estimation error on held-out episodes",
         "",
-        f"Command: `{command}`  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{'GPU' if torch.cuda.is_available() else 'CPU only'}  ",
+        f"Command: `{command_line()}`  ",
+        machine_line(),
         f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; run {seconds / 60:.0f} min"
         + ("  \n**--quick: tiny data, models and steps; figures not meaningful**" if args.quick else ""),
         "",
