@@ -36,3 +36,15 @@ def ds(fake_ds_path: Path):
     from voc_rl.data import open_dataset
 
     return open_dataset(fake_ds_path)
+
+
+@pytest.fixture(scope="session")
+def titok(fake_ds_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """An (untrained) tiny titok tokenizer and the fake dataset's token view (8 tokens per frame)."""
+    from voc_rl.data import open_dataset
+    from voc_rl.tokenizers import make_tokenizer
+    from voc_rl.tokenizers.cache import token_view
+
+    tok = make_tokenizer("titok", size="tiny")
+    ckpt = tok.save(tmp_path_factory.mktemp("titok") / "tok.pt")
+    return tok, token_view(open_dataset(fake_ds_path), ckpt, progress=False)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from checks import assert_resumes_exactly
 
 from voc_rl.baselines import (
     BCConfig,
@@ -24,8 +25,6 @@ from voc_rl.baselines import (
 from voc_rl.checkpoint import CheckpointError
 from voc_rl.data import open_dataset
 from voc_rl.data.dataset import PixelDataset
-from voc_rl.tokenizers import make_tokenizer
-from voc_rl.tokenizers.cache import token_view
 
 
 def token_dataset(
@@ -213,14 +212,6 @@ def test_bc_log_prob_is_a_density_on_the_action_interval() -> None:
 
 
 # ---------------------------------------------------------------------- checkpoints, resume, errors
-@pytest.fixture(scope="module")
-def titok(fake_ds_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
-    """An (untrained) tiny titok tokenizer and the fake dataset's token view (8 tokens per frame)."""
-    tok = make_tokenizer("titok", size="tiny")
-    ckpt = tok.save(tmp_path_factory.mktemp("titok") / "tok.pt")
-    return tok, token_view(open_dataset(fake_ds_path), ckpt, progress=False)
-
-
 KINDS = {
     "critic": (TDCritic, critic_config_for, train_td_critic, {"gamma": 0.8, "token_dropout": 0.2}),
     "bc": (BCPolicy, bc_config_for, train_bc, {"token_dropout": 0.2}),  # dropout: resume restores RNGs
@@ -243,14 +234,7 @@ def test_training_logs_checkpoints_and_resumes_exactly(
     assert list((tmp_path / "a" / "tb").glob("events.out.tfevents.*"))
     loaded = cls.load(tmp_path / "a" / f"{kind}.pt", tokenizer_sha256=config.tokenizer_sha256)
     assert loaded.step == 8 and loaded.config == config
-    torch.manual_seed(0)  # the same initial weights
-    interrupted = cls(config)
-    train(interrupted, view, steps=4, out=tmp_path / "b", **kw)
-    resumed = cls(config)  # a fresh process would start from a fresh model
-    train(resumed, view, out=tmp_path / "b", **kw)
-    assert resumed.step == 8
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, atol=0, rtol=0, msg=f"{name} differs after resume")
+    assert_resumes_exactly(straight, lambda: cls(config), train, view, tmp_path / "b", **kw)
     other = cls(dataclasses.replace(config, lr=1e-3))
     with pytest.raises(CheckpointError, match="another config"):
         train(other, view, out=tmp_path / "b", **kw)

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 import torch
 from chain import N_STATES, VOCAB, P, chain_occupancy, model_occupancy, train_on_chain
+from checks import assert_resumes_exactly
 
 from voc_rl.checkpoint import CheckpointError
 from voc_rl.data import open_dataset
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
 from voc_rl.occupancy_train import occupancy_config_for, train_occupancy
-from voc_rl.tokenizers import make_tokenizer
-from voc_rl.tokenizers.cache import token_view
 
 
 def tiny_model(**fields: object) -> OccupancyModel:
@@ -157,14 +156,6 @@ def test_generative_td_learns_the_discounted_occupancy(
 
 
 # ---------------------------------------------------------------------- training on a real token dataset
-@pytest.fixture(scope="module")
-def titok(fake_ds_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
-    """An (untrained) tiny titok tokenizer and the fake dataset's token view (8 tokens per frame)."""
-    tok = make_tokenizer("titok", size="tiny")
-    ckpt = tok.save(tmp_path_factory.mktemp("titok") / "tok.pt")
-    return tok, token_view(open_dataset(fake_ds_path), ckpt, progress=False)
-
-
 def test_training_logs_checkpoints_and_resumes_exactly(titok: tuple[Any, Any], tmp_path: Path) -> None:
     tok, view = titok
     config = occupancy_config_for(view, "tiny", frame_stack=2, steps=8, gamma=0.8)
@@ -180,14 +171,9 @@ def test_training_logs_checkpoints_and_resumes_exactly(titok: tuple[Any, Any], t
         tmp_path / "a" / "occupancy.pt", tokenizer_sha256=config.tokenizer_sha256
     )
     assert loaded.step == 8 and reward is not None
-    torch.manual_seed(0)  # the same initial weights
-    interrupted = OccupancyModel(config)
-    train_occupancy(interrupted, view, steps=4, out=tmp_path / "b", **kw)
-    resumed = OccupancyModel(config)  # a fresh process would start from a fresh model
-    train_occupancy(resumed, view, out=tmp_path / "b", **kw)
-    assert resumed.step == 8
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, atol=0, rtol=0, msg=f"{name} differs after resume")
+    assert_resumes_exactly(
+        straight, lambda: OccupancyModel(config), train_occupancy, view, tmp_path / "b", **kw
+    )
     other = OccupancyModel(dataclasses.replace(config, gamma=0.5))
     with pytest.raises(CheckpointError, match="another config"):
         train_occupancy(other, view, out=tmp_path / "b", **kw)
