@@ -42,6 +42,7 @@ from voc_rl.data.dataset import PixelDataset
 from voc_rl.data.sampler import WindowSampler, discounted_returns
 from voc_rl.occupancy import ema_update
 from voc_rl.occupancy_train import resolve_device
+from voc_rl.presets import from_preset
 from voc_rl.tokenizers.cache import check_model_fits, model_fields
 
 ACTION_EPS = 1e-4  # dataset actions are clamped to [-1 + eps, 1 - eps] before atanh
@@ -88,13 +89,7 @@ class BaselineConfig:
 
     @classmethod
     def preset(cls, size: str, **fields: Any) -> Any:
-        if size not in cls.presets:
-            raise ValueError(f"unknown size {size!r}; choose from {', '.join(cls.presets)}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(fields) - known
-        if unknown:
-            raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}; fields: {sorted(known)}")
-        return cls(**{**cls.presets[size], **fields})
+        return from_preset(cls, cls.presets, size, fields, cls.__name__)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from torch import nn
 
 from voc_rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from voc_rl.data.storage import package_versions
+from voc_rl.presets import from_preset
 from voc_rl.transformer import GPT, GPTConfig, KVCache
 
 FORMAT = "voc_rl.occupancy/1"
@@ -84,13 +85,7 @@ class OccupancyConfig:
 
     @classmethod
     def preset(cls, size: str, **fields: Any) -> OccupancyConfig:
-        if size not in cls.presets:
-            raise ValueError(f"unknown size {size!r}; choose from {', '.join(cls.presets)}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(fields) - known
-        if unknown:
-            raise ValueError(f"OccupancyConfig has no fields {sorted(unknown)}; fields: {sorted(known)}")
-        return cls(**{**cls.presets[size], **fields})
+        return from_preset(cls, cls.presets, size, fields, cls.__name__)
 
 
 class OccupancyModel(nn.Module):

@@ -8,11 +8,11 @@ tokens per frame). Size presets: ``tiny`` (tests), ``small`` (the CPU default), 
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import importlib
 from typing import Any
 
+from voc_rl.presets import from_preset
 from voc_rl.tokenizers.base import Tokenizer, TokenizerConfig
 
 BACKENDS: dict[str, str] = {
@@ -40,13 +40,9 @@ def get_backend(name: str) -> type[Tokenizer]:
 def make_tokenizer(name: str, size: str = "small", **overrides: Any) -> Tokenizer:
     """A fresh (untrained) tokenizer of backend ``name`` at preset ``size``, fields overridden by kwargs."""
     cls = get_backend(name)
-    if size not in cls.presets:
-        raise ValueError(f"unknown size {size!r} for {name}; choose from {', '.join(cls.presets)}")
-    fields = {f.name for f in dataclasses.fields(cls.config_cls)}
-    unknown = set(overrides) - fields
-    if unknown:
-        raise ValueError(f"{name} tokenizer has no config fields {sorted(unknown)}; fields: {sorted(fields)}")
-    return cls(cls.config_cls(**{**cls.presets[size], **overrides}))
+    return cls(
+        from_preset(cls.config_cls, cls.presets, size, overrides, f"{name} tokenizer", "config fields")
+    )
 
 
 __all__ = [
