@@ -51,8 +51,8 @@ from tqdm import tqdm
 from voc_rl.behavior import BehaviorPolicy, Policy, load_policy
 from voc_rl.checkpoint import save_npz
 from voc_rl.data import DatasetError, PixelDataset, discounted_returns, open_dataset
-from voc_rl.data.collect import POLICY_IDS, _describe
-from voc_rl.data.storage import _json_default
+from voc_rl.data.collect import POLICY_IDS, describe_policy
+from voc_rl.data.storage import json_default
 
 GT_FORMAT = 1  # bump when what a cache file means changes
 HORIZON_TOL = 1e-3  # H is the smallest horizon with gamma_max^H < HORIZON_TOL
@@ -183,7 +183,7 @@ def _level(ds: PixelDataset, pid: int) -> str:
 
 
 def _normalise(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=_json_default))
+    return json.loads(json.dumps(obj, default=json_default))
 
 
 def _resolve_policies(
@@ -204,7 +204,7 @@ def _resolve_policies(
         else:
             policy = load_policy(task, level)
         recorded = ds.meta["policies"][str(pid)]
-        have = _normalise({"level": level, **_describe(policy)})  # as collection recorded it
+        have = _normalise({"level": level, **describe_policy(policy)})  # as collection recorded it
         if have != _normalise(recorded):
             raise ValueError(
                 f"episodes with policy_id {pid} ({level}) were collected by {recorded}, but the policy "
@@ -216,7 +216,7 @@ def _resolve_policies(
 
 
 def _policy_digest(policy: Policy) -> str:
-    h = hashlib.sha256(json.dumps(_normalise(_describe(policy)), sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps(_normalise(describe_policy(policy)), sort_keys=True).encode())
     h.update(str(policy.act_dim).encode())
     if isinstance(policy, BehaviorPolicy):
         for name, tensor in sorted(policy.state_dict().items()):

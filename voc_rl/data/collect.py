@@ -32,7 +32,7 @@ def _episode_levels(kind: str, episodes: int, rng: np.random.Generator) -> list[
     return [levels[i] for i in rng.permutation(len(levels))]
 
 
-def _describe(policy: Policy) -> dict[str, Any]:
+def describe_policy(policy: Policy) -> dict[str, Any]:
     return {"name": policy.name, **(policy.meta if isinstance(policy, BehaviorPolicy) else {})}
 
 
@@ -83,7 +83,9 @@ def collect(
         "seed": seed,
         "reward_max": float(action_repeat),  # DMC rewards are in [0, 1] per control step
         "camera": base.camera_id,
-        "policies": {str(POLICY_IDS[lvl]): {"level": lvl, **_describe(p)} for lvl, p in policies.items()},
+        "policies": {
+            str(POLICY_IDS[lvl]): {"level": lvl, **describe_policy(p)} for lvl, p in policies.items()
+        },
         "mixed_proportions": MIXED_PROPORTIONS if kind == "mixed" else None,
         "description": f"{task} pixels ({size}px, action repeat {action_repeat}), {kind} behaviour policy",
     }

@@ -275,7 +275,7 @@ class DatasetWriter:
             "hdf5_sha256": sha256_file(hdf5),
             **self.metadata,
         }
-        (tmp_dir / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
+        (tmp_dir / META_FILE).write_text(json.dumps(meta, indent=2, default=json_default))
         self.final_dir.parent.mkdir(parents=True, exist_ok=True)
         old = self.tmp_root / "replaced"
         if self.final_dir.exists():  # move the old dataset aside first: a crash now loses neither
@@ -288,7 +288,7 @@ class DatasetWriter:
         return self.final_dir
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
