@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voc_rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from voc_rl.checkpoint import Callback, CheckpointError, load_checkpoint, save_checkpoint
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.data.sampler import WindowSampler, discounted_returns
 from voc_rl.occupancy import ema_update
@@ -399,6 +399,7 @@ def _fit(
     eval_every: int,
     ckpt_every: int,
     progress: bool,
+    callback: Callback | None,
 ) -> BaselineReport:
     """The loop shared by both baselines: schedule, logs, evaluation, checkpoints, exact resume."""
     from tqdm import tqdm
@@ -451,6 +452,7 @@ def _fit(
         model.step += 1
         loss_value = float(loss.detach())
         bar.update(1)
+        stop = callback is not None and callback(model.step, {"loss": loss_value, **logs}) is False
         if model.step % log_every == 0:
             rate = log_every / (time.perf_counter() - tic)
             tic = time.perf_counter()
@@ -462,7 +464,7 @@ def _fit(
             for k, v in evaluate().items():
                 writer.add_scalar(f"val/{k}", v, model.step)
             model.train()
-        if out is not None and (model.step % ckpt_every == 0 or model.step == steps):
+        if out is not None and (model.step % ckpt_every == 0 or model.step == steps or stop):
             save_checkpoint(
                 {
                     "config": dataclasses.asdict(c),
@@ -476,6 +478,8 @@ def _fit(
                 out / "train_state.pt",
             )
             model.save(out / f"{name}.pt")
+        if stop:
+            break
     bar.close()
     metrics = evaluate()
     if writer is not None:
@@ -512,6 +516,7 @@ def train_td_critic(
     log_every: int = 100,
     eval_every: int = 1000,
     ckpt_every: int = 1000,
+    callback: Callback | None = None,
 ) -> BaselineReport:
     """Fit ``critic`` by SARSA TD on the training episodes of ``token_ds`` (``ds.split(val_fraction,
     seed)``, the occupancy model's split) with an EMA target network; returns a report.
@@ -579,6 +584,7 @@ def train_td_critic(
         critic, token_ds, loss_fn=lambda b: critic_td_loss(critic, target, act(b)), evaluate=evaluate,
         target=target, name="critic", nxt=True, sampler=sampler, steps=steps, seed=seed, out=out,
         log_every=log_every, eval_every=eval_every, ckpt_every=ckpt_every, progress=progress,
+        callback=callback,
     )  # fmt: skip
 
 
@@ -594,6 +600,7 @@ def train_bc(
     log_every: int = 100,
     eval_every: int = 1000,
     ckpt_every: int = 1000,
+    callback: Callback | None = None,
 ) -> BaselineReport:
     """Fit ``policy`` by maximum likelihood (beta-NLL weighted, ``config.nll_beta``) on the training
     episodes' actions (the occupancy model's split); returns a report. Held-out metrics: ``nll``
@@ -626,5 +633,5 @@ def train_bc(
     return _fit(
         policy, token_ds, loss_fn=loss_fn, evaluate=evaluate, target=None, name="bc", nxt=False,
         sampler=sampler, steps=steps, seed=seed, out=out, log_every=log_every, eval_every=eval_every,
-        ckpt_every=ckpt_every, progress=progress,
+        ckpt_every=ckpt_every, progress=progress, callback=callback,
     )  # fmt: skip

@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 
+# A trainer's per-step hook: ``callback(step, logs)``; returning False stops the run after a checkpoint.
+Callback = Callable[[int, dict[str, float]], "bool | None"]
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, unsafe, or does not match what the caller expects."""

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from voc_rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from voc_rl.checkpoint import Callback, CheckpointError, load_checkpoint, save_checkpoint
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.data.sampler import WindowBatch, WindowSampler
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel, ema_update, make_target, td_loss
@@ -82,11 +82,13 @@ def train_occupancy(
     ckpt_every: int = 500,
     progress: bool = True,
     device: str | torch.device = "auto",
+    callback: Callback | None = None,
 ) -> tuple[OccupancyReport, RewardModel]:
     """Train ``model`` (and a reward model) on the token dataset ``ds``; see the module docstring.
 
     ``policy`` maps the tokens of s_{t+1} to a_{t+1} (the occupancy of that policy); by default the
-    dataset's next action is used (the behaviour policy's occupancy, SARSA-style).
+    dataset's next action is used (the behaviour policy's occupancy, SARSA-style). ``callback(step,
+    logs)`` runs after every step; returning ``False`` stops the run (after a checkpoint).
     """
     from tqdm import tqdm
 
@@ -158,6 +160,7 @@ def train_occupancy(
         model.step += 1
         loss_value, r_value = float(td.detach()), float(r_loss.detach())
         bar.update(1)
+        stop = callback is not None and callback(model.step, {**logs, "reward": r_value}) is False
         if model.step % log_every == 0:
             rate = log_every * c.batch_size * seq / (time.perf_counter() - tic)
             tic = time.perf_counter()
@@ -172,7 +175,7 @@ def train_occupancy(
                 _log_strip(model, tokenizer, val, writer)
             model.train()
             reward.train()
-        if out is not None and (model.step % ckpt_every == 0 or model.step == steps):
+        if out is not None and (model.step % ckpt_every == 0 or model.step == steps or stop):
             save_checkpoint(
                 {
                     "config": dataclasses.asdict(c),
@@ -187,6 +190,8 @@ def train_occupancy(
                 out / "train_state.pt",
             )
             model.save(out / "occupancy.pt", reward=reward)
+        if stop:
+            break
     bar.close()
     metrics = validate(model, reward, val)
     if writer is not None:

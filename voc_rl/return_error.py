@@ -139,7 +139,7 @@ def critic_for(view: PixelDataset, gamma: float, seed: int, args: argparse.Names
 
 
 def prior_for(view: PixelDataset, args: argparse.Namespace) -> BCPolicy:
-    steps = {"steps": args.critic_steps} if args.critic_steps else {}
+    steps = {"steps": args.bc_steps} if args.bc_steps else {}
     torch.manual_seed(0)
     policy = BCPolicy(bc_config_for(view, args.occ_size, **steps))
     out = args.runs / f"{view.meta['name']}__{view.meta['tokens']['backend']}__bc"
@@ -401,6 +401,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p.add_argument("--occ-size", default="small")
     p.add_argument("--occ-steps", type=int)
     p.add_argument("--critic-steps", type=int)
+    p.add_argument("--bc-steps", type=int)
     p.add_argument("--data-root", type=Path, default=Path("datasets"))
     p.add_argument("--runs", type=Path, default=Path("runs/return_error"))
     p.add_argument("--out-dir", type=Path, default=Path("results"))
@@ -414,13 +415,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         args.tokenizers, args.seeds = ["titok"], [0]
         args.n_states, args.episodes, args.rollouts, args.samples, args.candidates = 16, 3, 2, 4, 32
         args.pool_size, args.rollouts_wm = 16, 1
-        args.tok_size, args.tok_steps, args.occ_size, args.occ_steps, args.critic_steps = (
-            "tiny",
-            20,
-            "tiny",
-            20,
-            20,
-        )
+        args.tok_size, args.occ_size = "tiny", "tiny"
+        args.tok_steps = args.occ_steps = args.critic_steps = args.bc_steps = 20
         args.data_root, args.runs = scratch / "datasets", scratch / "runs"
         if args.out_dir == Path("results"):
             args.out_dir = scratch / "results"

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from voc_rl.checkpoint import load_checkpoint, save_checkpoint
+from voc_rl.checkpoint import Callback, load_checkpoint, save_checkpoint
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.tokenizers.base import FitReport, Tokenizer, probe_r2_cv, psnr, to_float
 from voc_rl.tokenizers.quantizer import codebook_stats
@@ -41,8 +41,12 @@ def fit(
     eval_every: int = 500,
     ckpt_every: int = 500,
     progress: bool = True,
+    callback: Callback | None = None,
 ) -> FitReport:
-    """Train ``tok`` on ``ds``; with ``out`` (a folder) also TensorBoard logs, checkpoints and resume."""
+    """Train ``tok`` on ``ds``; with ``out`` (a folder) also TensorBoard logs, checkpoints and resume.
+
+    ``callback(step, logs)`` runs after every step; returning ``False`` stops (after a checkpoint).
+    """
     steps = steps or tok.config.steps
     if tuple(ds.frames.shape[1:]) != (3, tok.config.image_size, tok.config.image_size):
         raise ValueError(
@@ -86,6 +90,7 @@ def fit(
         tok.step += 1
         loss_value = float(loss.detach())
         bar.update(1)
+        stop = callback is not None and callback(tok.step, {"loss": loss_value, **logs}) is False
         if tok.step % log_every == 0:
             stats = codebook_stats(codes, tok.vocab_size)
             bar.set_postfix(loss=f"{loss_value:.4f}", usage=f"{stats['usage']:.2f}")
@@ -97,12 +102,14 @@ def fit(
                 writer.add_scalar("charts/perplexity", stats["perplexity"], tok.step)
         if writer is not None and (tok.step % eval_every == 0 or tok.step == steps):
             _log_eval(tok, ds, val_eps, writer)
-        if out is not None and (tok.step % ckpt_every == 0 or tok.step == steps):
+        if out is not None and (tok.step % ckpt_every == 0 or tok.step == steps or stop):
             save_checkpoint(
                 {"model": tok.state_dict(), "optimizer": opt.state_dict(), "step": tok.step},
                 out / "train_state.pt",
             )
             tok.save(out / "tokenizer.pt")
+        if stop:
+            break
     bar.close()
     tok.eval()
     metrics = evaluate(tok, ds, val_eps if len(val_eps) else train_eps, train_episodes=train_eps, seed=seed)
