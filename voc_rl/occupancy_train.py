@@ -6,6 +6,10 @@ the true discounted future ``s_{t+k}`` (k ~ Geom(1 - gamma), the Monte-Carlo occ
 behaviour policy) and of ``s_{t+1}``, and the reward model's NMSE. With ``out`` it writes
 TensorBoard logs (and, where the tokenizer decodes, sampled occupancy frames beside the true future
 frames), checkpoints atomically and resumes from ``out/train_state.pt``.
+
+Under ``torchrun`` it trains on every process (see :mod:`voc_rl.distributed`): gradients averaged
+over ranks, each rank sampling its own batches, rank 0 alone logging and checkpointing; the
+checkpoint keeps every rank's RNG states, so a run resumed with as many processes continues exactly.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from voc_rl import distributed
 from voc_rl.checkpoint import Callback, CheckpointError, load_checkpoint, save_checkpoint
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.data.sampler import WindowBatch, WindowSampler
@@ -94,13 +99,18 @@ def train_occupancy(
 
     c = model.config
     check_model_fits(c, ds, "occupancy_config_for")
+    distributed.init()
+    main, world = distributed.is_main(), distributed.world_size()
     steps = steps or c.steps
     device = resolve_device(device)
     model.to(device).train()
     reward = (reward or RewardModel(c)).to(device).train()
+    for module in (model, reward):  # every rank starts from rank 0's weights
+        distributed.broadcast_module(module)
     target = make_target(model)
     train_eps, val_eps = ds.split(val_fraction, seed)
-    sampler = WindowSampler(ds, train_eps, frame_stack=c.frame_stack, seed=seed)
+    data_seed = distributed.rank_seed(seed)  # = seed on one process
+    sampler = WindowSampler(ds, train_eps, frame_stack=c.frame_stack, seed=data_seed)
     val = _tensors(
         WindowSampler(ds, val_eps if len(val_eps) else train_eps, c.frame_stack, seed + 1).sample(
             256, c.gamma
@@ -109,7 +119,7 @@ def train_occupancy(
     )
     params = [*model.parameters(), *reward.parameters()]
     opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
-    torch.manual_seed(seed)
+    torch.manual_seed(data_seed)
     out = Path(out) if out is not None else None
     writer = None
     if out is not None:
@@ -131,14 +141,18 @@ def train_occupancy(
             reward.load_state_dict(state["reward"])
             opt.load_state_dict(state["optimizer"])
             model.step = int(state["step"])
-            sampler.rng.bit_generator.state = json.loads(state["sampler_rng"])
-            torch.set_rng_state(state["torch_rng"])
-            print(f"resumed occupancy model at step {model.step} from {state_file}")
-        writer = SummaryWriter(str(out / "tb"))
-        writer.add_text("config", json.dumps(dataclasses.asdict(c), indent=1))
+            _restore_rngs(state, sampler, data_seed, device)
+            if main:
+                print(f"resumed occupancy model at step {model.step} from {state_file}")
+        distributed.check_agree(model.step, "step to start from")
+        if main:
+            writer = SummaryWriter(str(out / "tb"))
+            writer.add_text("config", json.dumps(dataclasses.asdict(c), indent=1))
     seq = c.n_context + 1 + c.n_target
     start, loss_value, tic = time.perf_counter(), float("nan"), time.perf_counter()
-    bar = tqdm(total=steps, initial=model.step, disable=not progress, desc="fit occupancy", unit="step")
+    bar = tqdm(
+        total=steps, initial=model.step, disable=not (progress and main), desc="fit occupancy", unit="step"
+    )
     while model.step < steps:
         # warm-up, then cosine to 10% over the config's steps (``steps`` only says where to stop)
         cos = math.cos(math.pi * min(model.step / c.steps, 1.0))
@@ -154,19 +168,22 @@ def train_occupancy(
         loss = td + r_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.all_reduce_grads(params)  # every rank then takes the same step
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        ema_update(target, model, c.target_rate)
+        ema_update(target, model, c.target_rate)  # from the same weights: the targets stay equal too
         model.step += 1
         loss_value, r_value = float(td.detach()), float(r_loss.detach())
         bar.update(1)
         stop = callback is not None and callback(model.step, {**logs, "reward": r_value}) is False
+        stop = distributed.any_rank(stop)  # all ranks stop at the same step
         if model.step % log_every == 0:
-            rate = log_every * c.batch_size * seq / (time.perf_counter() - tic)
+            rate = world * log_every * c.batch_size * seq / (time.perf_counter() - tic)
             tic = time.perf_counter()
-            bar.set_postfix(td=f"{loss_value:.3f}", reward=f"{r_value:.4f}")
+            scalars = distributed.mean_scalars({**logs, "reward": r_value})
+            bar.set_postfix(td=f"{scalars['td']:.3f}", reward=f"{scalars['reward']:.4f}")
             if writer is not None:
-                for k, v in {**logs, "reward": r_value, "lr": lr, "tokens_per_s": rate}.items():
+                for k, v in {**scalars, "lr": lr, "tokens_per_s": rate}.items():
                     writer.add_scalar(f"train/{k}", v, model.step)
         if writer is not None and (model.step % eval_every == 0 or model.step == steps):
             for k, v in validate(model, reward, val).items():
@@ -176,27 +193,62 @@ def train_occupancy(
             model.train()
             reward.train()
         if out is not None and (model.step % ckpt_every == 0 or model.step == steps or stop):
-            save_checkpoint(
-                {
-                    "config": dataclasses.asdict(c),
-                    "model": model.state_dict(),
-                    "target": target.state_dict(),
-                    "reward": reward.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "step": model.step,
-                    "sampler_rng": json.dumps(sampler.rng.bit_generator.state),
-                    "torch_rng": torch.get_rng_state(),
-                },
-                out / "train_state.pt",
-            )
-            model.save(out / "occupancy.pt", reward=reward)
+            distributed.assert_in_sync(model=model, target=target, reward=reward)
+            rngs = distributed.gather_objects(_rng_states(sampler, device))  # [rank 0's, rank 1's, ...]
+            if main:
+                save_checkpoint(
+                    {
+                        "config": dataclasses.asdict(c),
+                        "model": model.state_dict(),
+                        "target": target.state_dict(),
+                        "reward": reward.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "step": model.step,
+                        **rngs[0],
+                        **({"rank_rngs": rngs} if world > 1 else {}),
+                    },
+                    out / "train_state.pt",
+                )
+                model.save(out / "occupancy.pt", reward=reward)
         if stop:
             break
     bar.close()
     metrics = validate(model, reward, val)
     if writer is not None:
         writer.close()
+    distributed.barrier()  # rank 0's files are written before any rank returns
     return OccupancyReport(model.step, time.perf_counter() - start, loss_value, metrics), reward.eval()
+
+
+def _rng_states(sampler: WindowSampler, device: torch.device) -> dict[str, Any]:
+    states: dict[str, Any] = {
+        "sampler_rng": json.dumps(sampler.rng.bit_generator.state),
+        "torch_rng": torch.get_rng_state(),
+    }
+    if device.type == "cuda":  # the bootstrap coin flips and target samples draw from the GPU's RNG
+        states["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _restore_rngs(
+    state: dict[str, Any], sampler: WindowSampler, data_seed: int, device: torch.device
+) -> None:
+    """This rank's RNG states from a checkpoint; fresh streams if it was written by another number of
+    processes (the run then continues, but not as it would have without the stop)."""
+    per_rank = state.get("rank_rngs") or [state]
+    world, rank = distributed.world_size(), distributed.rank()
+    if world > 1 and len(per_rank) != world:
+        if distributed.is_main():
+            print(f"the checkpoint was written by {len(per_rank)} process(es), not {world}: new data streams")
+        step = int(state["step"])
+        sampler.rng = np.random.default_rng([data_seed, step])
+        torch.manual_seed(data_seed * 1_000_003 + step)
+        return
+    mine = per_rank[rank]
+    sampler.rng.bit_generator.state = json.loads(mine["sampler_rng"])
+    torch.set_rng_state(mine["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in mine:
+        torch.cuda.set_rng_state(mine["cuda_rng"], device)
 
 
 @torch.no_grad()

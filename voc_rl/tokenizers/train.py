@@ -5,6 +5,10 @@ TensorBoard (``losses/*``, ``charts/codebook_usage``, ``charts/perplexity``, rec
 originals where a decoder exists), checkpoints atomically and resumes. ``evaluate`` measures on
 held-out episodes: codebook usage and perplexity, reconstruction MSE / PSNR, a linear probe from
 token embeddings of a frame stack to the proprioceptive state (R^2), and encode throughput.
+
+Under ``torchrun``, ``fit`` trains on every process (see :mod:`voc_rl.distributed`): gradients
+averaged over ranks, each rank sampling its own frames, buffers that training changes (codebooks)
+taken from rank 0 after every step; rank 0 alone logs, checkpoints and evaluates.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from voc_rl import distributed
 from voc_rl.checkpoint import Callback, load_checkpoint, save_checkpoint
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.tokenizers.base import FitReport, Tokenizer, probe_r2_cv, psnr, to_float
@@ -52,10 +57,14 @@ def fit(
         raise ValueError(
             f"dataset frames are {tuple(ds.frames.shape[1:])}; expected 3x{tok.config.image_size}px"
         )
+    distributed.init()
+    main = distributed.is_main()
+    distributed.broadcast_module(tok)  # every rank starts from rank 0's weights
     train_eps, val_eps = ds.split(val_fraction, seed)
     train_frames = _frames_of(ds, train_eps)
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
+    data_seed = distributed.rank_seed(seed)  # = seed on one process
+    rng = np.random.default_rng(data_seed)
+    torch.manual_seed(data_seed)
     opt = torch.optim.AdamW(
         [p for p in tok.parameters() if p.requires_grad], lr=tok.config.lr, weight_decay=0.01
     )
@@ -70,13 +79,18 @@ def fit(
             tok.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             tok.step = int(state["step"])
-            rng = np.random.default_rng([seed, tok.step])
-            print(f"resumed {tok.backend} tokenizer at step {tok.step} from {state_file}")
-        writer = SummaryWriter(str(out / "tb"))
-        writer.add_text("config", str(tok.config))
+            rng = np.random.default_rng([data_seed, tok.step])
+            if main:
+                print(f"resumed {tok.backend} tokenizer at step {tok.step} from {state_file}")
+        distributed.check_agree(tok.step, "step to start from")
+        if main:
+            writer = SummaryWriter(str(out / "tb"))
+            writer.add_text("config", str(tok.config))
     tok.train()
     start, loss_value = time.perf_counter(), float("nan")
-    bar = tqdm(total=steps, initial=tok.step, disable=not progress, desc=f"fit {tok.backend}", unit="step")
+    bar = tqdm(
+        total=steps, initial=tok.step, disable=not (progress and main), desc=f"fit {tok.backend}", unit="step"
+    )
     while tok.step < steps:
         for group in opt.param_groups:
             group["lr"] = tok.config.lr * min(1.0, (tok.step + 1) / 100)
@@ -84,35 +98,44 @@ def fit(
         loss, logs, codes = tok.loss(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.all_reduce_grads(tok.parameters())  # every rank then takes the same step
         torch.nn.utils.clip_grad_norm_(tok.parameters(), 1.0)
         opt.step()
         tok.after_step()
+        distributed.broadcast_buffers(tok)  # codebook EMA, restarts: rank 0's, as DDP would
         tok.step += 1
         loss_value = float(loss.detach())
         bar.update(1)
         stop = callback is not None and callback(tok.step, {"loss": loss_value, **logs}) is False
+        stop = distributed.any_rank(stop)  # all ranks stop at the same step
         if tok.step % log_every == 0:
-            stats = codebook_stats(codes, tok.vocab_size)
-            bar.set_postfix(loss=f"{loss_value:.4f}", usage=f"{stats['usage']:.2f}")
+            stats = codebook_stats(codes, tok.vocab_size)  # this rank's batch
+            scalars = distributed.mean_scalars({"total": loss_value, **logs})
+            bar.set_postfix(loss=f"{scalars['total']:.4f}", usage=f"{stats['usage']:.2f}")
             if writer is not None:
-                writer.add_scalar("losses/total", loss_value, tok.step)
-                for k, v in logs.items():
+                for k, v in scalars.items():
                     writer.add_scalar(f"losses/{k}", v, tok.step)
                 writer.add_scalar("charts/codebook_usage", stats["usage"], tok.step)
                 writer.add_scalar("charts/perplexity", stats["perplexity"], tok.step)
         if writer is not None and (tok.step % eval_every == 0 or tok.step == steps):
             _log_eval(tok, ds, val_eps, writer)
         if out is not None and (tok.step % ckpt_every == 0 or tok.step == steps or stop):
-            save_checkpoint(
-                {"model": tok.state_dict(), "optimizer": opt.state_dict(), "step": tok.step},
-                out / "train_state.pt",
-            )
-            tok.save(out / "tokenizer.pt")
+            distributed.assert_in_sync(tokenizer=tok)
+            if main:
+                save_checkpoint(
+                    {"model": tok.state_dict(), "optimizer": opt.state_dict(), "step": tok.step},
+                    out / "train_state.pt",
+                )
+                tok.save(out / "tokenizer.pt")
         if stop:
             break
     bar.close()
     tok.eval()
-    metrics = evaluate(tok, ds, val_eps if len(val_eps) else train_eps, train_episodes=train_eps, seed=seed)
+    metrics: dict[str, float] = {}
+    if main:  # the ranks hold the same weights: one evaluation serves all
+        episodes = val_eps if len(val_eps) else train_eps
+        metrics = evaluate(tok, ds, episodes, train_episodes=train_eps, seed=seed)
+    metrics = distributed.broadcast_object(metrics)
     if writer is not None:
         for k, v in metrics.items():
             writer.add_scalar(f"eval/{k}", v, tok.step)
