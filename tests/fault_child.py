@@ -1,0 +1,45 @@
+"""A tiny occupancy-model run for tests/test_faults.py, in its own process so that it can be killed.
+
+    python fault_child.py DATASET TOKENIZER OUT
+
+Prints ``step N`` after every step and sleeps briefly, so that a test can kill it between two
+checkpoints; running the same command again resumes from the last checkpoint in OUT.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+
+from voc_rl.data import open_dataset
+from voc_rl.data.dataset import PixelDataset
+from voc_rl.occupancy import OccupancyConfig, OccupancyModel
+from voc_rl.occupancy_train import occupancy_config_for, train_occupancy
+from voc_rl.tokenizers.cache import token_view
+
+STEPS, CKPT_EVERY, DELAY = 16, 4, 0.1
+KW = {"ckpt_every": CKPT_EVERY, "eval_every": 1000, "log_every": 1000, "progress": False}
+
+
+def config(view: PixelDataset) -> OccupancyConfig:
+    return occupancy_config_for(view, "tiny", frame_stack=2, steps=STEPS, gamma=0.8)
+
+
+def main(dataset: str, tokenizer: str, out: str) -> None:
+    torch.set_num_threads(1)
+    view = token_view(open_dataset(dataset), tokenizer, progress=False)
+    torch.manual_seed(0)
+    model = OccupancyModel(config(view))
+
+    def callback(step: int, logs: dict[str, float]) -> None:
+        print(f"step {step}", flush=True)
+        time.sleep(DELAY)
+
+    train_occupancy(model, view, out=out, callback=callback, **KW)
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
