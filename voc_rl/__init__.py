@@ -1,7 +1,7 @@
 """voc_rl: video occupancy models as world and value models for pixel-based control.
 
 ``import voc_rl`` registers the ``voc_rl/...`` gymnasium environments (see :mod:`voc_rl.envs`) and
-stays light: torch-based parts (``make_tokenizer``, datasets) load on first use.
+stays light: torch-based parts (``make_agent``, ``make_tokenizer``, datasets) load on first use.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -19,6 +19,11 @@ _LAZY = {
     "make_tokenizer": "voc_rl.tokenizers",
     "list_tokenizers": "voc_rl.tokenizers",
     "open_dataset": "voc_rl.data",
+    "make_agent": "voc_rl.registry",
+    "list_agents": "voc_rl.registry",
+    "register": "voc_rl.registry",
+    "load_agent": "voc_rl.registry",
+    "AgentConfig": "voc_rl.registry",
 }
 
 
@@ -31,11 +36,16 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AgentConfig",
     "__version__",
     "envs",
+    "list_agents",
     "list_envs",
     "list_tokenizers",
+    "load_agent",
+    "make_agent",
     "make_env",
     "make_tokenizer",
     "open_dataset",
+    "register",
 ]

@@ -1,0 +1,173 @@
+"""The registered agents: VOC (pool-estimated Q), the gamma-0 world-model rollout, the TD critic, BC.
+
+All four share the tokenizer and the behaviour-cloning prior of :class:`~voc_rl.agents.base.Agent`
+and its candidate proposal; they differ only in how they score the candidates.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from voc_rl.agents.base import Agent
+
+from voc_rl.baselines import TDCritic, critic_config_for, train_td_critic
+from voc_rl.checkpoint import CheckpointError
+from voc_rl.data.dataset import PixelDataset
+from voc_rl.occupancy import OccupancyModel, RewardModel
+from voc_rl.occupancy_train import occupancy_config_for, train_occupancy
+from voc_rl.value import pool_q, rollout_q
+
+
+class BCAgent(Agent):
+    """Behaviour cloning: acts with the prior (its mode when deterministic); it has no Q values."""
+
+    @torch.no_grad()
+    def predict(
+        self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False
+    ):
+        context, single = self._context(observation)
+        if deterministic:
+            action = self.prior.mode(context)
+        else:
+            action = self.prior.sample(context, 1, self.generator)[:, 0]
+        action = action.cpu().numpy()
+        return (action[0] if single else action), None
+
+    def _fit_scorer(self, view: PixelDataset, run: Path, cap: Any, hook: Any, common: dict) -> None:
+        pass
+
+
+class _OccupancyAgent(Agent):
+    """An agent whose scorer is an occupancy model and its reward model (gamma from ``gamma_of``)."""
+
+    parts = ("tokenizer", "prior", "occupancy")
+
+    def __init__(self, config: Any, name: str | None = None):
+        super().__init__(config, name)
+        self.occupancy: OccupancyModel | None = None
+        self.reward: RewardModel | None = None
+
+    def gamma_of(self) -> float:
+        return self.config.gamma
+
+    def target_frames_of(self) -> int:
+        return self.config.target_frames
+
+    def _fit_scorer(self, view: PixelDataset, run: Path, cap: Any, hook: Any, common: dict) -> None:
+        c = self.config
+        if self.occupancy is None:
+            torch.manual_seed(c.seed)
+            config = occupancy_config_for(
+                view,
+                c.size,
+                gamma=self.gamma_of(),
+                target_frames=self.target_frames_of(),
+                **cap(c.occupancy_steps),
+            )
+            self.occupancy = OccupancyModel(config)
+        _, self.reward = train_occupancy(
+            self.occupancy, view, out=run / "occupancy", tokenizer=self.tokenizer, reward=self.reward,
+            callback=hook("occupancy"), device=self.device, **common,
+        )  # fmt: skip
+
+    def _save_part(self, part: str, path: Path) -> None:
+        if part == "occupancy":
+            self.occupancy.save(path, reward=self.reward)
+        else:
+            super()._save_part(part, path)
+
+    def _load_part(self, part: str, path: Path) -> None:
+        if part == "occupancy":
+            model, reward = OccupancyModel.load(path)
+            if reward is None:
+                raise CheckpointError(f"{path} has no reward model; the agent needs one")
+            self.occupancy, self.reward = model.to(self.device).eval(), reward.to(self.device).eval()
+        else:
+            super()._load_part(part, path)
+
+    def _check_parts(self, path: Path) -> None:
+        super()._check_parts(path)
+        occ = self.occupancy.config
+        if occ.gamma != self.gamma_of() or occ.vocab_size != self.tokenizer.vocab_size:
+            raise CheckpointError(
+                f"{path}: the occupancy model (gamma {occ.gamma}, vocab {occ.vocab_size}) does not match "
+                f"the agent (gamma {self.gamma_of()}, vocab {self.tokenizer.vocab_size})"
+            )
+
+
+class VOCAgent(_OccupancyAgent):
+    """Scores K candidates with one pool of ``pool_size`` sampled futures shared by all (``pool_q``)."""
+
+    def _score(self, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return pool_q(
+            self.occupancy,
+            self.reward,
+            context,
+            actions,
+            pool_size=self.config.pool_size,
+            generator=self.generator,
+        )
+
+
+class WMRolloutAgent(_OccupancyAgent):
+    """A gamma-0 occupancy model as a one-step world model, rolled out ``horizon_factor / (1 - gamma)``
+    steps with the reward model, following the prior: the compounding-error baseline."""
+
+    def gamma_of(self) -> float:
+        return 0.0
+
+    def target_frames_of(self) -> int:
+        return 0  # a rollout feeds each predicted stack back as the next context
+
+    def _score(self, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        b, k, a = actions.shape
+        horizon = math.ceil(c.horizon_factor / (1 - c.gamma))
+
+        def policy(tokens: torch.Tensor) -> torch.Tensor:
+            return self.prior.sample(tokens, 1, self.generator)[:, 0]
+
+        q = rollout_q(
+            self.occupancy, self.reward, policy, context.repeat_interleave(k, 0), actions.reshape(b * k, a),
+            c.gamma, horizon, n=c.rollouts, generator=self.generator,
+        )  # fmt: skip
+        return q.reshape(b, k)
+
+
+class TDCriticAgent(Agent):
+    """Scores the candidates with a SARSA-trained Q network on the same tokens."""
+
+    parts = ("tokenizer", "prior", "critic")
+
+    def __init__(self, config: Any, name: str | None = None):
+        super().__init__(config, name)
+        self.critic: TDCritic | None = None
+
+    def _fit_scorer(self, view: PixelDataset, run: Path, cap: Any, hook: Any, common: dict) -> None:
+        c = self.config
+        if self.critic is None:
+            torch.manual_seed(c.seed)
+            size = "tiny" if c.size == "tiny" else "small"
+            self.critic = TDCritic(critic_config_for(view, size, gamma=c.gamma, **cap(c.critic_steps)))
+        train_td_critic(
+            self.critic, view, out=run / "critic", callback=hook("critic"), device=self.device, **common
+        )
+
+    def _load_part(self, part: str, path: Path) -> None:
+        if part == "critic":
+            self.critic = TDCritic.load(path).to(self.device).eval()
+        else:
+            super()._load_part(part, path)
+
+    def _check_parts(self, path: Path) -> None:
+        super()._check_parts(path)
+        if self.critic.config.gamma != self.config.gamma:
+            raise CheckpointError(
+                f"{path}: the critic has gamma {self.critic.config.gamma}, the agent {self.config.gamma}"
+            )
+
+    def _score(self, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.critic.q_values(context, actions)

@@ -1,0 +1,295 @@
+"""The agent contract: train every part from a pixel dataset, act, score, save and load.
+
+An agent is a tokenizer, a behaviour-cloning prior on its tokens, and (in subclasses) a scorer of
+candidate actions. To act it proposes K candidates (the prior's mode and K - 1 samples), scores
+them with ``_score`` and takes the best (``deterministic=True``) or draws one from a softmax over
+the standardised scores: one-step policy improvement over the behaviour value. The API follows
+stable-baselines3, so ``evaluate_policy(agent, env)`` works.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from voc_rl.baselines import BCPolicy, bc_config_for, train_bc
+from voc_rl.checkpoint import Callback, CheckpointError, atomic_write
+from voc_rl.data.dataset import PixelDataset, open_dataset
+from voc_rl.data.storage import package_versions
+from voc_rl.occupancy_train import resolve_device
+from voc_rl.registry import REGISTRY, AgentConfig, load_class
+from voc_rl.tokenizers import Tokenizer, make_tokenizer
+from voc_rl.tokenizers.cache import token_view
+from voc_rl.tokenizers.train import fit
+
+FORMAT = "voc_rl.agent/1"
+
+
+class Agent:
+    """Base class; subclasses set ``parts`` and implement ``_fit_scorer`` and ``_score``."""
+
+    parts: tuple[str, ...] = ("tokenizer", "prior")
+
+    def __init__(self, config: AgentConfig, name: str | None = None):
+        self.config, self.name = config, name or type(self).__name__
+        self.device = resolve_device(config.device)
+        self.tokenizer: Tokenizer | None = None
+        self.prior: BCPolicy | None = None
+        self.task: str | None = None
+        self.run_dir: Path | None = None
+        self.seed(config.seed)
+
+    def seed(self, seed: int) -> None:
+        """Re-seed the agent's own sampling (candidates, pools): same seed, same actions."""
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    # ------------------------------------------------------------------ training
+    def learn(
+        self,
+        dataset: PixelDataset | str | Path,
+        steps: int | None = None,
+        callback: Callback | None = None,
+        tokenizer: str | Path | None = None,
+        run_dir: str | Path | None = None,
+        runs: str | Path = "runs",
+        progress: bool = True,
+    ) -> Agent:
+        """Train every part on ``dataset``'s training episodes (its held-out split is kept out).
+
+        ``steps`` caps each part's training steps (default: the config's, else the size preset's);
+        ``callback(step, logs)`` runs after every step of every part, ``False`` stops that part.
+        ``tokenizer`` (a ``tokenizer.pt``) skips tokenizer training. Logs, checkpoints and the
+        config go to ``run_dir`` (default ``runs/{task}__{agent}__{seed}__{time}``); calling
+        ``learn`` again with the same ``run_dir`` resumes every part where it stopped.
+        """
+        ds = dataset if isinstance(dataset, PixelDataset) else open_dataset(dataset)
+        if "tokens" in ds.meta:
+            raise ValueError("learn takes a pixel dataset, not a token view: pass the dataset itself")
+        task = ds.meta.get("task", ds.env_id)
+        if self.task is not None and task != self.task:
+            raise ValueError(f"this agent was trained on {self.task!r}; {ds.path} holds {task!r}")
+        self.task, c = task, self.config
+        run = Path(run_dir) if run_dir else Path(runs) / f"{task}__{self.name}__{c.seed}__{int(time.time())}"
+        run.mkdir(parents=True, exist_ok=True)
+        self.run_dir = run
+        (run / "config.json").write_text(
+            json.dumps({"agent": self.name, "task": task, "dataset": str(ds.path), **self._config_json()})
+        )
+
+        def cap(own: int | None) -> dict[str, int]:
+            n = steps if steps is not None else own
+            return {} if n is None else {"steps": n}
+
+        def hook(part: str) -> Callback | None:
+            return None if callback is None else lambda step, logs: callback(step, {"part": part, **logs})
+
+        common = {"seed": c.seed, "progress": progress}
+        tok_ckpt = run / "tokenizer" / "tokenizer.pt"
+        if tokenizer is not None:
+            self.tokenizer = Tokenizer.load(tokenizer, backend=c.tokenizer)
+            tok_ckpt = Path(tokenizer)
+        elif self.tokenizer is None or self.tokenizer.step < self.tokenizer.config.steps:
+            extra = {"action_dim": int(ds.arrays["action"].shape[1])} if c.tokenizer == "musik" else {}
+            torch.manual_seed(c.seed)
+            tok = self.tokenizer or make_tokenizer(
+                c.tokenizer, c.size, **{**extra, **c.tokenizer_kwargs, **cap(c.tokenizer_steps)}
+            )
+            fit(tok.to(self.device), ds, out=run / "tokenizer", callback=hook("tokenizer"), **common)
+            self.tokenizer = tok.eval()
+        else:
+            self.tokenizer.save(tok_ckpt)
+        view = token_view(ds, tok_ckpt, progress=progress)
+        if self.prior is None:
+            torch.manual_seed(c.seed)
+            size = "tiny" if c.size == "tiny" else "small"  # the baselines have no base preset
+            self.prior = BCPolicy(bc_config_for(view, size, **cap(c.prior_steps)))
+        train_bc(self.prior, view, out=run / "prior", callback=hook("prior"), device=self.device, **common)
+        self._fit_scorer(view, run, cap, hook, common)
+        for part in self.parts:
+            getattr(self, part).eval()
+        return self
+
+    def _fit_scorer(self, view: PixelDataset, run: Path, cap: Any, hook: Any, common: dict) -> None:
+        raise NotImplementedError(
+            f"{type(self).__name__}._fit_scorer(view, run, cap, hook, common) is not implemented"
+        )
+
+    # ------------------------------------------------------------------ acting
+    def _context(self, obs: Any) -> tuple[torch.Tensor, bool]:
+        """Stacked uint8 frames (3F, H, W) or (B, 3F, H, W) -> token context (B, F*T), batched?"""
+        if self.tokenizer is None or self.prior is None:
+            raise RuntimeError(f"{self.name} is not trained: call learn(dataset) or Agent.load(path) first")
+        x = torch.as_tensor(np.asarray(obs))
+        single = x.ndim == 3
+        x = x[None] if single else x
+        size, frames = self.tokenizer.config.image_size, self.prior.config.frame_stack
+        if x.ndim != 4 or tuple(x.shape[1:]) != (3 * frames, size, size):
+            raise ValueError(
+                f"obs must be stacked frames of shape ({3 * frames}, {size}, {size}) or a batch of "
+                f"them, as voc_rl envs give (frame_stack={frames}, size={size}); got {tuple(x.shape)}"
+            )
+        if x.dtype != torch.uint8:
+            raise TypeError(f"obs must be uint8 pixels, got {x.dtype}")
+        tokens = self.tokenizer.encode(x.reshape(len(x), frames, 3, size, size))  # (B, F*T)
+        return tokens.to(self.device), single
+
+    def _candidates(self, context: torch.Tensor) -> torch.Tensor:
+        """(B, K, A): the prior's mode, then K - 1 samples."""
+        mode = self.prior.mode(context)[:, None]
+        if self.config.candidates == 1:
+            return mode
+        return torch.cat([mode, self.prior.sample(context, self.config.candidates - 1, self.generator)], 1)
+
+    def _score(self, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """(B, K) Q estimates of ``actions`` (B, K, A) in the states ``context`` (B, n_context)."""
+        raise NotImplementedError(
+            f"{self.name} has no value model: _score(context, actions) -> (B, K) is not implemented; "
+            "use a voc-*, td-critic or wm-rollout agent for Q values"
+        )
+
+    @torch.no_grad()
+    def predict(
+        self,
+        observation: Any,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, None]:
+        """Action(s) for an observation or a batch of them, and ``None`` (no recurrent state)."""
+        context, single = self._context(observation)
+        candidates = self._candidates(context)  # (B, K, A)
+        q = self._score(context, candidates)  # (B, K)
+        if deterministic:
+            pick = q.argmax(1)
+        else:
+            z = (q - q.mean(1, keepdim=True)) / (q.std(1, keepdim=True, unbiased=False) + 1e-8)
+            probs = torch.softmax(z / self.config.temperature, 1)
+            pick = torch.multinomial(probs, 1, generator=self.generator)[:, 0]
+        action = candidates[torch.arange(len(q), device=q.device), pick].cpu().numpy()
+        return (action[0] if single else action), None
+
+    @torch.no_grad()
+    def q_values(self, observation: Any, actions: Any) -> np.ndarray:
+        """Q(s, a): obs (3F, H, W) with actions (K, A) -> (K,); or a batch (B, ...) with (B, K, A)."""
+        context, single = self._context(observation)
+        a = torch.as_tensor(np.asarray(actions, dtype=np.float32), device=self.device)
+        a = a[None] if single else a
+        dim = self.prior.config.action_dim
+        if a.ndim != 3 or a.shape[0] != len(context) or a.shape[2] != dim:
+            raise ValueError(
+                f"actions must be (K, {dim}) for one observation or (B, K, {dim}) for a batch of B; "
+                f"got {tuple(np.shape(actions))} for {len(context)} observation(s)"
+            )
+        if not torch.isfinite(a).all():
+            raise ValueError("actions contain NaN or inf")
+        q = self._score(context, a.clamp(-1, 1)).cpu().numpy()
+        return q[0] if single else q
+
+    @torch.no_grad()
+    def value(self, observation: Any) -> np.ndarray | float:
+        """V(s) = mean of Q over the K prior candidates (the behaviour value's estimate)."""
+        context, single = self._context(observation)
+        v = self._score(context, self._candidates(context)).mean(1).cpu().numpy()
+        return float(v[0]) if single else v
+
+    # ------------------------------------------------------------------ saving
+    def _config_json(self) -> dict[str, Any]:
+        return {"config": dataclasses.asdict(self.config)}
+
+    def _save_part(self, part: str, path: Path) -> None:
+        getattr(self, part).save(path)
+
+    def _load_part(self, part: str, path: Path) -> None:
+        loaded = {"tokenizer": Tokenizer, "prior": BCPolicy}[part].load(path)
+        setattr(self, part, loaded.to(self.device).eval())
+
+    def save(self, path: str | Path) -> Path:
+        """One ``.zip``: ``agent.json`` (name, config, task, versions) and each part's checkpoint."""
+        missing = [p for p in self.parts if getattr(self, p) is None]
+        if missing:
+            raise RuntimeError(f"{self.name} has no trained {missing}: call learn(dataset) before save")
+        path = Path(path)
+        path = path if path.suffix == ".zip" else path.with_suffix(".zip")
+        meta = {
+            "format": FORMAT,
+            "agent": self.name,
+            "entry_point": f"{type(self).__module__}:{type(self).__name__}",
+            "task": self.task,
+            "parts": list(self.parts),
+            "versions": package_versions(),
+            **self._config_json(),
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            for part in self.parts:
+                self._save_part(part, Path(tmp) / f"{part}.pt")
+
+            def write(out: str) -> None:
+                with zipfile.ZipFile(out, "w") as z:
+                    z.writestr("agent.json", json.dumps(meta, indent=1))
+                    for part in self.parts:
+                        z.write(Path(tmp) / f"{part}.pt", f"{part}.pt")
+
+            return atomic_write(path, write)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None) -> Agent:
+        """Restore an agent from :meth:`save` (weights-only loading; nothing in the file runs)."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"agent file {path} does not exist")
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(f"{path} is not an agent .zip (truncated or corrupt?)")
+        with zipfile.ZipFile(path) as z, tempfile.TemporaryDirectory() as tmp:
+            try:
+                meta = json.loads(z.read("agent.json"))
+            except (KeyError, ValueError) as exc:
+                raise CheckpointError(f"{path} has no readable agent.json: not a voc_rl agent") from exc
+            if meta.get("format") != FORMAT:
+                raise CheckpointError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+            entry = meta["entry_point"]
+            known = {s.entry_point for s in REGISTRY.values()}
+            if entry not in known and not entry.startswith("voc_rl.agents."):
+                raise CheckpointError(f"{path} names the class {entry!r}, which is not a voc_rl agent")
+            agent_cls = load_class(entry)
+            if not issubclass(agent_cls, cls):
+                raise CheckpointError(
+                    f"{path} holds a {meta['agent']!r} agent ({agent_cls.__name__}), not a {cls.__name__}; "
+                    "load it with voc_rl.load_agent(path)"
+                )
+            fields = {f.name for f in dataclasses.fields(AgentConfig)}
+            unknown = sorted(set(meta["config"]) - fields)
+            if unknown:
+                raise CheckpointError(f"{path}: config fields {unknown} are unknown to this voc_rl version")
+            config = AgentConfig(**{**meta["config"], **({"device": device} if device else {})})
+            agent = agent_cls(config, name=meta["agent"])
+            agent.task = meta["task"]
+            for part in agent.parts:
+                try:
+                    z.extract(f"{part}.pt", tmp)
+                except KeyError as exc:
+                    raise CheckpointError(f"{path} lacks {part}.pt: incomplete agent file") from exc
+                agent._load_part(part, Path(tmp) / f"{part}.pt")
+        agent._check_parts(path)
+        return agent
+
+    def _check_parts(self, path: Path) -> None:
+        """The parts must fit each other and the config (a hand-edited zip can break that)."""
+        tok, prior = self.tokenizer, self.prior
+        if tok.backend != self.config.tokenizer:
+            raise CheckpointError(
+                f"{path}: tokenizer is {tok.backend!r}, config says {self.config.tokenizer!r}"
+            )
+        if (prior.config.vocab_size, prior.config.tokens_per_frame) != (tok.vocab_size, tok.tokens_per_frame):
+            raise CheckpointError(f"{path}: the prior's token geometry does not match the tokenizer's")
+
+    def __repr__(self) -> str:
+        state = f"trained on {self.task}" if self.prior is not None else "untrained"
+        return f"{type(self).__name__}({self.name!r}, {state}, {self.config})"

@@ -1,0 +1,212 @@
+"""Agents: the registry, learn / predict / q_values / save / load at the tiny size, SB3 tools."""
+
+from __future__ import annotations
+
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
+from voc_rl.agents import Agent, BCAgent, TDCriticAgent, VOCAgent
+from voc_rl.envs import make_env
+
+import voc_rl
+from voc_rl.checkpoint import CheckpointError
+from voc_rl.registry import REGISTRY, AgentConfig
+
+
+@pytest.fixture(scope="module")
+def trained(fake_ds_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Agent]:
+    """Every registered agent at the tiny size, each part trained 6 steps on the fake dataset."""
+    runs = tmp_path_factory.mktemp("runs")
+    short = {"wm-rollout": {"gamma": 0.5, "candidates": 3}}  # 2-step rollouts: the test is about the plumbing
+    return {
+        name: voc_rl.make_agent(name, size="tiny", **short.get(name, {})).learn(
+            fake_ds_path, steps=6, runs=runs, progress=False
+        )
+        for name in voc_rl.list_agents()
+    }
+
+
+def _obs(seed: int = 0) -> np.ndarray:
+    env = make_env("fake-pixels")
+    obs, _ = env.reset(seed=seed)
+    return obs
+
+
+# ------------------------------------------------------------------ registry
+def test_registry_lists_every_agent_of_the_issue() -> None:
+    expected = {"voc-vqvae", "voc-dino", "voc-musik", "voc-titok", "bc", "td-critic", "wm-rollout"}
+    assert expected <= set(voc_rl.list_agents())
+    assert voc_rl.list_agents("voc-*") == ["voc-dino", "voc-musik", "voc-titok", "voc-vqvae"]
+    agent = voc_rl.make_agent("voc-dino", size="tiny", gamma=0.8)
+    assert isinstance(agent, VOCAgent) and agent.config.gamma == 0.8 and agent.config.size == "tiny"
+    assert REGISTRY["voc-dino"].config.gamma != 0.8  # the registered spec stays frozen
+
+
+def test_unknown_names_and_fields_suggest_close_ones() -> None:
+    with pytest.raises(ValueError, match="did you mean 'voc-dino'"):
+        voc_rl.make_agent("voc-dnio")
+    with pytest.raises(TypeError, match="did you mean 'gamma'"):
+        voc_rl.make_agent("voc-dino", gama=0.9)
+    with pytest.raises(ValueError, match="unknown size"):
+        voc_rl.make_agent("bc", size="huge")
+    with pytest.raises(ValueError, match="gamma"):
+        voc_rl.make_agent("voc-titok", gamma=1.0)
+
+
+def test_users_register_their_own_agent_and_overwrites_warn() -> None:
+    try:
+        voc_rl.register("my-bc", "voc_rl.agents.agents:BCAgent", AgentConfig(kind="bc"), tokenizer="titok")
+        agent = voc_rl.make_agent("my-bc", size="tiny")
+        assert isinstance(agent, BCAgent) and agent.config.tokenizer == "titok"
+        with pytest.warns(UserWarning, match="overwriting"):
+            voc_rl.register("my-bc", "voc_rl.agents.agents:BCAgent", AgentConfig(kind="bc"))
+    finally:
+        REGISTRY.pop("my-bc", None)
+
+
+# ------------------------------------------------------------------ every agent, tiny
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_agent_acts_saves_loads_and_runs_under_evaluate_policy(
+    name: str, trained: dict[str, Agent], tmp_path: Path
+) -> None:
+    agent, obs = trained[name], _obs()
+    assert agent.task == "fake-pixels"
+    assert (agent.run_dir / "config.json").exists() and list(agent.run_dir.glob("*/tb/events.*"))
+    agent.seed(3)
+    action, state = agent.predict(obs, deterministic=True)
+    assert state is None and action.shape == (2,) and action.dtype == np.float32
+    assert np.all(np.abs(action) <= 1)
+    batch, _ = agent.predict(np.stack([obs, obs]))
+    assert batch.shape == (2, 2)
+    loaded = voc_rl.load_agent(agent.save(tmp_path / name))
+    assert type(loaded) is type(agent) and loaded.config == agent.config
+    for deterministic in (True, False):
+        agent.seed(7), loaded.seed(7)
+        a1, _ = agent.predict(obs, deterministic=deterministic)
+        a2, _ = loaded.predict(obs, deterministic=deterministic)
+        np.testing.assert_array_equal(a1, a2)
+    env = Monitor(make_env("fake-pixels", episode_steps=20))  # 10 decisions
+    mean, _ = evaluate_policy(agent, env, n_eval_episodes=1)
+    assert np.isfinite(mean) and env.get_episode_lengths() == [10]
+
+
+@pytest.mark.parametrize("name", ["voc-titok", "td-critic", "wm-rollout"])
+def test_q_values_and_value_have_the_documented_shapes(name: str, trained: dict[str, Agent]) -> None:
+    agent, obs = trained[name], _obs()
+    actions = np.array([[-1, -1], [0, 0], [1, 1]], np.float32)
+    q = agent.q_values(obs, actions)
+    assert q.shape == (3,) and np.all(np.isfinite(q))
+    assert agent.q_values(np.stack([obs] * 2), np.stack([actions] * 2)).shape == (2, 3)
+    assert np.isfinite(agent.value(obs)) and agent.value(np.stack([obs] * 2)).shape == (2,)
+    with pytest.raises(ValueError, match=r"\(K, 2\)"):
+        agent.q_values(obs, np.zeros((3, 5), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        agent.q_values(obs, np.full((1, 2), np.nan, np.float32))
+
+
+def test_voc_agent_picks_the_candidate_its_q_values_rank_first(trained: dict[str, Agent]) -> None:
+    agent, obs = trained["voc-titok"], _obs()
+    agent.seed(0)
+    action, _ = agent.predict(obs, deterministic=True)
+    agent.seed(0)
+    context, _ = agent._context(obs)
+    candidates = agent._candidates(context)
+    q = agent._score(context, candidates)
+    np.testing.assert_array_equal(action, candidates[0, q[0].argmax()].numpy())
+
+
+def test_bad_use_gets_clear_errors(trained: dict[str, Agent], tmp_path: Path) -> None:
+    obs = _obs()
+    with pytest.raises(RuntimeError, match="call learn"):
+        voc_rl.make_agent("bc", size="tiny").predict(obs)
+    with pytest.raises(RuntimeError, match="before save"):
+        voc_rl.make_agent("bc", size="tiny").save(tmp_path / "x.zip")
+    agent = trained["voc-titok"]
+    with pytest.raises(ValueError, match=r"\(9, 64, 64\)"):
+        agent.predict(obs[:6])
+    with pytest.raises(TypeError, match="uint8"):
+        agent.predict(obs.astype(np.float32))
+    with pytest.raises(NotImplementedError, match="no value model"):
+        trained["bc"].q_values(obs, np.zeros((2, 2), np.float32))
+    path = agent.save(tmp_path / "voc.zip")
+    with pytest.raises(CheckpointError, match=r"load it with voc_rl\.load_agent"):
+        TDCriticAgent.load(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        Agent.load(tmp_path / "missing.zip")
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        Agent.load(cut)
+    evil = tmp_path / "evil.zip"  # agent.json naming a class outside voc_rl: never imported
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(evil, "w") as dst:
+        for item in src.namelist():
+            data = src.read(item)
+            if item == "agent.json":
+                data = data.replace(b"voc_rl.agents.agents:VOCAgent", b"os:system")
+            dst.writestr(item, data)
+    with pytest.raises(CheckpointError, match="not a voc_rl agent"):
+        Agent.load(evil)
+
+
+def test_callback_stops_a_part_and_learn_resumes_in_the_same_run(fake_ds_path: Path, tmp_path: Path) -> None:
+    agent = voc_rl.make_agent("bc", size="tiny", tokenizer="titok")
+    seen: list[tuple[str, int]] = []
+
+    def stop_prior_early(step: int, logs: dict) -> bool:
+        seen.append((logs["part"], step))
+        return not (logs["part"] == "prior" and step == 3)
+
+    agent.learn(fake_ds_path, steps=8, run_dir=tmp_path / "run", callback=stop_prior_early, progress=False)
+    assert agent.prior.step == 3 and agent.tokenizer.step == 8
+    assert ("tokenizer", 8) in seen and ("prior", 4) not in seen
+    again = voc_rl.make_agent("bc", size="tiny", tokenizer="titok")
+    again.learn(fake_ds_path, steps=8, run_dir=tmp_path / "run", progress=False)
+    assert again.prior.step == 8  # resumed from the checkpoint written when the callback stopped it
+
+
+def test_one_agent_end_to_end_on_real_cheetah_run(tmp_path: Path) -> None:
+    """Real dm_control physics and rendering: collect, learn, act through evaluate_policy."""
+    from voc_rl.data.collect import collect
+
+    path = collect("cheetah-run", "medium", episodes=1, out=tmp_path, progress=False)
+    agent = voc_rl.make_agent("voc-titok", size="tiny", candidates=2, pool_size=2)
+    agent.learn(path, steps=4, runs=tmp_path / "runs", progress=False)
+    env = Monitor(make_env("cheetah-run", action_repeat=25))  # 40 decisions per episode
+    mean, _ = evaluate_policy(agent, env, n_eval_episodes=1)
+    assert np.isfinite(mean) and env.get_episode_lengths() == [40]
+
+
+def test_token_features_put_voc_rl_tokens_under_ppo(tmp_path: Path) -> None:
+    from stable_baselines3 import PPO
+    from voc_rl.agents import TokenFeatures
+
+    from voc_rl.tokenizers import make_tokenizer
+
+    tok_path = make_tokenizer("titok", size="tiny").save(tmp_path / "tok.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = PPO(
+            "CnnPolicy", make_env("fake-pixels"), n_steps=32, batch_size=16, n_epochs=1, seed=0, device="cpu",
+            policy_kwargs={"features_extractor_class": TokenFeatures,
+                           "features_extractor_kwargs": {"tokenizer": str(tok_path), "features_dim": 32}},
+        )  # fmt: skip
+    extractor = model.policy.features_extractor
+    assert isinstance(extractor, TokenFeatures)
+    tok_before = [p.clone() for p in extractor.tokenizer.parameters()]
+    head_before = [p.clone() for p in extractor.head.parameters()]
+    model.learn(total_timesteps=32)
+    assert all(
+        np.array_equal(a, b) for a, b in zip(tok_before, extractor.tokenizer.parameters(), strict=True)
+    )
+    assert not all(
+        np.array_equal(a, b.detach()) for a, b in zip(head_before, extractor.head.parameters(), strict=True)
+    )
+    with pytest.raises(ValueError, match="stacked RGB frames"):
+        import gymnasium as gym
+
+        TokenFeatures(gym.spaces.Box(0, 255, (9, 32, 32), np.uint8), tok_path)

@@ -1,0 +1,166 @@
+"""The agent registry: ``voc_rl.make_agent("voc-dino")``, in the manner of gymnasium's and timm's.
+
+A module-level dict maps an id to a frozen :class:`AgentSpec` (id, a lazy ``"module:Class"`` entry
+point, a frozen :class:`AgentConfig`). ``make_agent(id, size, **overrides)`` applies
+``dataclasses.replace``; an unknown id suggests the closest ones; ``register`` adds your own (and
+warns when it replaces one); ``list_agents("voc-*")`` lists them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import importlib
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SIZES = ("tiny", "small", "base")
+KINDS = ("voc", "wm-rollout", "td-critic", "bc")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything that defines an agent before it sees data (the parts' own configs follow from it
+    and the dataset's token geometry at ``learn``)."""
+
+    kind: str = "voc"
+    """How candidate actions are scored: ``voc`` (occupancy model, pool estimator), ``wm-rollout``
+    (gamma-0 model rolled out), ``td-critic`` (SARSA Q network) or ``bc`` (no scoring: the prior)."""
+    tokenizer: str = "dino"
+    """Tokenizer backend (``voc_rl.list_tokenizers()``)."""
+    size: str = "small"
+    """Size preset of every part: ``tiny`` (tests, CPU seconds), ``small``, ``base``."""
+    gamma: float = 0.9
+    """Discount of the behaviour value the agent improves on."""
+    candidates: int = 8
+    """K: actions proposed per decision by the behaviour prior (its mode and K - 1 samples)."""
+    pool_size: int = 16
+    """voc: futures sampled per decision from the mixture over the K candidates, shared by all."""
+    target_frames: int = 1
+    """voc, wm-rollout: frames of a sampled future state (1 is 3x cheaper to score than the stack)."""
+    temperature: float = 1.0
+    """``deterministic=False``: candidates are drawn with probability softmax(z / temperature),
+    z the standardised Q estimates; ``deterministic=True`` takes the best."""
+    horizon_factor: float = 1.0
+    """wm-rollout: rolls ``ceil(horizon_factor / (1 - gamma))`` model steps."""
+    rollouts: int = 1
+    """wm-rollout: model rollouts per candidate."""
+    tokenizer_steps: int | None = None
+    """Training steps of the tokenizer (None: its size preset's)."""
+    occupancy_steps: int | None = None
+    """Training steps of the occupancy model (None: its size preset's)."""
+    prior_steps: int | None = None
+    """Training steps of the behaviour-cloning prior (None: its size preset's)."""
+    critic_steps: int | None = None
+    """Training steps of the TD critic (None: its size preset's)."""
+    tokenizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Tokenizer config fields over its size preset (e.g. ``{"patch_size": 16}``: 16 tokens/frame)."""
+    seed: int = 0
+    """Seeds training and the agent's own sampling (``agent.seed(n)`` re-seeds the latter)."""
+    device: str = "auto"
+    """``auto`` (a GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``..."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown agent kind {self.kind!r}; choose from {KINDS}")
+        if self.size not in SIZES:
+            raise ValueError(f"unknown size {self.size!r}; choose from {SIZES}")
+        if not 0.0 <= self.gamma < 1.0:
+            raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
+        for name in ("candidates", "pool_size", "rollouts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.target_frames < 0:
+            raise ValueError(f"target_frames must be >= 0, got {self.target_frames}")
+        if self.temperature <= 0 or self.horizon_factor <= 0:
+            raise ValueError("temperature and horizon_factor must be > 0")
+        for name in ("tokenizer_steps", "occupancy_steps", "prior_steps", "critic_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    id: str
+    entry_point: str  # "module:Class", imported at make time
+    config: AgentConfig
+    description: str = ""
+
+
+REGISTRY: dict[str, AgentSpec] = {}
+
+
+def register(
+    id: str, entry_point: str, config: AgentConfig | None = None, description: str = "", **fields: Any
+) -> AgentSpec:
+    """Add an agent id (``fields`` override ``config``); warns when it replaces an existing id."""
+    if id in REGISTRY:
+        warnings.warn(f"agent {id!r} was already registered; overwriting it", stacklevel=2)
+    config = dataclasses.replace(config or AgentConfig(), **fields)
+    spec = REGISTRY[id] = AgentSpec(id, entry_point, config, description)
+    return spec
+
+
+def agent_spec(name: str) -> AgentSpec:
+    if name not in REGISTRY:
+        close = difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.4)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"unknown agent {name!r}{hint} Registered: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+def load_class(entry_point: str) -> type:
+    module, _, attr = entry_point.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_agent(name: str, size: str = "small", **overrides: Any) -> Any:
+    """A fresh (untrained) agent: the registered config at preset ``size``, fields overridden."""
+    spec = agent_spec(name)
+    fields = {f.name for f in dataclasses.fields(AgentConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        hints = {u: difflib.get_close_matches(u, fields, n=1) for u in unknown}
+        said = ", ".join(f"{u!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for u, h in hints.items())
+        raise TypeError(f"unknown agent config field(s) {said}; fields: {', '.join(sorted(fields))}")
+    config = dataclasses.replace(spec.config, size=size, **overrides)
+    return load_class(spec.entry_point)(config, name=spec.id)
+
+
+def list_agents(pattern: str = "*") -> list[str]:
+    """Registered agent ids matching a shell-style ``pattern`` (``"voc-*"``)."""
+    return sorted(i for i in REGISTRY if fnmatch.fnmatch(i, pattern))
+
+
+def load_agent(path: str | Path) -> Any:
+    """Restore any agent saved with ``agent.save(path)`` (see :meth:`voc_rl.agents.Agent.load`)."""
+    from voc_rl.agents.base import Agent
+
+    return Agent.load(path)
+
+
+_ENTRY = "voc_rl.agents.agents:"
+for _backend in ("vqvae", "dino", "musik", "titok"):
+    register(
+        f"voc-{_backend}",
+        _ENTRY + "VOCAgent",
+        AgentConfig(kind="voc", tokenizer=_backend),
+        f"video occupancy model on {_backend} tokens; acts by pool-estimated Q over prior candidates",
+    )
+register("bc", _ENTRY + "BCAgent", AgentConfig(kind="bc", tokenizer="vqvae"), "behaviour cloning on tokens")
+register(
+    "td-critic",
+    _ENTRY + "TDCriticAgent",
+    AgentConfig(kind="td-critic", tokenizer="vqvae"),
+    "SARSA Q network on tokens scoring the same prior candidates",
+)
+register(
+    "wm-rollout",
+    _ENTRY + "WMRolloutAgent",
+    AgentConfig(kind="wm-rollout", tokenizer="vqvae"),
+    "gamma-0 occupancy model as a one-step world model, rolled out 1/(1-gamma) steps",
+)
