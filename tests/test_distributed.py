@@ -71,6 +71,10 @@ def _worker(rank: int, port: int, dataset: str, tokenizer: str, out: str) -> Non
         caught = False
     except RuntimeError:
         caught = True
+    ddp = distributed.wrap(torch.nn.Linear(2, 1))  # for loops whose forward is the loss
+    ddp(torch.full((1, 2), float(rank))).sum().backward()
+    assert isinstance(ddp, torch.nn.parallel.DistributedDataParallel)
+    ddp_grad = ddp.module.weight.grad.clone()
     argv = ["occupancy", "fit", "--dataset", dataset, "--tokenizer", tokenizer, "--size", "tiny"]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -83,6 +87,7 @@ def _worker(rank: int, port: int, dataset: str, tokenizer: str, out: str) -> Non
             "tokenizer": tok.state_dict(),
             "losses": losses,
             "drift_caught": caught,
+            "ddp_grad": ddp_grad,
             "cli": (code, printed.getvalue()),
         },
         Path(out) / f"rank{rank}.pt",
@@ -106,6 +111,7 @@ def test_two_gloo_ranks_stay_equal_and_resume_exactly(titok: tuple[Any, Any], tm
     pairs = zip(r0["target"].values(), r0["straight"].values(), strict=True)
     assert not all(torch.equal(x, y) for x, y in pairs)  # an EMA lags the weights it follows
     _assert_equal(r0["tokenizer"], r1["tokenizer"], "tokenizer (codebook buffers included)")
+    assert torch.equal(r0["ddp_grad"], torch.full((1, 2), 0.5))  # DDP averaged inputs 0 and 1
     assert r0["drift_caught"] and r1["drift_caught"]  # what each checkpoint checks catches a drift
     assert r0["losses"][0] != r1["losses"][0]  # each rank trains on its own batches
     for losses in (r0["losses"], r1["losses"]):

@@ -96,8 +96,10 @@ def wrap(model: nn.Module) -> nn.Module:
     if world_size() == 1:
         return model
     device = next(model.parameters()).device
-    ids = [device.index if device.index is not None else torch.cuda.current_device()]
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids if device.type == "cuda" else None)
+    if device.type != "cuda":
+        return nn.parallel.DistributedDataParallel(model)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return nn.parallel.DistributedDataParallel(model, device_ids=[index])
 
 
 def broadcast_module(module: nn.Module) -> None:
@@ -134,10 +136,10 @@ def all_reduce_grads(params: Iterable[nn.Parameter]) -> None:
         dist.all_reduce(flat)
         flat.div_(n)
         offset = 0
-        for p in ps:
-            size = p.numel()
-            p.grad = flat[offset : offset + size].view_as(p).clone()
-            offset += size
+        for p, g in zip(ps, grads, strict=True):
+            g.copy_(flat[offset : offset + p.numel()].view_as(p))
+            p.grad = g
+            offset += p.numel()
 
 
 def any_rank(flag: bool) -> bool:
