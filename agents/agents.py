@@ -91,6 +91,11 @@ class _OccupancyAgent(Agent):
     def _check_parts(self, path: Path) -> None:
         super()._check_parts(path)
         occ = self.occupancy.config
+        if occ.target_frames != (self.target_frames_of() or occ.frame_stack):
+            raise CheckpointError(
+                f"{path}: the occupancy model predicts {occ.target_frames} frame(s), the agent's config "
+                f"says target_frames={self.config.target_frames} (0 is the whole stack)"
+            )
         if occ.gamma != self.gamma_of() or occ.vocab_size != self.tokenizer.vocab_size:
             raise CheckpointError(
                 f"{path}: the occupancy model (gamma {occ.gamma}, vocab {occ.vocab_size}) does not match "

@@ -117,6 +117,17 @@ class Agent:
             getattr(self, part).eval()
         return self
 
+    def load_parts(self, task: str, **paths: str | Path) -> Agent:
+        """Use separately trained parts instead of ``learn``: a checkpoint path per part (``tokenizer``,
+        ``prior``, and ``occupancy`` or ``critic``), e.g. those of a return-error benchmark run."""
+        if set(paths) != set(self.parts):
+            raise ValueError(f"{self.name} takes exactly the parts {list(self.parts)}; got {sorted(paths)}")
+        for part in self.parts:
+            self._load_part(part, Path(paths[part]))
+        self.task = task
+        self._check_parts(Path(paths[self.parts[-1]]))
+        return self
+
     def _fit_scorer(self, view: PixelDataset, run: Path, cap: Any, hook: Any, common: dict) -> None:
         raise NotImplementedError(
             f"{type(self).__name__}._fit_scorer(view, run, cap, hook, common) is not implemented"

@@ -161,3 +161,20 @@ def test_ground_truth_on_a_dataset_path(cheetah: PixelDataset) -> None:
     gt = simulator_q(str(cheetah.path), [7], [0.0], rollouts=1, processes=1, cache=False, progress=False)
     assert gt.horizon == 1 and np.isnan(gt.stderr).all()
     assert gt.q[0, 0] == pytest.approx(float(cheetah.arrays["reward"][7]), abs=1e-6)
+
+
+def test_candidate_actions_replace_the_first_action(cheetah: PixelDataset) -> None:
+    """Q(s_t, a) for a given a: the dataset's own a_t reproduces the default, another a differs."""
+    i = _frame(cheetah, "expert", 120)
+    index = np.array([i, i, i])
+    recorded = cheetah.arrays["action"][i]
+    actions = np.stack([recorded, -recorded, np.zeros_like(recorded)])
+    kwargs = {"gammas": [0.5], "rollouts": 2, "processes": 1, "cache": False, "progress": False}
+    default = simulator_q(cheetah, index[:1], **kwargs)
+    ranked = simulator_q(cheetah, index, actions=actions, **kwargs)
+    assert ranked.q[0, 0] == default.q[0, 0]
+    assert ranked.q[0, 1] != ranked.q[0, 0] and ranked.q[0, 2] != ranked.q[0, 0]
+    with pytest.raises(ValueError, match=r"shape \(3, 6\)"):
+        simulator_q(cheetah, index, actions=actions[:2], **kwargs)
+    with pytest.raises(ValueError, match="finite"):
+        simulator_q(cheetah, index, actions=np.full((3, 6), np.nan), **kwargs)

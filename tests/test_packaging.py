@@ -71,18 +71,22 @@ def test_cli_help_and_envs(tmp_path: Path) -> None:
     assert "voc_rl/cheetah-run-v0" in out.stdout and "voc_rl/fake-pixels-v0" in out.stdout
 
 
-def test_quickstart_writes_gif_and_strip(tmp_path: Path) -> None:
+def test_quickstart_main_job_end_to_end_at_tiny_size(tmp_path: Path) -> None:
+    """The README's main job, tiny: real collection, training, ground truth and evaluation episode."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [_voc_rl_cli(), "quickstart", "--steps", "30", "--out", str(tmp_path / "q")]
-    out = _run(args, cwd=tmp_path, env=env)
+    args = [_voc_rl_cli(), "quickstart", "--size", "tiny", "--episodes", "2", "--steps", "3", "--states", "4"]
+    out = _run([*args, "--out", str(tmp_path / "q")], cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "steps/s" in out.stdout
+    assert "evaluation episode return" in out.stdout and "ms per decision" in out.stdout
+    for method in ("sample (N=32)", "density (M=256)", "pool (K=8, 16)", "mean"):
+        assert f"| {method} |" in out.stdout
+    table = (tmp_path / "q" / "return_error.md").read_text()
+    assert "nan" not in table.split("simulator Q")[0]
     from PIL import Image
 
-    gif = Image.open(tmp_path / "q" / "cheetah-run.gif")
-    assert gif.n_frames == 16  # 31 frames (reset + 30 steps), every second one
-    strip = Image.open(tmp_path / "q" / "cheetah-run_strip.png")
-    assert strip.size == (8 * 64, 64)
+    assert Image.open(tmp_path / "q" / "cheetah-run.gif").n_frames == 251  # reset + 500 steps, every second
+    assert (tmp_path / "q" / "agent.zip").exists()
+    assert list((tmp_path / "q" / "runs").glob("cheetah-run__voc-dino__0__*/occupancy/tb/events.*"))
 
 
 def test_cli_reports_unknown_task_clearly(tmp_path: Path) -> None:

@@ -8,10 +8,25 @@ from collections.abc import Sequence
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
-    from voc_rl.quickstart import random_rollout
+    from voc_rl.quickstart import main_job, summary
 
-    report = random_rollout(args.task, args.steps, args.out, seed=args.seed, size=args.size)
-    print(report.summary())
+    steps = (
+        {}
+        if args.steps is None
+        else {f"{p}_steps": args.steps for p in ("tokenizer", "prior", "occupancy", "critic")}
+    )
+    report = main_job(
+        args.task,
+        args.agent,
+        args.episodes,
+        args.out,
+        args.seed,
+        args.retrain,
+        args.size,
+        args.states,
+        **steps,
+    )
+    print(summary(report, args.task, args.agent))
     return 0
 
 
@@ -182,8 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     quick = sub.add_parser("quickstart", help="the README's main job on a built-in default")
     quick.add_argument("--task", default="cheetah-run", help="env name, e.g. cheetah-run (default)")
-    quick.add_argument("--steps", type=int, default=500, help="agent steps of a random policy (500)")
-    quick.add_argument("--size", type=int, default=64, help="frame size in pixels (64)")
+    quick.add_argument("--agent", default="voc-dino", help="registered agent (voc-dino; see `voc-rl agents`)")
+    quick.add_argument(
+        "--episodes", type=int, default=12, help="episodes of the mixed dataset collected (12)"
+    )
+    quick.add_argument("--steps", type=int, help="training steps of every part (default: short, per part)")
+    quick.add_argument("--retrain", action="store_true", help="train again even if OUT/agent.zip exists")
+    quick.add_argument("--size", default="small", help="size preset of the agent (small; tiny for tests)")
+    quick.add_argument(
+        "--states", type=int, default=32, help="held-out states in the return-error table (32)"
+    )
     quick.add_argument("--seed", type=int, default=0)
     quick.add_argument("--out", default="quickstart", help="output folder (quickstart/)")
     quick.set_defaults(func=_cmd_quickstart)

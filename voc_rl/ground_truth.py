@@ -233,6 +233,7 @@ def _cache_key(
     seed: int,
     deterministic: bool,
     policies: dict[int, Policy],
+    actions: np.ndarray | None = None,
 ) -> str:
     payload = {
         "format": GT_FORMAT,
@@ -246,6 +247,8 @@ def _cache_key(
     }
     h = hashlib.sha256(json.dumps(payload, sort_keys=True).encode())
     h.update(index.astype("<i8").tobytes())
+    if actions is not None:
+        h.update(b"actions" + actions.astype("<f4").tobytes())
     return h.hexdigest()[:24]
 
 
@@ -322,6 +325,7 @@ def _simulate(
     seed: int,
     processes: int,
     progress: bool,
+    actions: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Discounted returns (G, N, R) of every rollout and the simulated first rewards (N,)."""
     n = len(index)
@@ -331,11 +335,11 @@ def _simulate(
     jobs = [
         (
             ds.arrays["physics_state"][i],
-            ds.arrays["action"][i],
+            a,
             int(ds.arrays["policy_id"][i]),
             [seed, int(i)],
         )
-        for i in index
+        for i, a in zip(index, actions, strict=True)
     ]
 
     def store(j: int, rewards: np.ndarray) -> None:
@@ -387,6 +391,7 @@ def simulator_q(
     progress: bool = True,
     deterministic: bool = False,
     policies: Mapping[str, Policy] | None = None,
+    actions: np.ndarray | None = None,
 ) -> GroundTruth:
     """Ground-truth Q(s_t, a_t) of the states at flat frame indices ``index``, for every gamma.
 
@@ -398,7 +403,8 @@ def simulator_q(
     use instead of the shipped one; needed for datasets collected with a policy file. Either way
     the policy must be the one the dataset records, or this raises. ``processes > 1`` runs states
     in parallel (results do not depend on it); ``cache`` reads and writes
-    ``<dataset>/ground_truth/<key>.npz``.
+    ``<dataset>/ground_truth/<key>.npz``. ``actions`` (N, action_dim) replaces the first action
+    a_t of each state (to rank candidate actions): Q(s_t, actions[j]) then the behaviour policy.
     """
     if not isinstance(ds, PixelDataset):
         ds = open_dataset(ds)
@@ -410,19 +416,37 @@ def simulator_q(
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     idx = _flat_index(ds, index)
+    if actions is not None:
+        actions = np.asarray(actions, dtype=np.float32)
+        if actions.shape != (len(idx), ds.arrays["action"].shape[1]) or not np.isfinite(actions).all():
+            raise ValueError(
+                f"actions must be finite, of shape ({len(idx)}, {ds.arrays['action'].shape[1]}): one per "
+                f"state; got {actions.shape}"
+            )
+        actions = np.clip(actions, -1.0, 1.0)
     g = _check_gammas(gammas)
     horizon = horizon_for(float(g.max()))
     used = _resolve_policies(ds, ds.arrays["policy_id"][idx], policies)
 
-    path = ds.path / "ground_truth" / f"{_cache_key(ds, idx, g, rollouts, seed, deterministic, used)}.npz"
+    path = (
+        ds.path
+        / "ground_truth"
+        / f"{_cache_key(ds, idx, g, rollouts, seed, deterministic, used, actions)}.npz"
+    )
     loaded = _load_cache(path, idx, g) if cache else None
     if loaded is not None:
         q, stderr = loaded
     else:
-        unique, inverse = np.unique(idx, return_inverse=True)  # a repeated index is simulated once
         cfg = _Config(ds.env_id, _env_kwargs(ds), pickle.dumps(used), rollouts, horizon, deterministic)
-        returns, first = _simulate(ds, unique, g, cfg, seed, processes, progress)
-        _check_first_rewards(ds, unique, first)
+        if actions is None:
+            unique, inverse = np.unique(idx, return_inverse=True)  # a repeated index is simulated once
+            returns, first = _simulate(
+                ds, unique, g, cfg, seed, processes, progress, ds.arrays["action"][unique]
+            )
+            _check_first_rewards(ds, unique, first)
+        else:
+            inverse = np.arange(len(idx))
+            returns, _ = _simulate(ds, idx, g, cfg, seed, processes, progress, actions)
         returns = returns[:, inverse]  # (G, N, R)
         q = returns.mean(axis=-1)
         stderr = (

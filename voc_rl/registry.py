@@ -143,24 +143,30 @@ def load_agent(path: str | Path) -> Any:
     return Agent.load(path)
 
 
+# Agents read 16 tokens per 64 px frame (4x4 grids, 16x16 ViT patches, 16 TiTok slots): scoring a
+# candidate costs about 4x less than with the tokenizers' 64-token presets, which is what brings a
+# decision near 100 ms on 2 CPU cores (results/policy.md).
 _ENTRY = "voc_rl.agents.agents:"
-for _backend in ("vqvae", "dino", "musik", "titok"):
+AGENT_TOKENS = {
+    "vqvae": {"downsample": 4},
+    "dino": {"patch_size": 16},
+    "musik": {"downsample": 4},
+    "titok": {},
+}
+for _backend, _kwargs in AGENT_TOKENS.items():
     register(
         f"voc-{_backend}",
         _ENTRY + "VOCAgent",
-        AgentConfig(kind="voc", tokenizer=_backend),
+        AgentConfig(kind="voc", tokenizer=_backend, tokenizer_kwargs=_kwargs),
         f"video occupancy model on {_backend} tokens; acts by pool-estimated Q over prior candidates",
     )
-register("bc", _ENTRY + "BCAgent", AgentConfig(kind="bc", tokenizer="vqvae"), "behaviour cloning on tokens")
+_BASE = AgentConfig(tokenizer="vqvae", tokenizer_kwargs=AGENT_TOKENS["vqvae"])
+register("bc", _ENTRY + "BCAgent", _BASE, "behaviour cloning on tokens", kind="bc")
 register(
-    "td-critic",
-    _ENTRY + "TDCriticAgent",
-    AgentConfig(kind="td-critic", tokenizer="vqvae"),
-    "SARSA Q network on tokens scoring the same prior candidates",
-)
+    "td-critic", _ENTRY + "TDCriticAgent", _BASE, "SARSA Q network on tokens scoring the prior's candidates",
+    kind="td-critic",
+)  # fmt: skip
 register(
-    "wm-rollout",
-    _ENTRY + "WMRolloutAgent",
-    AgentConfig(kind="wm-rollout", tokenizer="vqvae"),
-    "gamma-0 occupancy model as a one-step world model, rolled out 1/(1-gamma) steps",
-)
+    "wm-rollout", _ENTRY + "WMRolloutAgent", _BASE,
+    "gamma-0 occupancy model as a one-step world model, rolled out 1/(1-gamma) steps", kind="wm-rollout",
+)  # fmt: skip
