@@ -1,0 +1,30 @@
+"""benchmarks/policy.py runs end to end at a tiny size and fills every column."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).parents[1] / "benchmarks" / "policy.py"
+
+
+def test_policy_benchmark_writes_every_column(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("policy_bench", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(
+        ["--tasks", "fake-pixels", "--datasets", "random", "--agents", "bc", "voc-titok", "--seeds", "0",
+         "--episodes", "1", "--size", "tiny", "--set", "candidates=3", "pool_size=3",
+         "--collect-episodes", "3",
+         "--top1-states", "3", "--top1-rollouts", "1", "--processes", "1", "--data-root", str(tmp_path / "d"),
+         "--runs", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out")]
+    )  # fmt: skip
+    rows = list(csv.DictReader((tmp_path / "out" / "policy.csv").open()))
+    assert list(rows[0]) == list(bench.COLUMNS)
+    assert {r["agent"] for r in rows} == {"behaviour (random)", "bc", "voc-titok"}
+    assert all(v != "" for r in rows for v in r.values())
+    top1 = list(csv.DictReader((tmp_path / "out" / "policy_top1.csv").open()))
+    assert {r["agent"] for r in top1} == {"bc", "voc-titok"}
+    assert all(0.0 <= float(r["top1_agreement"]) <= 1.0 for r in top1)
+    assert "Top-1 agreement" in (tmp_path / "out" / "policy.md").read_text()
