@@ -38,7 +38,8 @@ COLUMNS = [
     "samples_per_s",
     "speedup",
     "efficiency",
-    "peak_rss_mb_each",
+    "peak_rss_mb_training",
+    "peak_rss_mb_with_eval",
     "peak_rss_mb_total",
 ]
 TOKENS_PER_FRAME, VOCAB, ACTION_DIM, EPISODE_LEN = 16, 512, 6, 500
@@ -82,6 +83,10 @@ def open_token_dataset(folder: Path) -> Any:
     return PixelDataset(folder, meta, frames, arrays, starts, lengths)
 
 
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def worker(args: argparse.Namespace) -> None:
     """One training process (one rank under torchrun): time the steps, report the peak RSS."""
     import torch
@@ -102,23 +107,25 @@ def worker(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     model = OccupancyModel(config)
     stamps: list[float] = []
-    total = args.warmup + args.steps
+    rss_training = 0.0
+
+    def callback(step: int, logs: dict[str, float]) -> None:
+        nonlocal rss_training
+        stamps.append(time.perf_counter())
+        rss_training = peak_rss_mb()
+
     train_occupancy(
-        model,
-        ds,
-        steps=total,
-        device=args.device,
-        progress=False,
-        log_every=10**9,
-        callback=lambda step, logs: stamps.append(time.perf_counter()),
-    )
+        model, ds, steps=args.warmup + args.steps, device=args.device, progress=False, log_every=10**9,
+        callback=callback,
+    )  # fmt: skip
     seconds = stamps[-1] - stamps[args.warmup - 1]
     result = {
         "rank": distributed.rank(),
         "world": distributed.world_size(),
         "steps_per_s": args.steps / seconds,
         "batch": config.batch_size,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
+        "peak_rss_mb_training": rss_training,
+        "peak_rss_mb": peak_rss_mb(),  # and the held-out evaluation at the end of the run
         "transitions": ds.num_transitions,
     }
     if args.device == "cuda":
@@ -154,7 +161,8 @@ def launch(
         "batch_each": ranks[0]["batch"],
         "steps_per_s": round(steps, 3),
         "samples_per_s": round(steps * ranks[0]["batch"] * procs, 1),
-        "peak_rss_mb_each": round(max(rss)),
+        "peak_rss_mb_training": round(max(r["peak_rss_mb_training"] for r in ranks)),
+        "peak_rss_mb_with_eval": round(max(rss)),
         "peak_rss_mb_total": round(sum(rss)),
         "transitions": ranks[0]["transitions"],
     }
@@ -241,8 +249,10 @@ def main() -> None:
         "Gradients are averaged over processes each step, so N processes train on N times the batch:",
         "samples/s is the throughput; speedup is relative to 1 process on",
         f"{args.threads} thread(s), efficiency is speedup per core used. {args.steps} timed steps after",
-        f"{args.warmup} untimed. Peak RSS is `ru_maxrss` of each training process (the torchrun agent",
-        "is not counted); the token file is memory-mapped, so its pages count once touched.",
+        f"{args.warmup} untimed. Peak RSS is `ru_maxrss` of a training process (the largest over ranks)",
+        "after its last training step, and after the held-out evaluation that ends a run (256 windows",
+        "scored by `log_prob`), which sets the peak; the total adds up the processes (the torchrun",
+        "agent is not counted). The token file is memory-mapped: its pages count once touched.",
         "",
         f"Load average (1 min) when the run started: {load:.2f} on {os.cpu_count()} cores"
         + (
