@@ -292,6 +292,9 @@ def evaluate_dataset(task: str, kind: str, args: argparse.Namespace, rows: list,
                         )
                         print(f"{task} {kind} gamma {gamma} {backend} {method} seed {seed} vs {truth_name}: "
                               f"NMSE {rows[-1]['nmse']:.3f}", flush=True)  # fmt: skip
+                write(
+                    rows, plots, args, time.perf_counter() - args.start, partial=True
+                )  # a long run leaves results
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -319,7 +322,9 @@ def fmt(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
-def write(rows: list[dict[str, Any]], plots: Plots, args: argparse.Namespace, seconds: float) -> None:
+def write(
+    rows: list[dict[str, Any]], plots: Plots, args: argparse.Namespace, seconds: float, partial: bool = False
+) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     agg = aggregate(rows)
     write_csv(args.out_dir / "return_error.csv", agg, COLUMNS)
@@ -335,7 +340,8 @@ def write(rows: list[dict[str, Any]], plots: Plots, args: argparse.Namespace, se
         f"Command: `{command_line()}`  ",
         machine_line(),
         f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; run {seconds / 60:.0f} min"
-        + ("  \n**--quick: tiny data, models and steps; figures not meaningful**" if args.quick else ""),
+        + ("  \n**--quick: tiny data, models and steps; figures not meaningful**" if args.quick else "")
+        + ("  \n**partial: the run is still going; rows so far**" if partial else ""),
         "",
         f"States: {args.n_states} per dataset from held-out episodes. Ground truth `simulator`: "
         f"{args.rollouts} rollouts per state of the episode's behaviour policy from the restored physics "
@@ -420,9 +426,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         args.data_root, args.runs = scratch / "datasets", scratch / "runs"
         if args.out_dir == Path("results"):
             args.out_dir = scratch / "results"
-    start = time.perf_counter()
+    args.start = time.perf_counter()
     rows, plots = run(args)
-    write(rows, plots, args, time.perf_counter() - start)
+    write(rows, plots, args, time.perf_counter() - args.start)
     print(f"wrote {args.out_dir / 'return_error.md'}")
 
 
