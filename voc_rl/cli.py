@@ -30,6 +30,15 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_agents(args: argparse.Namespace) -> int:
+    from voc_rl.registry import REGISTRY, list_agents
+
+    for name in list_agents(args.pattern):
+        spec = REGISTRY[name]
+        print(f"{name:12s} {spec.config.kind:10s} {spec.config.tokenizer:6s} {spec.description}")
+    return 0
+
+
 def _cmd_envs(args: argparse.Namespace) -> int:
     from voc_rl.envs import DMC_TASKS, list_envs
 
@@ -210,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--seed", type=int, default=0)
     quick.add_argument("--out", default="quickstart", help="output folder (quickstart/)")
     quick.set_defaults(func=_cmd_quickstart)
+
+    agents = sub.add_parser("agents", help="list the registered agents")
+    agents.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'voc-*'")
+    agents.set_defaults(func=_cmd_agents)
 
     envs = sub.add_parser("envs", help="list the registered environments")
     envs.set_defaults(func=_cmd_envs)

@@ -127,6 +127,10 @@ def make_agent(name: str, size: str = "small", **overrides: Any) -> Any:
         hints = {u: difflib.get_close_matches(u, fields, n=1) for u in unknown}
         said = ", ".join(f"{u!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for u, h in hints.items())
         raise TypeError(f"unknown agent config field(s) {said}; fields: {', '.join(sorted(fields))}")
+    if overrides.get("tokenizer", spec.config.tokenizer) != spec.config.tokenizer:
+        overrides.setdefault(
+            "tokenizer_kwargs", AGENT_TOKENS.get(overrides["tokenizer"], {})
+        )  # the new backend's
     config = dataclasses.replace(spec.config, size=size, **overrides)
     return load_class(spec.entry_point)(config, name=spec.id)
 
