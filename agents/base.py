@@ -263,23 +263,37 @@ class Agent:
                 meta = json.loads(z.read("agent.json"))
             except (KeyError, ValueError) as exc:
                 raise CheckpointError(f"{path} has no readable agent.json: not a voc_rl agent") from exc
-            if meta.get("format") != FORMAT:
-                raise CheckpointError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+                raise CheckpointError(f"{path} has format {got!r}, expected {FORMAT!r}")
+            missing = [k for k in ("agent", "entry_point", "task", "config") if k not in meta]
+            if missing:
+                raise CheckpointError(f"{path}: agent.json lacks {missing}; the file is incomplete or edited")
             entry = meta["entry_point"]
             known = {s.entry_point for s in REGISTRY.values()}
             if entry not in known and not entry.startswith("voc_rl.agents."):
                 raise CheckpointError(f"{path} names the class {entry!r}, which is not a voc_rl agent")
-            agent_cls = load_class(entry)
+            try:
+                agent_cls = load_class(entry)
+            except (ImportError, AttributeError, ValueError) as exc:
+                raise CheckpointError(
+                    f"{path} names the class {entry!r}, which this voc_rl lacks: {exc}"
+                ) from exc
+            if not (isinstance(agent_cls, type) and issubclass(agent_cls, Agent)):
+                raise CheckpointError(f"{path} names {entry!r}, which is not a voc_rl agent class")
             if not issubclass(agent_cls, cls):
                 raise CheckpointError(
                     f"{path} holds a {meta['agent']!r} agent ({agent_cls.__name__}), not a {cls.__name__}; "
                     "load it with voc_rl.load_agent(path)"
                 )
             fields = {f.name for f in dataclasses.fields(AgentConfig)}
-            unknown = sorted(set(meta["config"]) - fields)
-            if unknown:
+            if not isinstance(meta["config"], dict) or set(meta["config"]) - fields:
+                unknown = sorted(set(meta["config"]) - fields) if isinstance(meta["config"], dict) else "?"
                 raise CheckpointError(f"{path}: config fields {unknown} are unknown to this voc_rl version")
-            config = AgentConfig(**{**meta["config"], **({"device": device} if device else {})})
+            try:
+                config = AgentConfig(**{**meta["config"], **({"device": device} if device else {})})
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"{path}: its agent config is invalid: {exc}") from exc
             agent = agent_cls(config, name=meta["agent"])
             agent.task = meta["task"]
             for part in agent.parts:

@@ -650,15 +650,10 @@ CASES: list[Case] = [
          lambda w: voc_rl.load_agent(w.rezip(with_config(tokenizer="dino")))),
     Case("load-agent-missing-class", "load_agent(path)", 'agent.json naming "voc_rl.agents.agents:Nope"',
          CheckpointError, r"Nope",
-         lambda w: voc_rl.load_agent(w.rezip(lambda m: {**m, "entry_point": "voc_rl.agents.agents:Nope"})),
-         bug="an entry point under voc_rl.agents is imported unchecked: AttributeError (ModuleNotFoundError "
-             "for a missing module; TypeError from issubclass for a non-class, voc_rl.agents.base:torch)",
-         today=AttributeError),
+         lambda w: voc_rl.load_agent(w.rezip(lambda m: {**m, "entry_point": "voc_rl.agents.agents:Nope"}))),
     Case("load-agent-no-entry-point", "load_agent(path)", "agent.json without entry_point",
          CheckpointError, r"entry_point",
-         lambda w: voc_rl.load_agent(w.rezip(without("entry_point"))),
-         bug="agent.json's keys are read with [] after the format check: KeyError 'entry_point' (likewise "
-             "'config', 'task'; a JSON list gives AttributeError)", today=KeyError),
+         lambda w: voc_rl.load_agent(w.rezip(without("entry_point")))),
     # ------------------------------------------------------------------ the command line
     Case("cli-unknown-command", "voc-rl frobnicate", "a command that does not exist",
          ExitStatus2, r"invalid choice: 'frobnicate' \(choose from", lambda w: cli(w, "frobnicate")),
