@@ -35,14 +35,21 @@ class FakePixelEnv(gym.Env[np.ndarray, np.ndarray]):
         obs_type: str = "pixels",
         seed: int | None = None,
         render_mode: str | None = None,
-        **_ignored: Any,  # camera, render_quality: accepted so that one set of kwargs fits every env
+        camera: int | None = None,
+        render_quality: str = "fast",
     ):
+        """``camera`` and ``render_quality`` are accepted so that the DMC envs' kwargs fit here too:
+        there is one fixed top-down view and one way to draw it. Any other kwarg is a TypeError."""
         if size < 8:
             raise ValueError(f"size must be >= 8 pixels, got {size}")
         if frame_stack < 1 or action_repeat < 1 or episode_steps < 1:
             raise ValueError("frame_stack, action_repeat and episode_steps must be >= 1")
         if obs_type not in ("pixels", "state"):
             raise ValueError(f"obs_type must be 'pixels' or 'state', got {obs_type!r}")
+        if render_quality not in ("fast", "standard"):
+            raise ValueError(f"render_quality must be 'fast' or 'standard', got {render_quality!r}")
+        if camera is not None and (isinstance(camera, bool) or not isinstance(camera, int | np.integer)):
+            raise TypeError(f"camera must be an integer camera id or None, got {camera!r}")
         self.size, self.frame_stack, self.action_repeat = size, frame_stack, action_repeat
         self.obs_type, self.render_mode = obs_type, render_mode
         self.camera_id = 0  # one fixed top-down view

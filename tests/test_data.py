@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,38 @@ def test_cache_is_reused_and_a_modified_file_is_reported(tmp_path: Path, fake_ds
     hdf5.write_bytes(bytes(data[: len(data) // 2]))
     with pytest.raises(DatasetError, match="truncated"):
         open_dataset(ds_dir)
+
+
+def test_a_damaged_cache_is_rebuilt_and_opening_does_not_hash_it(
+    tmp_path: Path, fake_ds: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voc_rl.data import DatasetWarning, dataset
+
+    ds_dir = tmp_path / "copy"
+    shutil.copytree(fake_ds, ds_dir, ignore=shutil.ignore_patterns("cache"))
+    first = open_dataset(ds_dir)
+    (cache,) = (ds_dir / "cache").iterdir()
+    assert sorted(json.loads((cache / "cache.json").read_text())["files"]) == ["arrays.npz", "frames.npy"]
+    hashed: list[str] = []
+    sha256 = dataset.sha256_file
+    monkeypatch.setattr(dataset, "sha256_file", lambda path: hashed.append(Path(path).name) or sha256(path))
+    open_dataset(ds_dir)
+    assert hashed == []  # an intact cache opens without reading the HDF5 or the frames
+    open_dataset(ds_dir, verify=True)
+    assert sorted(hashed) == ["arrays.npz", "frames.npy", "main_data.hdf5"]
+    # an old cache format, a stale cache.json and a cut frames file: each rebuilt, with a warning
+    for damage, reason in [
+        (lambda: (cache / "cache.json").write_text('{"cache_format": 1}'), "cache format 1"),
+        (lambda: (cache / "cache.json").write_text("[1, 2"), "cache.json is unreadable"),
+        (lambda: (cache / "frames.npy").write_bytes(b"\x93NUMPY"), "frames.npy is 6 bytes"),
+    ]:
+        damage()
+        with pytest.warns(DatasetWarning, match=reason):
+            again = open_dataset(ds_dir)
+        np.testing.assert_array_equal(np.asarray(again.frames), np.asarray(first.frames))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DatasetWarning)
+        open_dataset(ds_dir, verify=True)  # rebuilt once, then trusted again
 
 
 def test_missing_and_incomplete_datasets(tmp_path: Path, fake_ds: Path) -> None:

@@ -30,6 +30,25 @@ def test_registry_names_sizes_and_overrides() -> None:
     assert make_tokenizer("vqvae", size="tiny", downsample=4).tokens_per_frame == 16
 
 
+@pytest.mark.parametrize("backend", ["vqvae", "dino", "musik", "titok"])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("vocab_size", 1, "vocab_size must be an integer >= 2, got 1"),
+        ("image_size", 0, "image_size must be an integer >= 1, got 0"),
+        ("batch_size", 0, "batch_size must be an integer >= 1, got 0"),
+        ("steps", 0, "steps must be an integer >= 1, got 0"),
+        ("lr", -1e-3, "lr must be a finite number > 0, got -0.001"),
+        ("lr", float("nan"), "lr must be a finite number > 0, got nan"),
+    ],
+)
+def test_every_backend_checks_the_shared_config_fields(
+    backend: str, field: str, value: object, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_tokenizer(backend, size="tiny", **{field: value})
+
+
 def test_quantizer_initialises_from_data_and_restarts_dead_codes() -> None:
     torch.manual_seed(0)
     vq = VectorQuantizer(num_codes=16, dim=8, restart_after=5).train()

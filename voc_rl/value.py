@@ -22,11 +22,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from voc_rl.occupancy import OccupancyModel
 
 Reward = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _check_count(name: str, value: object, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1 ({what}), got {value!r}")
 
 
 @torch.no_grad()
@@ -61,6 +67,17 @@ def density_q(
     """
     logp = model.log_prob(context, action, candidates)  # (B, M)
     if log_proposal is not None:
+        log_proposal = torch.as_tensor(log_proposal)
+        b, m = logp.shape
+        if tuple(log_proposal.shape) not in ((m,), (b, m)):
+            raise ValueError(
+                f"log_proposal must be ({m},) or (B={b}, {m}): one log density per candidate state, "
+                f"got {tuple(log_proposal.shape)}"
+            )
+        if not torch.isfinite(log_proposal).all():
+            raise ValueError(
+                "log_proposal contains NaN or inf: it must be the finite log density of each candidate"
+            )
         logp = logp - log_proposal.to(logp.device)
     w = torch.softmax(logp, dim=1)
     r = reward(candidates.to(logp.device)).float()
@@ -87,6 +104,11 @@ def pool_q(
     if actions.ndim != 3 or len(actions) != len(context):
         raise ValueError(f"actions must be (B={len(context)}, K, action_dim), got {tuple(actions.shape)}")
     b, k = actions.shape[:2]
+    if k < 1:
+        raise ValueError(
+            f"actions must hold K >= 1 candidate actions per context, got {tuple(actions.shape)} (K = 0)"
+        )
+    _check_count("pool_size", pool_size, "futures sampled per context")
     per = math.ceil(pool_size / k)
     rows = context.repeat_interleave(k, 0)
     flat_actions = actions.reshape(b * k, -1)
@@ -123,8 +145,10 @@ def rollout_q(
             "rollout_q needs a one-step world model: gamma = 0 and target_frames = frame_stack "
             f"(got gamma {c.gamma}, target_frames {c.target_frames}, frame_stack {c.frame_stack})"
         )
-    if horizon < 1:
-        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(f"gamma must be in [0, 1), got {gamma}")
+    _check_count("horizon", horizon, "model steps per rollout")
+    _check_count("n", n, "rollouts per state")
     b = len(context)
     state = torch.as_tensor(context).repeat_interleave(n, 0)
     act = torch.as_tensor(action).repeat_interleave(n, 0)

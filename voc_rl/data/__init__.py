@@ -2,10 +2,11 @@
 
 from voc_rl.data.dataset import PixelDataset, open_dataset
 from voc_rl.data.sampler import WindowBatch, WindowSampler, discounted_returns
-from voc_rl.data.storage import DatasetError, DatasetWriter, Episode
+from voc_rl.data.storage import DatasetError, DatasetWarning, DatasetWriter, Episode
 
 __all__ = [
     "DatasetError",
+    "DatasetWarning",
     "DatasetWriter",
     "Episode",
     "PixelDataset",

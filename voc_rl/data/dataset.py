@@ -7,6 +7,12 @@ random windows. The first time a dataset is opened, :class:`PixelDataset` copies
 frame). Opening then costs milliseconds and almost no RAM: frames are paged in on demand. The
 cache is keyed by the HDF5's checksum, so a changed file is never read through a stale cache.
 
+The reader trusts nothing it reads: ``voc_rl.json`` is checked key by key, every per-episode array's
+shape is checked against the episode's length and the metadata before it is read, and the cache's
+``cache.json`` records the size and sha256 of ``frames.npy`` and ``arrays.npz``. Every open checks
+the sizes and the shapes against the metadata; ``verify=True`` also re-hashes the HDF5 and both
+cache files. A cache that fails a check is rebuilt from the HDF5 with a :class:`DatasetWarning`.
+
 Per-frame arrays (index ``i`` over all frames, episodes back to back): ``action[i]`` is taken at
 frame i and ``reward[i]`` received on reaching frame i+1 (both zero on an episode's last frame);
 ``episode[i]``, ``step[i]``; ``proprio``, ``physics_state`` and ``policy_id`` where recorded.
@@ -14,7 +20,13 @@ frame i and ``reward[i]`` received on reaching frame i+1 (both zero on an episod
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import re
+import shutil
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +35,19 @@ import h5py
 import numpy as np
 
 from voc_rl.checkpoint import atomic_write, save_npz
-from voc_rl.data.storage import META_FILE, META_FORMAT, DatasetError, dataset_dir, sha256_file
+from voc_rl.data.storage import (
+    META_FILE,
+    META_FORMAT,
+    DatasetError,
+    DatasetWarning,
+    dataset_dir,
+    sha256_file,
+)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: cache.json records the size and sha256 of frames.npy and arrays.npz
+CACHE_FILES = ("frames.npy", "arrays.npz")
+ARRAY_KEYS = ("action", "reward", "episode", "step", "is_terminal", "policy_id")
+AGAIN = "collect or import the dataset again"
 
 
 def resolve_dataset_path(path: str | Path) -> Path:
@@ -45,79 +67,318 @@ def resolve_dataset_path(path: str | Path) -> Path:
     raise DatasetError(f"{path} holds several datasets; pass one of: {', '.join(str(p) for p in found)}")
 
 
-def _read_meta(ds_dir: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads((ds_dir / META_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{ds_dir / META_FILE} is unreadable or not JSON: {exc}") from exc
-    if meta.get("format") != META_FORMAT:
+# ---------------------------------------------------------------------------------------- voc_rl.json
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# key -> (test, what it must be); every key the reader needs, in the order they are checked
+META_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "env_id": (lambda v: isinstance(v, str) and bool(v), "a non-empty string (a gymnasium env id)"),
+    "episodes": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "transitions": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "frame_shape": (
+        lambda v: isinstance(v, list) and len(v) == 3 and v[0] == 3 and all(_is_int(x, 1) for x in v),
+        "[3, H, W] with H, W >= 1",
+    ),
+    "action_dim": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "hdf5_bytes": (lambda v: _is_int(v, 1), "an integer >= 1 (the HDF5's size in bytes)"),
+    "hdf5_sha256": (
+        lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
+        "64 lowercase hex digits (the HDF5's sha256)",
+    ),
+}
+# keys that may be absent, but are checked where present (readers use them with .get)
+OPTIONAL_META_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "env_kwargs": (lambda v: isinstance(v, dict), "an object (the env's kwargs)"),
+    "policies": (lambda v: isinstance(v, dict), "an object (policy id -> description)"),
+    "task": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "reward_max": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+}
+
+
+def _short_repr(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def check_meta(meta: Any, file: Path) -> dict[str, Any]:
+    """``meta`` (parsed ``voc_rl.json``) if it has every key the reader needs, each of the right type;
+    otherwise a :class:`DatasetError` naming the file and the key."""
+    if not isinstance(meta, dict):
         raise DatasetError(
-            f"{ds_dir / META_FILE} has format {meta.get('format')!r}, expected {META_FORMAT!r}"
+            f"{file} holds a JSON {type(meta).__name__}, expected an object of dataset metadata: "
+            f"damaged or replaced; {AGAIN}"
+        )
+    if meta.get("format") != META_FORMAT:
+        raise DatasetError(f"{file} has format {meta.get('format')!r}, expected {META_FORMAT!r}")
+    missing = [key for key in META_KEYS if key not in meta]
+    if missing:
+        raise DatasetError(
+            f"{file} lacks the key(s) {missing} that the reader needs: damaged or hand-edited; {AGAIN}"
+        )
+    for keys, check_all in ((META_KEYS, True), (OPTIONAL_META_KEYS, False)):
+        for key, (test, must) in keys.items():
+            if (check_all or key in meta) and not test(meta[key]):
+                raise DatasetError(
+                    f"{file}: key {key!r} must be {must}, got {_short_repr(meta[key])}: damaged or "
+                    f"hand-edited; {AGAIN}"
+                )
+    if meta["transitions"] < meta["episodes"]:
+        raise DatasetError(
+            f"{file}: key 'transitions' ({meta['transitions']}) must be >= 'episodes' "
+            f"({meta['episodes']}), as every episode has at least one transition; {AGAIN}"
         )
     return meta
 
 
+def _read_meta(ds_dir: Path) -> dict[str, Any]:
+    file = ds_dir / META_FILE
+    try:
+        meta = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
+        raise DatasetError(f"{file} is unreadable or not JSON: {exc}") from exc
+    return check_meta(meta, file)
+
+
+# ---------------------------------------------------------------------------------------- the cache
+def _h5_array(
+    group: h5py.Group, key: str, where: str, shape: tuple[int | None, ...], what: str
+) -> h5py.Dataset:
+    """``group[key]``, checked to be a numeric HDF5 dataset of ``shape`` (None: any size there)
+    before anything is read."""
+    obj = group.get(key)
+    if not isinstance(obj, h5py.Dataset):
+        raise DatasetError(
+            f"{where} lacks the array {key!r}" if obj is None else f"{where}/{key} is not an array"
+        )
+    have = obj.shape if obj.shape is not None else ()  # None: an HDF5 null dataspace
+    if len(have) != len(shape) or any(s is not None and s != o for s, o in zip(shape, have, strict=False)):
+        want = (
+            "("
+            + ", ".join("any" if s is None else str(s) for s in shape)
+            + ("," if len(shape) == 1 else "")
+            + ")"
+        )
+        raise DatasetError(
+            f"{where}/{key} has shape {have}, expected {want} ({what}): the file does not match "
+            f"its episode length or its metadata; {AGAIN}"
+        )
+    if obj.dtype.kind not in "biuf":
+        raise DatasetError(f"{where}/{key} holds {obj.dtype}, expected numbers")
+    return obj
+
+
 def _build_cache(hdf5: Path, meta: dict[str, Any], cache: Path) -> None:
-    """Copy every episode of the HDF5 into one contiguous frames file and one npz of the rest."""
-    n_frames = meta["transitions"] + meta["episodes"]
-    c, h, w = meta["frame_shape"]
-    a = meta["action_dim"]
+    """Copy every episode of the HDF5 into one contiguous frames file and one npz of the rest.
+
+    Every array's shape is checked before it is read, so that a damaged or crafted file cannot make
+    the reader allocate what it declares. ``cache.json`` is written last: a build that stops half-way
+    leaves a cache that the next open rebuilds.
+    """
     cache.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, np.ndarray] = {
-        "action": np.zeros((n_frames, a), np.float32),
-        "reward": np.zeros(n_frames, np.float32),
-        "episode": np.zeros(n_frames, np.int64),
-        "step": np.zeros(n_frames, np.int64),
-        "is_terminal": np.zeros(n_frames, bool),
-        "policy_id": np.zeros(n_frames, np.int64),
-    }
+    (cache / "cache.json").unlink(missing_ok=True)
+    try:
+        _write_cache(hdf5, meta, cache)
+    except BaseException:
+        shutil.rmtree(cache, ignore_errors=True)  # nothing half-built stays behind
+        raise
+
+
+@contextlib.contextmanager
+def _reading(hdf5: Path) -> Iterator[None]:
+    """Turn what h5py raises on a damaged file into a :class:`DatasetError` naming it."""
+    try:
+        yield
+    except DatasetError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise DatasetError(f"{hdf5} is truncated or corrupt ({type(exc).__name__}: {exc}); {AGAIN}") from exc
+
+
+def _episode_arrays(f: h5py.File, hdf5: Path, meta: dict[str, Any]) -> list[dict[str, h5py.Dataset]]:
+    """Every episode's arrays, their shapes checked against the episode's length (its frames) and the
+    metadata, and the total number of frames against the metadata's: nothing is read but shapes."""
+    c, h, w = meta["frame_shape"]
+    a, n_frames = meta["action_dim"], meta["transitions"] + meta["episodes"]
+    widths: dict[str, int | None] = {"proprio": None, "physics_state": None}
+    episodes, total = [], 0
+    for e in range(meta["episodes"]):
+        where = f"{hdf5}: episode_{e}"
+        g = f.get(f"episode_{e}")
+        if not isinstance(g, h5py.Group):
+            raise DatasetError(
+                f"{hdf5} lacks episode_{e} (its metadata says {meta['episodes']} episodes)"
+                if g is None
+                else f"{where} is not an HDF5 group"
+            )
+        obs = g.get("observations")
+        if not isinstance(obs, h5py.Dataset) or obs.ndim != 4:
+            raise DatasetError(f"{where} lacks an observations array (T+1, 3, H, W)")
+        t = obs.shape[0]
+        if obs.shape[1:] != (c, h, w) or obs.dtype != np.uint8:
+            raise DatasetError(
+                f"{where} frames are {obs.dtype} {obs.shape[1:]}, metadata says uint8 {(c, h, w)}"
+            )
+        if t < 2:
+            raise DatasetError(f"{where} has {t} frame(s): an episode needs at least 2")
+        total += t
+        if total > n_frames:
+            raise DatasetError(f"{hdf5} holds more frames than its metadata's {n_frames}")
+        infos = g.get("infos")
+        if not isinstance(infos, h5py.Group):
+            raise DatasetError(f"{where} lacks its infos group")
+        ep = {
+            "frames": obs,
+            "action": _h5_array(g, "actions", where, (t - 1, a), f"{t - 1} steps of action_dim {a}"),
+            "reward": _h5_array(g, "rewards", where, (t - 1,), f"one reward per step of {t - 1}"),
+            "is_terminal": _h5_array(infos, "is_terminal", f"{where}/infos", (t,), f"one per frame of {t}"),
+            "policy_id": _h5_array(infos, "policy_id", f"{where}/infos", (t,), f"one per frame of {t}"),
+        }
+        for key, width in widths.items():
+            if key in infos:  # optional; the same width in every episode
+                ep[key] = _h5_array(infos, key, f"{where}/infos", (t, width), f"one row per frame of {t}")
+                widths[key] = ep[key].shape[1]
+        episodes.append(ep)
+    if total != n_frames:
+        raise DatasetError(f"{hdf5} holds {total} frames, its metadata says {n_frames}: truncated?")
+    return episodes
+
+
+def _write_cache(hdf5: Path, meta: dict[str, Any], cache: Path) -> None:
+    n_frames = meta["transitions"] + meta["episodes"]
+    arrays: dict[str, np.ndarray] = {}
     optional: dict[str, list[np.ndarray]] = {"proprio": [], "physics_state": []}
 
-    def write_frames(tmp: str) -> None:
-        frames = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n_frames, c, h, w))
+    def write_frames(f: h5py.File, tmp: str) -> None:
+        with _reading(hdf5):
+            episodes = _episode_arrays(f, hdf5, meta)  # all shapes checked before anything is allocated
+        arrays.update(
+            action=np.zeros((n_frames, meta["action_dim"]), np.float32),
+            reward=np.zeros(n_frames, np.float32),
+            episode=np.zeros(n_frames, np.int64),
+            step=np.zeros(n_frames, np.int64),
+            is_terminal=np.zeros(n_frames, bool),
+            policy_id=np.zeros(n_frames, np.int64),
+        )
+        shape = (n_frames, *meta["frame_shape"])
+        frames = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         pos = 0
-        try:
-            with h5py.File(hdf5, "r") as f:
-                for e in range(meta["episodes"]):
-                    g = f[f"episode_{e}"]
-                    obs = g["observations"]
-                    t = obs.shape[0]
-                    if obs.shape[1:] != (c, h, w) or obs.dtype != np.uint8:
-                        raise DatasetError(
-                            f"{hdf5}: episode_{e} frames are {obs.dtype} {obs.shape[1:]}, "
-                            f"metadata says uint8 {(c, h, w)}"
-                        )
-                    if pos + t > n_frames:
-                        raise DatasetError(f"{hdf5} holds more frames than its metadata's {n_frames}")
-                    frames[pos : pos + t] = obs[()]
-                    arrays["action"][pos : pos + t - 1] = g["actions"][()]
-                    arrays["reward"][pos : pos + t - 1] = g["rewards"][()]
-                    arrays["episode"][pos : pos + t] = e
-                    arrays["step"][pos : pos + t] = np.arange(t)
-                    infos = g["infos"]
-                    arrays["is_terminal"][pos : pos + t] = infos["is_terminal"][()]
-                    arrays["policy_id"][pos : pos + t] = infos["policy_id"][()]
-                    for key, parts in optional.items():
-                        if key in infos:
-                            parts.append(infos[key][()])
-                    pos += t
-        except (OSError, KeyError) as exc:
-            raise DatasetError(f"{hdf5} is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
-        if pos != n_frames:
-            raise DatasetError(f"{hdf5} holds {pos} frames, its metadata says {n_frames}: truncated?")
+        for e, ep in enumerate(episodes):
+            with _reading(hdf5):
+                data = {key: item[()] for key, item in ep.items()}
+            for key in ("reward", "action"):
+                if not np.all(np.isfinite(data[key])):
+                    raise DatasetError(f"{hdf5} has NaN or inf {key}s (episode_{e})")
+            t = len(data["frames"])
+            frames[pos : pos + t] = data["frames"]
+            arrays["action"][pos : pos + t - 1] = data["action"]
+            arrays["reward"][pos : pos + t - 1] = data["reward"]
+            arrays["episode"][pos : pos + t] = e
+            arrays["step"][pos : pos + t] = np.arange(t)
+            arrays["is_terminal"][pos : pos + t] = data["is_terminal"]
+            arrays["policy_id"][pos : pos + t] = data["policy_id"]
+            for key, parts in optional.items():
+                if key in data:
+                    parts.append(data[key])
+            pos += t
         frames.flush()
         del frames
 
-    atomic_write(cache / "frames.npy", write_frames)
+    with _reading(hdf5):
+        f = h5py.File(hdf5, "r")
+    with f:
+        atomic_write(cache / "frames.npy", lambda tmp: write_frames(f, tmp))
     for key, parts in optional.items():
         if len(parts) == meta["episodes"]:
             arrays[key] = np.concatenate(parts)
-    if not np.all(np.isfinite(arrays["reward"])):
-        raise DatasetError(f"{hdf5} has NaN or inf rewards")
     save_npz(arrays, cache / "arrays.npz")
-    (cache / "cache.json").write_text(
-        json.dumps({"cache_format": CACHE_FORMAT, "hdf5_sha256": meta["hdf5_sha256"]})
-    )
+    info = {
+        "cache_format": CACHE_FORMAT,
+        "hdf5_sha256": meta["hdf5_sha256"],
+        "files": {
+            name: {"bytes": (cache / name).stat().st_size, "sha256": sha256_file(cache / name)}
+            for name in CACHE_FILES
+        },
+    }
+    atomic_write(cache / "cache.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
+
+
+class _UnusableCache(Exception):
+    """The cache fails a check; the message says which (the reader rebuilds it)."""
+
+
+def _open_cache(cache: Path, meta: dict[str, Any], verify: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The cache's frames (memmap) and arrays, checked against ``cache.json`` and the metadata:
+    sizes and shapes always, the sha256 of both files with ``verify``."""
+    try:
+        info = json.loads((cache / "cache.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise _UnusableCache(f"cache.json is unreadable ({exc})") from exc
+    if not isinstance(info, dict) or info.get("cache_format") != CACHE_FORMAT:
+        got = info.get("cache_format") if isinstance(info, dict) else None
+        raise _UnusableCache(f"it has cache format {got!r}, this voc_rl reads {CACHE_FORMAT}")
+    if info.get("hdf5_sha256") != meta["hdf5_sha256"]:
+        raise _UnusableCache("it was built from another version of the HDF5")
+    records = info.get("files")
+    for name in CACHE_FILES:
+        record = records.get(name) if isinstance(records, dict) else None
+        if not isinstance(record, dict) or not _is_int(record.get("bytes"), 0):
+            raise _UnusableCache(f"cache.json does not record {name}")
+        try:
+            size = (cache / name).stat().st_size
+        except OSError:
+            raise _UnusableCache(f"{name} is missing") from None
+        if size != record["bytes"]:
+            raise _UnusableCache(f"{name} is {size} bytes but was written as {record['bytes']}: truncated")
+        if verify and sha256_file(cache / name) != record.get("sha256"):
+            raise _UnusableCache(f"{name} does not match its recorded checksum: corrupt or modified")
+    n = meta["transitions"] + meta["episodes"]
+    try:
+        frames = np.load(cache / "frames.npy", mmap_mode="r", allow_pickle=False)
+        with np.load(cache / "arrays.npz", allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except Exception as exc:  # a damaged npy/npz raises anything from ValueError to BadZipFile
+        raise _UnusableCache(f"it is unreadable ({type(exc).__name__}: {exc})") from exc
+    want = (n, *meta["frame_shape"])
+    if frames.dtype != np.uint8 or frames.shape != want:
+        raise _UnusableCache(
+            f"frames.npy holds {frames.dtype} {frames.shape}, the metadata says uint8 {want}"
+        )
+    if missing := [k for k in ARRAY_KEYS if k not in arrays]:
+        raise _UnusableCache(f"arrays.npz lacks {missing}")
+    if bad := [k for k, v in arrays.items() if len(v) != n]:
+        raise _UnusableCache(f"arrays.npz has arrays {bad} whose length is not the metadata's {n} frames")
+    if arrays["action"].shape != (n, meta["action_dim"]):
+        raise _UnusableCache(f"its actions are {arrays['action'].shape[1:]}, the metadata says action_dim")
+    step = arrays["step"]
+    starts = np.flatnonzero(step == 0)
+    if (
+        len(starts) != meta["episodes"]
+        or (n and starts[0] != 0)
+        or not np.array_equal(step[1:], np.where(step[1:] == 0, 0, step[:-1] + 1))
+        or np.any(np.diff(np.append(starts, n)) < 2)
+    ):
+        raise _UnusableCache(f"its episode boundaries do not give the metadata's {meta['episodes']} episodes")
+    lengths = np.diff(np.append(starts, n))
+    if not np.array_equal(arrays["episode"], np.repeat(np.arange(len(starts)), lengths)):
+        raise _UnusableCache("its episode ids do not follow its episode boundaries")
+    if not np.all(np.isfinite(arrays["reward"])):
+        raise _UnusableCache("its rewards hold NaN or inf")
+    return frames, arrays
+
+
+def _check_hdf5_sha256(hdf5: Path, meta: dict[str, Any]) -> None:
+    digest = sha256_file(hdf5)
+    if digest != meta["hdf5_sha256"]:
+        raise DatasetError(
+            f"{hdf5} checksum {digest[:16]}... does not match its metadata's: corrupt or modified"
+        )
 
 
 @dataclass
@@ -133,7 +394,12 @@ class PixelDataset:
 
     @classmethod
     def open(cls, path: str | Path, verify: bool = False) -> PixelDataset:
-        """Open a dataset folder; build the cache on first use. ``verify`` re-hashes the HDF5."""
+        """Open a dataset folder; build the cache on first use.
+
+        Every open checks ``voc_rl.json``, the HDF5's size and the cache's sizes and shapes (cheap);
+        ``verify`` also re-hashes the HDF5 and the cache. A cache that fails a check is rebuilt from
+        the HDF5, with a :class:`DatasetWarning` saying why.
+        """
         ds_dir = resolve_dataset_path(path)
         meta = _read_meta(ds_dir)
         hdf5 = ds_dir / "data" / "main_data.hdf5"
@@ -146,18 +412,37 @@ class PixelDataset:
                 "collect or import it again"
             )
         cache = ds_dir / "cache" / meta["hdf5_sha256"][:16]
-        fresh = not (cache / "cache.json").exists()
-        if verify or fresh:
-            digest = sha256_file(hdf5)
-            if digest != meta["hdf5_sha256"]:
-                raise DatasetError(
-                    f"{hdf5} checksum {digest[:16]}... does not match its metadata's: corrupt or modified"
+        hashed = False
+        if verify:
+            _check_hdf5_sha256(hdf5, meta)
+            hashed = True
+        if (cache / "cache.json").exists():
+            try:
+                frames, arrays = _open_cache(cache, meta, verify)
+            except _UnusableCache as exc:
+                warnings.warn(
+                    f"the cache {cache} cannot be used ({exc}); rebuilding it from {hdf5.name}",
+                    DatasetWarning,
+                    stacklevel=3,  # the caller of open_dataset
                 )
-        if fresh:
-            _build_cache(hdf5, meta, cache)
-        frames = np.load(cache / "frames.npy", mmap_mode="r")
-        with np.load(cache / "arrays.npz", allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+            else:
+                return cls._from_arrays(ds_dir, meta, frames, arrays)
+        if not hashed:
+            _check_hdf5_sha256(hdf5, meta)
+        _build_cache(hdf5, meta, cache)
+        try:
+            frames, arrays = _open_cache(cache, meta, verify=False)
+        except _UnusableCache as exc:  # just written: the disk, or another process writing the same cache
+            raise DatasetError(
+                f"the cache {cache} just built from {hdf5} cannot be read back ({exc}): is the disk "
+                "full, or is another process writing the same cache?"
+            ) from exc
+        return cls._from_arrays(ds_dir, meta, frames, arrays)
+
+    @classmethod
+    def _from_arrays(
+        cls, ds_dir: Path, meta: dict[str, Any], frames: np.ndarray, arrays: dict[str, np.ndarray]
+    ) -> PixelDataset:
         starts = np.flatnonzero(arrays["step"] == 0)
         lengths = np.diff(np.append(starts, len(frames))) - 1
         return cls(ds_dir, meta, frames, arrays, starts, lengths)

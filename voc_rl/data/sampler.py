@@ -33,6 +33,29 @@ class WindowBatch:
     index: np.ndarray  # (B,) flat frame index of s_t's newest frame
 
 
+def check_episodes(dataset: PixelDataset, episodes: np.ndarray | None) -> np.ndarray:
+    """``episodes`` as a 1-D array of episode ids of ``dataset`` (all of them for None)."""
+    n = dataset.num_episodes
+    if episodes is None:
+        return np.arange(n)
+    ids = np.asarray(episodes)
+    if ids.ndim != 1:
+        raise ValueError(f"episodes must be a 1-D list of episode ids, got shape {ids.shape}")
+    if len(ids) == 0:
+        raise ValueError("no episodes to sample from")
+    if ids.dtype.kind not in "iu":
+        raise TypeError(
+            f"episodes must be integer episode ids in [0, {n}), got dtype {ids.dtype}"
+            + (" (a boolean mask? pass np.flatnonzero(mask))" if ids.dtype == bool else "")
+        )
+    bad = ids[(ids < 0) | (ids >= n)]
+    if len(bad):
+        raise ValueError(
+            f"episode ids must be in [0, {n}) (the dataset has {n} episodes), got {bad[:5].tolist()}"
+        )
+    return ids
+
+
 class WindowSampler:
     """Sample :class:`WindowBatch` es from some episodes of a :class:`PixelDataset`."""
 
@@ -48,9 +71,7 @@ class WindowSampler:
             raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
         self.ds, self.frame_stack = dataset, frame_stack
         self.rng = np.random.default_rng(seed)
-        episodes = np.arange(dataset.num_episodes) if episodes is None else np.asarray(episodes)
-        if len(episodes) == 0:
-            raise ValueError("no episodes to sample from")
+        episodes = check_episodes(dataset, episodes)
         starts, lengths = dataset.ep_start[episodes], dataset.ep_len[episodes]
         last = starts + lengths  # flat index of each episode's last frame
         terminal = dataset.arrays["is_terminal"][last]
@@ -69,6 +90,8 @@ class WindowSampler:
         self, batch_size: int, gamma: float
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Flat indices (B,), their episode's last frame (B,), k (B,) and the clipped flags (B,)."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if not 0.0 <= gamma < 1.0:
             raise ValueError(f"gamma must be in [0, 1), got {gamma}")
         pick = self.rng.integers(0, len(self._valid), size=batch_size)

@@ -47,6 +47,10 @@ class DatasetError(RuntimeError):
     """A dataset is missing, corrupt, truncated or does not match its metadata."""
 
 
+class DatasetWarning(UserWarning):
+    """Something about a dataset was wrong but could be repaired (e.g. a damaged cache was rebuilt)."""
+
+
 @dataclass
 class Episode:
     """One episode in the stored convention: T+1 frames, T actions and rewards."""

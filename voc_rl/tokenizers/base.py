@@ -46,6 +46,23 @@ class TokenizerConfig:
     restart_after: int = 100
     """Steps a code may stay unused before the quantizer restarts it on a recent encoder output."""
 
+    def __post_init__(self) -> None:
+        """Check the shared fields; a backend's config that adds its own checks calls this first."""
+        lows = {
+            "image_size": 1,
+            "vocab_size": 2,
+            "code_dim": 1,
+            "batch_size": 1,
+            "steps": 1,
+            "restart_after": 1,
+        }
+        for name, low in lows.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{type(self).__name__}.{name} must be an integer >= {low}, got {value!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, int | float) or not 0 < self.lr < math.inf:
+            raise ValueError(f"{type(self).__name__}.lr must be a finite number > 0, got {self.lr!r}")
+
 
 class Tokenizer(nn.Module):
     quantizer: nn.Module  # every backend quantizes with a VectorQuantizer (or a loaded codebook)
@@ -184,19 +201,30 @@ class Tokenizer(nn.Module):
             have = ckpt["backend"] if key == "backend" else ckpt["config"].get(key)
             if have != value:
                 raise CheckpointError(f"{path} has {key}={have!r}, but {value!r} was asked for")
-        backend_cls = get_backend(ckpt["backend"])
+        try:
+            backend_cls = get_backend(ckpt["backend"])
+        except (TypeError, ValueError) as exc:  # ValueError: unknown name; TypeError: not a string
+            raise CheckpointError(
+                f"{path} names the tokenizer backend {ckpt['backend']!r}, which this voc_rl version does "
+                f"not have ({exc}); it was written by another version, or is not a tokenizer checkpoint"
+            ) from exc
+        if not isinstance(ckpt["config"], dict):
+            raise CheckpointError(f"{path}: its config is a {type(ckpt['config']).__name__}, expected a dict")
         try:
             config = backend_cls.config_cls(**ckpt["config"])
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:  # unknown fields, or values the config rejects
             raise CheckpointError(
                 f"{path}: its config does not fit the {ckpt['backend']} tokenizer: {exc}"
             ) from exc
         model = backend_cls(config)
         try:
             model.load_state_dict(ckpt["state_dict"])
-        except RuntimeError as exc:
+        except (RuntimeError, TypeError, AttributeError) as exc:  # mismatched, or not a dict of tensors
             raise CheckpointError(f"{path}: weights do not match its config: {exc}") from exc
-        model.step = int(ckpt["step"])
+        step = ckpt.get("step", 0)
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise CheckpointError(f"{path}: its step must be an integer >= 0, got {step!r}")
+        model.step = step
         return model.eval()
 
     def __repr__(self) -> str:

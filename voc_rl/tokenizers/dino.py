@@ -75,6 +75,7 @@ class DINOConfig(TokenizerConfig):
     """Teacher ViT, quantizer head and codebook only (a loaded BEiT-v2 VQ-KD encoder): no training."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.input_size == 0:
             object.__setattr__(self, "input_size", self.image_size)
         if self.width % self.heads:

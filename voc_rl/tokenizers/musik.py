@@ -52,6 +52,7 @@ class MUSIKConfig(TokenizerConfig):
     """Width of the inverse head's MLP."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.image_size % 2**self.downsample:
             raise ValueError(f"image_size {self.image_size} is not divisible by 2**downsample")
         if self.action_dim < 1 or self.max_k < 1 or self.frame_stack_input < 1:
