@@ -29,7 +29,7 @@ from voc_rl.tokenizers.cache import token_view
 from voc_rl.value import density_q, pool_q, sample_q
 
 # Short training for a first look in minutes on 2 CPU cores (the presets train for hours).
-QUICK_STEPS = {"tokenizer_steps": 300, "prior_steps": 600, "occupancy_steps": 400, "critic_steps": 1000}
+QUICK_STEPS = {"tokenizer_steps": 300, "prior_steps": 600, "occupancy_steps": 500, "critic_steps": 1000}
 
 
 @dataclass
@@ -125,7 +125,7 @@ def evaluation_episode(agent: Any, task: str, out: Path, seed: int) -> tuple[flo
 def main_job(
     task: str = "cheetah-run",
     agent_name: str = "voc-dino",
-    episodes: int = 12,
+    episodes: int = 15,
     out: str | Path = "quickstart",
     seed: int = 0,
     retrain: bool = False,
