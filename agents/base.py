@@ -194,9 +194,9 @@ class Agent:
         a = torch.as_tensor(np.asarray(actions, dtype=np.float32), device=self.device)
         a = a[None] if single else a
         dim = self.prior.config.action_dim
-        if a.ndim != 3 or a.shape[0] != len(context) or a.shape[2] != dim:
+        if a.ndim != 3 or a.shape[0] != len(context) or a.shape[2] != dim or a.shape[1] < 1:
             raise ValueError(
-                f"actions must be (K, {dim}) for one observation or (B, K, {dim}) for a batch of B; "
+                f"actions must be (K, {dim}) for one observation or (B, K, {dim}) for a batch of B, K >= 1; "
                 f"got {tuple(np.shape(actions))} for {len(context)} observation(s)"
             )
         if not torch.isfinite(a).all():

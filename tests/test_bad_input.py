@@ -123,7 +123,7 @@ class World:
     @functools.cached_property
     def parts(self) -> dict[str, Path]:
         """Untrained parts of a tiny ``voc-titok`` agent: no case gets as far as using the weights."""
-        config = occupancy_config_for(self.view, "tiny", gamma=0.9, target_frames=1)
+        config = occupancy_config_for(self.view, "tiny", gamma=0.9, target_frames=2)
         return {
             "tokenizer": self.tokenizer_path,
             "prior": BCPolicy(bc_config_for(self.view, "tiny")).save(self.root / "parts" / "prior.pt"),
@@ -688,7 +688,7 @@ CASES: list[Case] = [
          ValueError, r"actions contain NaN or inf",
          lambda w: w.agent.q_values(w.obs, np.full((1, 2), np.nan))),
     Case("agent-q-no-actions", "agent.q_values(obs, zeros((0, 2)))", "no actions to score",
-         ValueError, r"actions must hold K >= 1 candidate actions per context, got \(1, 0, 2\)",
+         ValueError, r"K >= 1; got \(0, 2\) for 1 observation",
          lambda w: w.agent.q_values(w.obs, np.zeros((0, 2)))),
     Case("agent-bc-q-values", 'make_agent("bc").q_values(obs, actions)', "Q values from behaviour cloning",
          NotImplementedError, r"bc has no value model",
