@@ -233,8 +233,9 @@ def write(
     lines = [
         "# Control from offline pixel data",
         "",
-        f"`{command_line()}`  ",
-        f"{machine_line(int(os.environ['OMP_NUM_THREADS']), False)}; {seconds / 60:.0f} min",
+        f"Command: `{command_line(hide=['--note'])}`  ",
+        f"{machine_line(int(os.environ['OMP_NUM_THREADS']), False)}  ",
+        f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; run {seconds / 60:.0f} min",
         *([f"  \n{args.note}"] if args.note else []),
         "",
         "Deterministic evaluation episodes (500 agent steps, env seeds 1000+); score = return / 10.",
