@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from voc_rl.cli import main
-from voc_rl.return_error import COLUMNS, nmse, paper_target, spearman
+from voc_rl.return_error import COLUMNS, kept_rows, nmse, paper_target, spearman
 
 METHODS = {"sample", "density", "pool", "paper-style", "td-critic", "wm-rollout-1x", "wm-rollout-3x", "mean"}
 
@@ -41,3 +41,20 @@ def test_paper_target_stops_at_ten_steps_and_episode_end(ds) -> None:
     r = ds.arrays["reward"]
     assert np.isclose(target[0], sum(0.99**k * r[k] for k in range(10)))
     assert np.isclose(target[1], r[idx[1]] + 0.99 * r[idx[1] + 1])  # cut at the episode's end
+
+
+def test_keep_retains_the_rows_a_new_run_does_not_redo(tmp_path: Path) -> None:
+    import argparse
+
+    from voc_rl.report import write_csv
+
+    base = {"task": "cheetah-run", "dataset": "mixed", "tokenizer": "titok", "method": "sample",
+            "n_states": 10, "nmse": 0.5, "rmse": 1.0, "spearman": 0.9, "evals_per_s": 3.0,
+            "ground_truth": "simulator", "seed": 0, "truth_stderr": 0.1, "truth_std": 2.0}  # fmt: skip
+    rows = [{**base, "gamma": 0.9}, {**base, "gamma": 0.99}]
+    write_csv(tmp_path / "return_error_seeds.csv", rows, [*COLUMNS, "seed", "truth_stderr", "truth_std"])
+    args = argparse.Namespace(out_dir=tmp_path, tasks=["cheetah-run"], datasets=["mixed"], gammas=[0.99],
+                              tokenizers=["titok"])  # fmt: skip
+    (kept,) = kept_rows(args)
+    assert kept["gamma"] == 0.9 and kept["nmse"] == 0.5 and kept["seed"] == 0 and kept["method"] == "sample"
+    assert kept_rows(argparse.Namespace(**{**vars(args), "out_dir": tmp_path / "empty"})) == []

@@ -29,6 +29,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
+import csv
 import math
 import tempfile
 import time
@@ -215,7 +216,9 @@ def estimates(
         "wm-rollout-3x": (world_model(math.ceil(3 / (1 - gamma))), 32),
     }
     out = {
-        name: timed(lambda fn=fn, size=size: batched(fn, n, size), n) for name, (fn, size) in methods.items()
+        name: timed(lambda fn=fn, size=size: batched(fn, n, size), n)
+        for name, (fn, size) in methods.items()
+        if name not in args.skip
     }
     out["mean"] = timed(lambda: np.full(n, models["train_mean"]), n)
     return out
@@ -301,6 +304,25 @@ def evaluate_dataset(task: str, kind: str, args: argparse.Namespace, rows: list,
 KEYS = ("task", "dataset", "gamma", "tokenizer", "method", "ground_truth")
 
 
+def kept_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Rows of an earlier run in ``--out-dir`` for (task, dataset, gamma, tokenizer) not redone now."""
+    path = args.out_dir / "return_error_seeds.csv"
+    if not path.exists():
+        return []
+    redo = {
+        (t, d, g, k) for t in args.tasks for d in args.datasets for g in args.gammas for k in args.tokenizers
+    }
+    out = []
+    with path.open() as f:
+        for r in csv.DictReader(f):
+            row: dict[str, Any] = {k: (v if k in ("task", "dataset", "tokenizer", "method", "ground_truth")
+                                       else float(v)) for k, v in r.items()}  # fmt: skip
+            row["n_states"], row["seed"] = int(row["n_states"]), int(row["seed"])
+            if (row["task"], row["dataset"], row["gamma"], row["tokenizer"]) not in redo:
+                out.append(row)
+    return out
+
+
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
@@ -326,6 +348,7 @@ def write(
     rows: list[dict[str, Any]], plots: Plots, args: argparse.Namespace, seconds: float, partial: bool = False
 ) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [*getattr(args, "kept", []), *rows]
     agg = aggregate(rows)
     write_csv(args.out_dir / "return_error.csv", agg, COLUMNS)
     write_csv(args.out_dir / "return_error_seeds.csv", rows, [*COLUMNS, "seed", "truth_stderr", "truth_std"])
@@ -341,7 +364,13 @@ def write(
         machine_line(),
         f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; run {seconds / 60:.0f} min"
         + ("  \n**--quick: tiny data, models and steps; figures not meaningful**" if args.quick else "")
-        + ("  \n**partial: the run is still going; rows so far**" if partial else ""),
+        + ("  \n**partial: the run is still going; rows so far**" if partial else "")
+        + (
+            f"  \n{len(args.kept)} per-seed rows kept from an earlier run (`--keep`): its command is in the "
+            "git history of this file"
+            if getattr(args, "kept", [])
+            else ""
+        ),
         "",
         f"States: {args.n_states} per dataset from held-out episodes. Ground truth `simulator`: "
         f"{args.rollouts} rollouts per state of the episode's behaviour policy from the restored physics "
@@ -411,6 +440,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p.add_argument("--data-root", type=Path, default=Path("datasets"))
     p.add_argument("--runs", type=Path, default=Path("runs/return_error"))
     p.add_argument("--out-dir", type=Path, default=Path("results"))
+    p.add_argument("--skip", nargs="*", default=[], help="methods to leave out, e.g. wm-rollout-3x")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the rows of --out-dir's return_error_seeds.csv that this run does not redo",
+    )
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--quick", action="store_true", help="tiny everything: checks the pipeline in minutes")
     args = p.parse_args(argv)
@@ -427,6 +462,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         if args.out_dir == Path("results"):
             args.out_dir = scratch / "results"
     args.start = time.perf_counter()
+    args.kept = kept_rows(args) if args.keep else []
     rows, plots = run(args)
     write(rows, plots, args, time.perf_counter() - args.start)
     print(f"wrote {args.out_dir / 'return_error.md'}")
