@@ -149,8 +149,8 @@ def load_agent(path: str | Path) -> Any:
 
 
 # Agents read 16 tokens per 64 px frame (4x4 grids, 16x16 ViT patches, 16 TiTok slots): scoring a
-# candidate costs about 4x less than with the tokenizers' 64-token presets, which is what brings a
-# decision near 100 ms on 2 CPU cores (results/policy.md).
+# candidate costs about 4x less than with the tokenizers' 64-token presets (decision latency on a
+# CPU: README, "Control from offline data").
 _ENTRY = "voc_rl.agents.agents:"
 AGENT_TOKENS = {
     "vqvae": {"downsample": 4},
