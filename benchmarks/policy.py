@@ -30,7 +30,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 import torch
 from voc_rl.agents import Agent
-from voc_rl.envs import make_env
+from voc_rl.agents.base import play_episode
 
 import voc_rl
 from voc_rl.data.collect import collect
@@ -109,17 +109,8 @@ def evaluate(agent: Agent, task: str, episodes: int) -> tuple[list[float], float
     """Returns of ``episodes`` deterministic episodes, and milliseconds per decision."""
     returns, spent, decisions = [], 0.0, 0
     for e in range(episodes):
-        env = make_env(task, seed=1000 + e)
-        obs, _ = env.reset(seed=1000 + e)
-        agent.seed(1000 + e)
-        total, done = 0.0, False
-        while not done:
-            start = time.perf_counter()
-            action, _ = agent.predict(obs, deterministic=True)
-            spent += time.perf_counter() - start
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total, decisions, done = total + reward, decisions + 1, terminated or truncated
-        env.close()
+        total, n, seconds = play_episode(agent, task, 1000 + e)
+        spent, decisions = spent + seconds, decisions + n
         returns.append(total)
         print(f"  {agent.name} episode {e}: return {total:.1f}", flush=True)
     return returns, 1000 * spent / max(decisions, 1)

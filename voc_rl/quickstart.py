@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from voc_rl.agents.base import play_episode
 from voc_rl.data.collect import collect
 from voc_rl.data.dataset import PixelDataset, open_dataset
 from voc_rl.envs import make_env
@@ -103,19 +104,8 @@ def return_error_table(
 
 def evaluation_episode(agent: Any, task: str, out: Path, seed: int) -> tuple[float, float, Path]:
     """One episode with ``predict(deterministic=True)``: (return, ms per decision, GIF path)."""
-    env = make_env(task, seed=seed)
-    obs, _ = env.reset(seed=seed)
-    agent.seed(seed)
-    frames, total, decisions, spent = [obs[-3:].transpose(1, 2, 0)], 0.0, 0, 0.0
-    done = False
-    while not done:
-        start = time.perf_counter()
-        action, _ = agent.predict(obs, deterministic=True)
-        spent += time.perf_counter() - start
-        obs, reward, terminated, truncated, _ = env.step(action)
-        total, decisions, done = total + reward, decisions + 1, terminated or truncated
-        frames.append(obs[-3:].transpose(1, 2, 0))
-    env.close()
+    frames: list[np.ndarray] = []
+    total, decisions, spent = play_episode(agent, task, seed, frames)
     gif = out / f"{task}.gif"
     images = [Image.fromarray(f).resize((128, 128), Image.NEAREST) for f in frames[::2]]
     images[0].save(gif, save_all=True, append_images=images[1:], duration=40, loop=0)
