@@ -26,6 +26,7 @@ from voc_rl.checkpoint import Callback, CheckpointError, atomic_write
 from voc_rl.data.dataset import PixelDataset, open_dataset
 from voc_rl.data.storage import package_versions
 from voc_rl.occupancy_train import resolve_device
+from voc_rl.paths import user_path
 from voc_rl.registry import REGISTRY, AgentConfig, load_class
 from voc_rl.tokenizers import Tokenizer, make_tokenizer
 from voc_rl.tokenizers.cache import token_view
@@ -78,7 +79,8 @@ class Agent:
         if self.task is not None and task != self.task:
             raise ValueError(f"this agent was trained on {self.task!r}; {ds.path} holds {task!r}")
         self.task, c = task, self.config
-        run = Path(run_dir) if run_dir else Path(runs) / f"{task}__{self.name}__{c.seed}__{int(time.time())}"
+        name = f"{task}__{self.name}__{c.seed}__{int(time.time())}"
+        run = user_path(run_dir) if run_dir else user_path(runs) / name
         run.mkdir(parents=True, exist_ok=True)
         self.run_dir = run
         (run / "config.json").write_text(
@@ -96,7 +98,7 @@ class Agent:
         tok_ckpt = run / "tokenizer" / "tokenizer.pt"
         if tokenizer is not None:
             self.tokenizer = Tokenizer.load(tokenizer, backend=c.tokenizer)
-            tok_ckpt = Path(tokenizer)
+            tok_ckpt = user_path(tokenizer)
         elif self.tokenizer is None or self.tokenizer.step < self.tokenizer.config.steps:
             extra = {"action_dim": int(ds.arrays["action"].shape[1])} if c.tokenizer == "musik" else {}
             torch.manual_seed(c.seed)
@@ -124,9 +126,9 @@ class Agent:
         if set(paths) != set(self.parts):
             raise ValueError(f"{self.name} takes exactly the parts {list(self.parts)}; got {sorted(paths)}")
         for part in self.parts:
-            self._load_part(part, Path(paths[part]))
+            self._load_part(part, user_path(paths[part]))
         self.task = task
-        self._check_parts(Path(paths[self.parts[-1]]))
+        self._check_parts(user_path(paths[self.parts[-1]]))
         return self
 
     def _fit_scorer(self, view: PixelDataset, run: Path, cap: Any, hook: Any, common: dict) -> None:
@@ -228,7 +230,7 @@ class Agent:
         missing = [p for p in self.parts if getattr(self, p) is None]
         if missing:
             raise RuntimeError(f"{self.name} has no trained {missing}: call learn(dataset) before save")
-        path = Path(path)
+        path = user_path(path)
         path = path if path.suffix == ".zip" else path.with_suffix(".zip")
         meta = {
             "format": FORMAT,
@@ -254,7 +256,7 @@ class Agent:
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> Agent:
         """Restore an agent from :meth:`save` (weights-only loading; nothing in the file runs)."""
-        path = Path(path)
+        path = user_path(path)
         if not path.is_file():
             raise CheckpointError(f"agent file {path} does not exist")
         if not zipfile.is_zipfile(path):

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from voc_rl.behavior import LEVELS, BehaviorPolicy, evaluate, load_policy, shipped_policy_path
+from voc_rl.paths import resolve_args
 
 COLUMNS = ["task", "level", "mode", "episodes", "return_mean", "return_std", "train_steps", "file_kb"]
 
@@ -92,7 +93,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["cheetah-run", "walker-walk"])
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--out-dir", type=Path, default=Path("results"))
-    args = parser.parse_args()
+    args = resolve_args(parser.parse_args(), "out_dir")
     torch.set_num_threads(1)
     start = time.perf_counter()
     rows = measure(args.tasks, args.episodes)

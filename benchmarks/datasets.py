@@ -36,6 +36,7 @@ from voc_rl.data.collect import collect
 from voc_rl.data.dataset import open_dataset
 from voc_rl.data.sampler import WindowSampler
 from voc_rl.data.storage import DatasetError, dataset_dir
+from voc_rl.paths import resolve_args
 
 BATCH, GAMMA, FRAME_STACK = 256, 0.9, 3
 MIN_WINDOWS_64, MAX_RAM_RATIO = 20_000.0, 2.0
@@ -207,6 +208,7 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="voc-bench-quick-"))  # its datasets/ is removed at the end
         args.out_dir, args.data_root = args.out_dir or tmp / "results", args.data_root or tmp / "datasets"
     args.out_dir, args.data_root = args.out_dir or Path("results"), args.data_root or DEFAULT_ROOT
+    resolve_args(args, "out_dir", "data_root")
     start, rows = time.perf_counter(), []
     for size in args.sizes:
         rows += (new := bench_size(args, size))

@@ -34,6 +34,7 @@ from pathlib import Path
 from voc_rl.envs._gl import ensure_gl_backend
 
 import voc_rl
+from voc_rl.paths import resolve_args
 
 GL_BACKEND = ensure_gl_backend()  # must precede the first shimmy / dm_control import
 
@@ -182,7 +183,7 @@ def main() -> None:
         "--repeats", type=int, default=3, help="timed windows per measurement; the median is kept"
     )
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (50 steps, 5 warm-up)")
-    args = parser.parse_args()
+    args = resolve_args(parser.parse_args(), "out_dir")
     if args.quick:
         args.steps, args.warmup = 50, 5
     args.slow_steps = max(1, args.steps // 10)

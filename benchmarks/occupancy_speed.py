@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, make_target, td_loss
+from voc_rl.paths import resolve_args
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.tokenizers import make_tokenizer
 
@@ -135,6 +136,7 @@ def main() -> None:
         args.size = "tiny"
         if args.out_dir == Path("results"):
             args.out_dir = Path(tempfile.mkdtemp(prefix="voc_rl_occ_speed_"))
+    resolve_args(args, "out_dir")
     start = time.perf_counter()
     rows = [r for backend in args.tokenizers for r in measure(backend, args.size, args.quick)]
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ import voc_rl
 from voc_rl.data.collect import collect
 from voc_rl.data.dataset import PixelDataset, open_dataset
 from voc_rl.ground_truth import simulator_q
+from voc_rl.paths import resolve_args
 from voc_rl.registry import agent_spec
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.return_error import states_of
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--out-dir", type=Path, default=Path("results"))
     p.add_argument("--note", default="")
-    args = p.parse_args(argv)
+    args = resolve_args(p.parse_args(argv), "data_root", "runs", "from_return_error", "out_dir")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     args.agent_overrides = {k: int(v) for k, v in (s.split("=") for s in args.set)}
     episodes_for = {k: int(v) for k, v in (s.split("=") for s in args.episodes_for)}

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from voc_rl.paths import resolve_args
 from voc_rl.report import command_line, machine_line, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +85,7 @@ def run_case(case: Any, world: Any, exit_type: type, warned_type: type) -> dict[
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=ROOT / "results")
-    args = parser.parse_args(argv)
+    args = resolve_args(parser.parse_args(argv), "out_dir")
     torch.set_num_threads(1)
     bad = load_catalogue()
     start = time.perf_counter()

@@ -197,6 +197,7 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    from voc_rl.paths import resolve_args
     from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 
     if bool(args.dataset) != bool(args.tokenizer):
@@ -205,6 +206,7 @@ def main() -> None:
         args.size, args.steps, args.warmup, args.transitions = "tiny", 5, 2, 5_000
         if args.out_dir == Path("results"):
             args.out_dir = Path(tempfile.mkdtemp(prefix="voc_rl_scaling_"))
+    resolve_args(args, "out_dir", "dataset", "tokenizer")
     import torch
 
     start, load = time.perf_counter(), os.getloadavg()[0]

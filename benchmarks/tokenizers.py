@@ -26,6 +26,7 @@ import torch
 
 from voc_rl.data import open_dataset
 from voc_rl.data.collect import collect
+from voc_rl.paths import resolve_args
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.tokenizers import make_tokenizer
 from voc_rl.tokenizers.train import fit
@@ -169,6 +170,7 @@ def main() -> None:
         args.data_root, args.runs = scratch / "datasets", scratch / "runs"
         if args.out_dir == Path("results"):
             args.out_dir = scratch / "results"
+    resolve_args(args, "data_root", "runs", "out_dir")
     start = time.perf_counter()
     rows = run(args)
     write(rows, args, time.perf_counter() - start)

@@ -42,6 +42,7 @@ from voc_rl.data.dataset import PixelDataset
 from voc_rl.data.sampler import WindowSampler, discounted_returns
 from voc_rl.occupancy import ema_update
 from voc_rl.occupancy_train import resolve_device
+from voc_rl.paths import optional_user_path
 from voc_rl.presets import from_preset
 from voc_rl.tokenizers.cache import check_model_fits, model_fields
 
@@ -407,7 +408,7 @@ def _fit(
     c, device = model.config, model.device
     opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     torch.manual_seed(seed)
-    out = Path(out) if out is not None else None
+    out = optional_user_path(out)
     writer = None
     modules = {"model": model} if target is None else {"model": model, "target": target}
     if out is not None:

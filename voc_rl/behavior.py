@@ -26,6 +26,7 @@ from torch import nn
 
 from voc_rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_npz
 from voc_rl.envs import make_env
+from voc_rl.paths import user_path
 
 LEVELS = ("random", "medium", "expert")
 POLICY_DIR = Path(__file__).parent / "policies"
@@ -252,7 +253,7 @@ def train_behavior(
     """
     from stable_baselines3.common.callbacks import BaseCallback
 
-    run_dir = Path(run_dir)
+    run_dir = user_path(run_dir)
     (run_dir / "snapshots").mkdir(parents=True, exist_ok=True)
     model = _sac(task, seed, total_steps, learning_starts, run_dir)
     ladder: list[dict[str, Any]] = []
@@ -321,7 +322,7 @@ def select_levels(
     ladder's returns come from few episodes; with ``task`` and ``episodes`` > 0, the ``top``
     candidates for each level are evaluated again over ``episodes`` episodes before choosing.
     """
-    run_dir = Path(run_dir)
+    run_dir = user_path(run_dir)
     ladder_file = run_dir / "ladder.csv"
     if not ladder_file.exists():
         raise FileNotFoundError(f"{ladder_file} does not exist: train with `voc-rl behavior train` first")
@@ -361,5 +362,5 @@ def ship_levels(
         policy = BehaviorPolicy.load(snap)
         policy.name = f"{task}-{level}"
         policy.meta.update(level=level, snapshot=snap.name)
-        shipped[level] = policy.save(Path(out_dir) / f"{task}__{level}.pt")
+        shipped[level] = policy.save(user_path(out_dir) / f"{task}__{level}.pt")
     return shipped

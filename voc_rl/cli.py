@@ -6,6 +6,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from voc_rl.paths import user_path
+
+# Output folders are resolved as they are parsed (``type=user_path``), and so are the defaults
+# computed below; inputs (datasets, checkpoints, V-D4RL folders) are resolved by the functions that
+# read them, so that their errors name a path as the user typed it.
+
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     from voc_rl.quickstart import main_job, summary
@@ -108,7 +114,7 @@ def _cmd_import_vd4rl(args: argparse.Namespace) -> int:
 def _cmd_behavior_train(args: argparse.Namespace) -> int:
     from voc_rl.behavior import train_behavior
 
-    run_dir = args.run_dir or f"runs/behavior/{args.task}"
+    run_dir = args.run_dir or user_path(f"runs/behavior/{args.task}")
     train_behavior(args.task, run_dir, total_steps=args.steps, seed=args.seed, eval_every=args.eval_every)
     return 0
 
@@ -143,7 +149,7 @@ def _cmd_tokenizer_fit(args: argparse.Namespace) -> int:
     if args.steps:  # the run length is part of the config: schedules (DINO's teacher momentum) follow it
         overrides["steps"] = args.steps
     tok = make_tokenizer(args.backend, size=args.size, **overrides)
-    out = args.out or f"runs/tokenizers/{ds.meta['name']}__{args.backend}__{args.size}"
+    out = args.out or user_path(f"runs/tokenizers/{ds.meta['name']}__{args.backend}__{args.size}")
     report = fit(tok, ds, seed=args.seed, out=out)
     print(
         f"{tok} trained {report.steps} steps in {report.seconds / 60:.1f} min; checkpoint {out}/tokenizer.pt"
@@ -178,7 +184,9 @@ def _cmd_occupancy_fit(args: argparse.Namespace) -> int:
     if args.steps:  # the run length is part of the config: the learning-rate schedule follows it
         fields["steps"] = args.steps
     config = occupancy_config_for(view, args.size, **fields)
-    out = args.out or f"runs/occupancy/{ds.meta['name']}__{config.tokenizer}__g{args.gamma}__{args.size}"
+    out = args.out or user_path(
+        f"runs/occupancy/{ds.meta['name']}__{config.tokenizer}__g{args.gamma}__{args.size}"
+    )
     model = OccupancyModel(config)
     print(model)
     report, _ = train_occupancy(
@@ -208,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--task", default="cheetah-run", help="env name, e.g. cheetah-run (default)")
     quick.add_argument("--agent", default="voc-dino", help="registered agent (voc-dino; see `voc-rl agents`)")
     quick.add_argument(
-        "--episodes", type=int, default=12, help="episodes of the mixed dataset collected (12)"
+        "--episodes", type=int, default=15, help="episodes of the mixed dataset collected (15)"
     )
     quick.add_argument("--steps", type=int, help="training steps of every part (default: short, per part)")
     quick.add_argument("--retrain", action="store_true", help="train again even if OUT/agent.zip exists")
@@ -217,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--states", type=int, default=32, help="held-out states in the return-error table (32)"
     )
     quick.add_argument("--seed", type=int, default=0)
-    quick.add_argument("--out", default="quickstart", help="output folder (quickstart/)")
+    quick.add_argument("--out", type=user_path, default="quickstart", help="output folder (quickstart/)")
     quick.set_defaults(func=_cmd_quickstart)
 
     agents = sub.add_parser("agents", help="list the registered agents")
@@ -234,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument(
         "--episodes", type=int, default=200, help="episodes of 500 steps (200 = 100k transitions)"
     )
-    col.add_argument("--out", default="datasets", help="datasets root (default datasets/)")
+    col.add_argument("--out", type=user_path, default="datasets", help="datasets root (default datasets/)")
     col.add_argument("--name", help="dataset name (default TASK-POLICY)")
     col.add_argument("--size", type=int, default=64)
     col.add_argument("--seed", type=int, default=0)
@@ -251,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     imp = sub.add_parser("import-vd4rl", help="convert V-D4RL files (64px npz or 84px hdf5) to a dataset")
     imp.add_argument("path", help="folder of V-D4RL .npz episodes or .hdf5 shards")
-    imp.add_argument("--out", default="datasets")
+    imp.add_argument("--out", type=user_path, default="datasets", help="datasets root (default datasets/)")
     imp.add_argument("--task", help="e.g. walker-walk (inferred from the path when omitted)")
     imp.add_argument("--name")
     imp.add_argument("--overwrite", action="store_true")
@@ -262,14 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     train = beh_sub.add_parser("train", help="train SAC on state observations (resumes if interrupted)")
     train.add_argument("--task", default="cheetah-run")
     train.add_argument("--steps", type=int, default=300_000, help="agent steps (default 300k)")
-    train.add_argument("--run-dir", help="default runs/behavior/TASK")
+    train.add_argument("--run-dir", type=user_path, help="default runs/behavior/TASK")
     train.add_argument("--eval-every", type=int, default=10_000)
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=_cmd_behavior_train)
     ship = beh_sub.add_parser("ship", help="pick medium and expert snapshots of a run and save them")
     ship.add_argument("--task", required=True)
     ship.add_argument("--run-dir", required=True)
-    ship.add_argument("--out", help="default: the package's policies/ folder")
+    ship.add_argument("--out", type=user_path, help="default: the package's policies/ folder")
     ship.set_defaults(func=_cmd_behavior_ship)
     ev = beh_sub.add_parser("eval", help="average return of a behaviour policy")
     ev.add_argument("--task", default="cheetah-run")
@@ -287,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     tfit.add_argument("--dataset", required=True, help="dataset folder (datasets/voc_rl/NAME-v0)")
     tfit.add_argument("--size", default="small", help="tiny, small (default) or base")
     tfit.add_argument("--steps", type=int, help="training steps (default: the preset's)")
-    tfit.add_argument("--out", help="run folder (default runs/tokenizers/DATASET__BACKEND__SIZE)")
+    tfit.add_argument(
+        "--out", type=user_path, help="run folder (default runs/tokenizers/DATASET__BACKEND__SIZE)"
+    )
     tfit.add_argument("--seed", type=int, default=0)
     tfit.set_defaults(func=_cmd_tokenizer_fit)
     tenc = tk_sub.add_parser("encode", help="encode a dataset to its token cache")
@@ -304,7 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     ofit.add_argument("--variant", default="distill", help="distill (default) or sample")
     ofit.add_argument("--size", default="small", help="tiny, small (default) or base")
     ofit.add_argument("--steps", type=int, help="training steps (default: the preset's)")
-    ofit.add_argument("--out", help="run folder (default runs/occupancy/DATASET__TOKENIZER__gGAMMA__SIZE)")
+    ofit.add_argument(
+        "--out", type=user_path, help="run folder (default runs/occupancy/DATASET__TOKENIZER__gGAMMA__SIZE)"
+    )
     ofit.add_argument("--device", default="auto", help="auto (a GPU where there is one), cpu, cuda")
     ofit.add_argument("--seed", type=int, default=0)
     ofit.set_defaults(func=_cmd_occupancy_fit)

@@ -32,6 +32,7 @@ from voc_rl.checkpoint import Callback, CheckpointError, load_checkpoint, save_c
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.data.sampler import WindowBatch, WindowSampler
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel, ema_update, make_target, td_loss
+from voc_rl.paths import optional_user_path
 from voc_rl.tokenizers.cache import check_model_fits, model_fields
 
 Policy = Callable[[torch.Tensor], torch.Tensor]  # tokens of s_{t+1} (B, n_context) -> a_{t+1} (B, A)
@@ -120,7 +121,7 @@ def train_occupancy(
     params = [*model.parameters(), *reward.parameters()]
     opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
     torch.manual_seed(data_seed)
-    out = Path(out) if out is not None else None
+    out = optional_user_path(out)
     writer = None
     if out is not None:
         from torch.utils.tensorboard import SummaryWriter

@@ -23,6 +23,7 @@ from voc_rl.data.collect import collect
 from voc_rl.data.dataset import PixelDataset, open_dataset
 from voc_rl.envs import make_env
 from voc_rl.ground_truth import simulator_q
+from voc_rl.paths import user_path
 from voc_rl.registry import load_agent, make_agent
 from voc_rl.report import markdown_table
 from voc_rl.return_error import nmse, spearman, states_of
@@ -125,7 +126,7 @@ def main_job(
 ) -> MainJobReport:
     start = time.perf_counter()
     make_env(task).close()  # an unknown task fails here, with the close names, before any work
-    out = Path(out)
+    out = user_path(out)  # absolute from here on, whatever the working directory
     out.mkdir(parents=True, exist_ok=True)
     ds = dataset_for(task, episodes, out, seed)
     saved = out / "agent.zip"

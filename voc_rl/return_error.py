@@ -53,6 +53,7 @@ from voc_rl.data.collect import collect
 from voc_rl.ground_truth import simulator_q
 from voc_rl.occupancy import OccupancyModel
 from voc_rl.occupancy_train import occupancy_config_for, train_occupancy
+from voc_rl.paths import resolve_args
 from voc_rl.report import command_line, machine_line, write_csv
 from voc_rl.tokenizers import Tokenizer, make_tokenizer
 from voc_rl.tokenizers.cache import token_view
@@ -461,6 +462,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         args.data_root, args.runs = scratch / "datasets", scratch / "runs"
         if args.out_dir == Path("results"):
             args.out_dir = scratch / "results"
+    resolve_args(args, "data_root", "runs", "out_dir")
     args.start = time.perf_counter()
     args.kept = kept_rows(args) if args.keep else []
     rows, plots = run(args)

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from voc_rl.behavior import LEVELS, BehaviorPolicy, Policy, load_policy
 from voc_rl.data.storage import DatasetWriter, Episode, dataset_dir
 from voc_rl.envs import env_id, make_env
+from voc_rl.paths import user_path
 
 KINDS = (*LEVELS, "mixed")
 MIXED_PROPORTIONS = {"random": 1 / 3, "medium": 1 / 3, "expert": 1 / 3}
@@ -55,13 +56,14 @@ def collect(
     ``policy`` is a level or ``mixed``; ``policy_file`` (a behaviour-policy checkpoint) overrides
     it with a policy of your own.
     """
+    out = user_path(out)
     if policy not in KINDS and policy_file is None:
         raise ValueError(f"unknown dataset kind {policy!r}; choose from {KINDS} or pass a policy file")
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     rng = np.random.default_rng(seed)
     if policy_file is not None:
-        policies: dict[str, Policy] = {"file": BehaviorPolicy.load(policy_file)}
+        policies: dict[str, Policy] = {"file": BehaviorPolicy.load(user_path(policy_file))}
         levels = ["file"] * episodes
         kind = "custom"
     else:
@@ -90,7 +92,7 @@ def collect(
         "description": f"{task} pixels ({size}px, action repeat {action_repeat}), {kind} behaviour policy",
     }
     writer = DatasetWriter(
-        root=Path(out),
+        root=out,
         name=name,
         env_id=env_id(task),
         env_kwargs={**env_kwargs, "camera": base.camera_id},

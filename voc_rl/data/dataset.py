@@ -43,6 +43,7 @@ from voc_rl.data.storage import (
     dataset_dir,
     sha256_file,
 )
+from voc_rl.paths import user_path
 
 CACHE_FORMAT = 2  # 2: cache.json records the size and sha256 of frames.npy and arrays.npz
 CACHE_FILES = ("frames.npy", "arrays.npz")
@@ -51,12 +52,15 @@ AGAIN = "collect or import the dataset again"
 
 
 def resolve_dataset_path(path: str | Path) -> Path:
-    """Accept the dataset folder itself, or a root plus ``voc_rl/<name>-v0`` below it (one dataset)."""
-    path = Path(path)
+    """Accept the dataset folder itself, or a root plus ``voc_rl/<name>-v0`` below it (one dataset).
+
+    The folder comes back absolute (``ds.path``, hence its caches, stays valid after a ``chdir``);
+    errors name the path as it was given."""
+    given, path = path, user_path(path)
     if (path / META_FILE).exists():
         return path
     if not path.exists():
-        raise DatasetError(f"dataset folder {path} does not exist")
+        raise DatasetError(f"dataset folder {given} does not exist")
     found = sorted(p.parent for p in path.glob(f"*/*/{META_FILE}")) + sorted(
         p.parent for p in path.glob(f"*/{META_FILE}")
     )
@@ -505,7 +509,7 @@ def open_dataset(path: str | Path, verify: bool = False) -> PixelDataset:
 
 def find_dataset(root: str | Path, name: str) -> Path:
     """The folder of dataset ``name`` under a datasets root (as written by ``voc-rl collect --out``)."""
-    path = dataset_dir(root, name)
+    path = dataset_dir(user_path(root), name)
     if not path.exists():
         raise DatasetError(f"no dataset {name!r} under {root} (looked for {path})")
     return path

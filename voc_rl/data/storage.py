@@ -37,6 +37,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from voc_rl.paths import user_path
+
 NAMESPACE = "voc_rl"
 META_FILE = "voc_rl.json"
 META_FORMAT = "voc_rl.dataset/1"
@@ -145,7 +147,9 @@ def dataset_dir(root: str | Path, name: str) -> Path:
 @contextlib.contextmanager
 def _minari_root(root: Path) -> Iterator[None]:
     previous = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    # Absolute, always: Minari joins this root with paths it derived from it, so a relative one
+    # came back doubled (root/.tmp-x/voc_rl/<name>-v0/data/root/.tmp-x/...).
+    os.environ["MINARI_DATASETS_PATH"] = str(user_path(root))
     try:
         yield
     finally:
@@ -173,7 +177,7 @@ class DatasetWriter:
     chunk_episodes: int = 10
 
     def __post_init__(self) -> None:
-        self.root = Path(self.root)
+        self.root = user_path(self.root)
         self.final_dir = dataset_dir(self.root, self.name)
         if self.final_dir.exists() and not self.overwrite:
             raise FileExistsError(

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from voc_rl.data.storage import DatasetError, DatasetWriter, Episode
 from voc_rl.envs import DMC_TASKS, env_id
+from voc_rl.paths import user_path
 
 KINDS = ("medium_replay", "medium_expert", "random", "medium", "expert")  # longest first: matched in order
 ACTION_REPEAT = 2
@@ -200,7 +201,7 @@ def import_vd4rl(
     ``task`` (e.g. ``walker-walk``) defaults to the one named in the path; the dataset name defaults
     to ``{task}-vd4rl-{kind}-{size}px``. Nothing is left in ``out`` if any file is bad.
     """
-    path = Path(path).expanduser()
+    path, out = user_path(path), user_path(out)
     layout, files = find_files(path)
     task = task or infer_task(path)
     if task is None:
@@ -242,7 +243,7 @@ def import_vd4rl(
         "has_physics_state": False,
     }
     writer = DatasetWriter(
-        root=Path(out),
+        root=out,
         name=name,
         env_id=env_id(task),
         env_kwargs=env_kwargs,

@@ -20,18 +20,19 @@ import numpy as np
 from voc_rl.checkpoint import atomic_write
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.data.storage import DatasetError, sha256_file
+from voc_rl.paths import user_path
 from voc_rl.tokenizers.base import Tokenizer
 
 
 def cache_dir(ds: PixelDataset, checkpoint: str | Path) -> Path:
-    return ds.path / "tokens" / sha256_file(Path(checkpoint))[:16]
+    return ds.path / "tokens" / sha256_file(user_path(checkpoint))[:16]
 
 
 def token_view(
     ds: PixelDataset, checkpoint: str | Path, chunk: int = 512, progress: bool = True
 ) -> PixelDataset:
     """``ds`` with ``frames`` replaced by the tokens of every frame, encoding on first use."""
-    checkpoint = Path(checkpoint)
+    checkpoint = user_path(checkpoint)
     folder = cache_dir(ds, checkpoint)
     meta_file = folder / "tokens.json"
     if not meta_file.exists():

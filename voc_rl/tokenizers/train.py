@@ -25,6 +25,7 @@ from tqdm import tqdm
 from voc_rl import distributed
 from voc_rl.checkpoint import Callback, load_checkpoint, save_checkpoint
 from voc_rl.data.dataset import PixelDataset
+from voc_rl.paths import optional_user_path
 from voc_rl.tokenizers.base import FitReport, Tokenizer, probe_r2_cv, psnr, to_float
 from voc_rl.tokenizers.quantizer import codebook_stats
 
@@ -68,7 +69,7 @@ def fit(
     opt = torch.optim.AdamW(
         [p for p in tok.parameters() if p.requires_grad], lr=tok.config.lr, weight_decay=0.01
     )
-    out = Path(out) if out is not None else None
+    out = optional_user_path(out)
     writer = None
     if out is not None:
         from torch.utils.tensorboard import SummaryWriter
