@@ -1,7 +1,9 @@
 """A known 8-state Markov chain and occupancy models trained on it (shared by several test files).
 
 State i is the 2-token word (i // 4, i % 4) over a vocabulary of 4, so 8 of the 16 words are states.
-Models are cached per (gamma, variant, steps): each is trained once per test session.
+Models are cached per (gamma, variant, steps, n_step): each is trained once per test session.
+Training windows come from episodes of at most ``EPISODE`` transitions, so the objective's
+bootstrap where a record ends (:func:`voc_rl.data.sampler.future_targets`) is exercised.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import functools
 import numpy as np
 import torch
 
+from voc_rl.data.sampler import future_targets
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, ema_update, make_target, td_loss
 
 N_STATES, VOCAB = 8, 4
@@ -19,6 +22,7 @@ EVERY_WORD = torch.cartesian_prod(torch.arange(VOCAB), torch.arange(VOCAB))  # i
 # a sticky random transition matrix (slow mixing, so that Q differs between states even at gamma 0.9)
 P = 0.5 * np.eye(N_STATES) + 0.5 * np.random.default_rng(3).dirichlet(np.full(N_STATES, 0.5), size=N_STATES)
 REWARD = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.5, 0.0, 0.0])  # r(state), received on entering it
+EPISODE = 12  # transitions per recorded episode: a window at t has m = T - 1 - t in {1, ..., 11}
 
 
 def chain_occupancy(p: np.ndarray, gamma: float) -> np.ndarray:
@@ -39,25 +43,44 @@ def reward_of_words(tokens: torch.Tensor) -> torch.Tensor:
     return table[idx]
 
 
+def chain_batch(
+    n: int, gamma: float, n_step: int | None, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` training windows of the chain, as :class:`~voc_rl.data.WindowSampler` draws them from
+    episodes of ``EPISODE`` transitions: (s_t (n,), target state (n,), bootstrap (n,)), the target
+    being s_{t+k} or, where ``bootstrap``, the state s_{t+j} to bootstrap at."""
+    cum = torch.from_numpy(np.cumsum(P, 1)).float()
+    s = torch.randint(N_STATES, (n,), generator=g)
+    m = torch.randint(1, EPISODE, (n,), generator=g).numpy()  # steps recorded after s_t with an action
+    k = np.random.default_rng(int(torch.randint(2**31, (1,), generator=g))).geometric(1 - gamma, n)
+    offset, boot, _ = future_targets(np.zeros(n, np.int64), m + 1, np.zeros(n, bool), k, n_step)
+    state, offset = s.clone(), torch.from_numpy(offset)
+    for step in range(int(offset.max())):  # walk the chain as far as each row's target
+        nxt = torch.searchsorted(cum[state], torch.rand(n, 1, generator=g))[:, 0].clamp_max(N_STATES - 1)
+        state = torch.where(offset > step, nxt, state)
+    return s, state, torch.from_numpy(boot)
+
+
 @functools.cache
-def train_on_chain(gamma: float, variant: str, steps: int = 800, seed: int = 0) -> OccupancyModel:
-    """Generative TD on transitions of the chain (batch 256, Adam 1e-3, EMA rate 0.05, lr decayed)."""
+def train_on_chain(
+    gamma: float, variant: str, steps: int = 800, seed: int = 0, n_step: int | None = 1
+) -> OccupancyModel:
+    """The occupancy objective with horizon ``n_step`` on windows of the chain (batch 256, Adam 1e-3,
+    EMA rate 0.05, lr decayed)."""
     torch.manual_seed(seed)
     config = OccupancyConfig(
         vocab_size=VOCAB, tokens_per_frame=2, action_dim=1, frame_stack=1, target_frames=1, gamma=gamma,
-        variant=variant, width=64, depth=2, heads=2, target_rate=0.05, lr=1e-3,
+        variant=variant, n_step=n_step, width=64, depth=2, heads=2, target_rate=0.05, lr=1e-3,
     )  # fmt: skip
     model = OccupancyModel(config)
     target = make_target(model)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, 2 * (1 - i / steps)) + 0.02)
-    cum = torch.from_numpy(np.cumsum(P, 1)).float()
     g = torch.Generator().manual_seed(seed)
-    zeros, alive = torch.zeros(256, 1), torch.zeros(256, dtype=torch.bool)
+    zeros = torch.zeros(256, 1)
     for _ in range(steps):
-        s = torch.randint(N_STATES, (256,), generator=g)
-        s1 = torch.searchsorted(cum[s], torch.rand(256, 1, generator=g))[:, 0].clamp_max(N_STATES - 1)
-        loss, _ = td_loss(model, target, WORDS[s], zeros, WORDS[s1], zeros, alive, g)
+        s, future, boot = chain_batch(256, gamma, n_step, g)
+        loss, _ = td_loss(model, target, WORDS[s], zeros, WORDS[future], boot, zeros, g)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -245,6 +245,61 @@ def test_terminal_episodes_absorb_the_future(tmp_path: Path) -> None:
     assert batch.next_terminal[in_terminal_ep & (ds.arrays["step"][batch.index] == 3)].all()
 
 
+def test_occupancy_targets_follow_the_horizon(tmp_path: Path) -> None:
+    ds = open_dataset(_synthetic(tmp_path, [5, 30, 12]))
+    sampler = WindowSampler(ds, frame_stack=3, seed=0)
+    for n_step in [1, 3, None]:
+        batch = sampler.occupancy_targets(2000, 0.9, n_step)
+        for b in range(2000):
+            (e, t), fut = _decode(batch.obs[b])[-1], _decode(batch.target[b])[-1]
+            m = ds.ep_len[e] - 1 - t  # the last recorded step with an action is T - 1 = t + m
+            j = m if n_step is None else min(n_step, m)
+            assert fut[0] == e
+            if batch.k[b] <= j:  # the dataset's own future
+                assert not batch.bootstrap[b] and fut[1] == t + batch.k[b]
+            else:  # a bootstrap at (s_{t+j}, a_{t+j}): the stack there and its recorded action
+                assert batch.bootstrap[b] and fut[1] == t + j and batch.j[b] == j
+                assert batch.bootstrap_action[b, 0] == pytest.approx(e + (t + j) / 1000)
+        assert batch.bootstrap.any() and not batch.bootstrap_action[~batch.bootstrap].any()
+
+
+def test_monte_carlo_bootstraps_a_fraction_gamma_to_the_m(tmp_path: Path) -> None:
+    """P(k > m) = gamma^m: only windows whose geometric future runs past the record bootstrap."""
+    ds = open_dataset(_synthetic(tmp_path, [12, 12]))
+    batch = WindowSampler(ds, frame_stack=1, seed=0).occupancy_targets(40000, 0.8, None)
+    m = ds.ep_len[ds.arrays["episode"][batch.index]] - 1 - ds.arrays["step"][batch.index]
+    for value in np.unique(m):
+        rows = m == value
+        expected, se = 0.8**value, np.sqrt(0.8**value * (1 - 0.8**value) / rows.sum())
+        assert abs(batch.bootstrap[rows].mean() - expected) < 4 * se + 1e-3, f"m = {value}"
+
+
+def test_terminal_episodes_never_bootstrap_past_their_end(tmp_path: Path) -> None:
+    ds = open_dataset(_synthetic(tmp_path, [4, 4], terminal_last=True))
+    sampler = WindowSampler(ds, frame_stack=1, seed=0)
+    mc = sampler.occupancy_targets(2000, 0.95, None)
+    in_terminal_ep = ds.arrays["episode"][mc.index] == 0
+    assert not mc.bootstrap[in_terminal_ep].any() and mc.bootstrap[~in_terminal_ep].any()
+    step = ds.arrays["step"][mc.index]
+    far = in_terminal_ep & (step + mc.k >= 4)  # the terminal frame s_4 absorbs every later future
+    assert far.any() and all(_decode(x)[-1] == (0, 4) for x in mc.target[far])
+    one = sampler.occupancy_targets(2000, 0.95, 1)  # 1-step TD bootstraps where t + 1 < T only
+    terminal_rows = ds.arrays["episode"][one.index] == 0
+    assert not one.bootstrap[terminal_rows & (ds.arrays["step"][one.index] == 3)].any()
+    assert one.bootstrap[terminal_rows & (ds.arrays["step"][one.index] < 3)].any()
+
+
+def test_reward_batches_cover_every_transition(tmp_path: Path) -> None:
+    ds = open_dataset(_synthetic(tmp_path, [5, 7]))
+    sampler = WindowSampler(ds, frame_stack=1, seed=0, require_next_action=False)
+    nxt, rewards = sampler.rewards(4000)
+    seen = {_decode(x)[-1] for x in nxt}
+    assert seen == {(e, t + 1) for e, n in enumerate([5, 7]) for t in range(n)}  # the last ones too
+    for x, r in zip(nxt[:50], rewards[:50], strict=True):
+        e, t1 = _decode(x)[-1]
+        assert r == ds.arrays["reward"][ds.ep_start[e] + t1 - 1]  # r_t belongs to s_{t+1}
+
+
 def test_sampler_rejects_episodes_too_short(tmp_path: Path) -> None:
     ds = open_dataset(_synthetic(tmp_path, [1, 1]))
     with pytest.raises(ValueError, match="too short"):
@@ -288,6 +343,21 @@ def test_split_is_by_whole_episodes_and_fixed_by_seed(tmp_path: Path) -> None:
     assert not np.array_equal(ds.split(0.2, seed=1)[1], val)
     batch = WindowSampler(ds, episodes=val, frame_stack=1).sample(200, 0.5)
     assert set(ds.arrays["episode"][batch.index]) <= set(val)
+
+
+def test_split_holds_out_every_behaviour_policy_in_proportion(tmp_path: Path) -> None:
+    writer = DatasetWriter(tmp_path, "lv", "voc_rl/fake-pixels-v0", {"action_repeat": 2}, 2, (3, 4, 4))
+    with writer:
+        for e in range(30):
+            frames = np.zeros((4, 3, 4, 4), np.uint8)
+            actions, rewards = np.zeros((3, 2), np.float32), np.zeros(3, np.float32)
+            writer.add(Episode(frames, actions, rewards, False, policy_id=[0, 0, 0, 1, 1, 2][e % 6]))
+        ds = open_dataset(writer.finalize())
+    policy = ds.arrays["policy_id"][ds.ep_start]  # 15, 10 and 5 episodes of policies 0, 1, 2
+    for seed in range(5):
+        train, val = ds.split(0.2, seed)
+        assert sorted(np.bincount(policy[val]).tolist()) == [1, 2, 3]  # 20% of each, in proportion
+        assert len(set(train) | set(val)) == 30 and not set(train) & set(val)
 
 
 def test_mixed_proportions_are_exact() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from chain import N_STATES, VOCAB, P, chain_occupancy, model_occupancy, train_on_chain
+from chain import EPISODE, N_STATES, VOCAB, P, chain_batch, chain_occupancy, model_occupancy, train_on_chain
 from checks import assert_resumes_exactly
 
 from voc_rl.checkpoint import CheckpointError
@@ -103,6 +103,9 @@ def test_bad_input_is_a_clear_error() -> None:
         model.log_prob(ctx, act, torch.zeros(3, 4, model.config.n_target, dtype=torch.long))
     with pytest.raises(ValueError, match="gamma must be in"):
         OccupancyConfig.preset("tiny", vocab_size=4, tokens_per_frame=2, action_dim=1, gamma=1.0)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="n_step must be an integer >= 1 or None"):
+            OccupancyConfig.preset("tiny", vocab_size=4, tokens_per_frame=2, action_dim=1, n_step=bad)
     with pytest.raises(ValueError, match="no fields"):
         OccupancyConfig.preset("tiny", vocab_size=4, tokens_per_frame=2, action_dim=1, gama=0.9)
 
@@ -128,31 +131,46 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path: Path) -> None:
         OccupancyModel.load(tmp_path / "bad.pt")
 
 
-# ---------------------------------------------------------------------- generative TD on a Markov chain
-# worst-row total-variation tolerance; sampled gamma-branch targets are noisier than distilled ones
-# and get more steps (measured: 0.044 at gamma 0, 0.020 at 0.5 and 0.045 at 0.9 distilled after 800
-# steps; 0.119 at 0.9 sampled after 800 steps, 0.087 after 1200)
+# ---------------------------------------------------------------------- the objective on a Markov chain
+# Worst-row total-variation tolerance. Windows come from episodes of 12 transitions, so Monte-Carlo
+# and n-step targets bootstrap where the record ends. Sampled gamma-branch targets are noisier than
+# distilled ones and get more steps. Measured after 800 steps (1200 for 1-step sampled): 1-step
+# 0.043 (gamma 0.9, distill), 3-step 0.025, Monte-Carlo 0.039 (distill) and 0.053 (sample);
+# at gamma 0.5, 1-step, 800 steps varies with the seed (0.03-0.13): 1200 steps give 0.040.
 @pytest.mark.parametrize(
-    ("gamma", "variant", "steps", "tol"),
+    ("gamma", "variant", "n_step", "steps", "tol"),
     [
-        (0.0, "sample", 800, 0.1),
-        (0.5, "distill", 800, 0.1),
-        (0.9, "distill", 800, 0.1),
-        (0.9, "sample", 1200, 0.15),
+        (0.0, "sample", 1, 800, 0.1),
+        (0.5, "distill", 1, 1200, 0.1),
+        (0.9, "distill", 1, 800, 0.1),
+        (0.9, "sample", 1, 1200, 0.15),
+        (0.9, "distill", 3, 800, 0.1),
+        (0.9, "distill", None, 800, 0.1),
+        (0.9, "sample", None, 800, 0.1),
     ],
 )
-def test_generative_td_learns_the_discounted_occupancy(
-    gamma: float, variant: str, steps: int, tol: float
+def test_the_objective_learns_the_discounted_occupancy(
+    gamma: float, variant: str, n_step: int | None, steps: int, tol: float
 ) -> None:
-    model = model_occupancy(train_on_chain(gamma, variant, steps))
+    model = model_occupancy(train_on_chain(gamma, variant, steps, n_step=n_step))
     truth = np.zeros((N_STATES, VOCAB * VOCAB))
     truth[:, :N_STATES] = chain_occupancy(P, gamma)  # words 0..7 are the states
     tv = 0.5 * np.abs(model - truth).sum(1)
-    assert tv.max() < tol, f"worst-row total variation {tv.max():.3f} (gamma {gamma}, {variant})"
+    assert tv.max() < tol, f"worst-row total variation {tv.max():.3f} (gamma {gamma}, {variant}, n {n_step})"
     if gamma > 0:  # and the model did not just learn the one-step transition
         one_step = np.zeros_like(truth)
         one_step[:, :N_STATES] = P
         assert 0.5 * np.abs(model - one_step).sum(1).max() > 2 * tv.max()
+
+
+def test_chain_windows_bootstrap_only_past_the_record() -> None:
+    """Monte-Carlo windows bootstrap with probability gamma^m, 1-step ones with probability gamma."""
+    g = torch.Generator().manual_seed(0)
+    _, _, boot_mc = chain_batch(20000, 0.9, None, g)
+    _, _, boot_td = chain_batch(20000, 0.9, 1, g)
+    expected_mc = np.mean([0.9**m for m in range(1, EPISODE)])  # m uniform on {1, ..., EPISODE - 1}
+    assert abs(boot_mc.float().mean().item() - expected_mc) < 0.01
+    assert abs(boot_td.float().mean().item() - 0.9) < 0.01
 
 
 # ---------------------------------------------------------------------- training on a real token dataset
@@ -188,7 +206,12 @@ def test_training_with_a_policy_and_bad_datasets(titok: tuple[Any, Any], fake_ds
         seen.append(next_obs.shape)
         return torch.zeros(len(next_obs), 2)
 
-    train_occupancy(OccupancyModel(config), view, policy=policy, progress=False)
+    with pytest.raises(ValueError, match=r"another policy needs n_step=1 \(got n_step=None\)"):
+        train_occupancy(OccupancyModel(config), view, policy=policy, progress=False)
+    with pytest.raises(ValueError, match="n_step=1"):
+        train_occupancy(OccupancyModel(dataclasses.replace(config, n_step=3)), view, policy=policy)
+    one_step = dataclasses.replace(config, n_step=1, gamma=0.95)
+    train_occupancy(OccupancyModel(one_step), view, policy=policy, progress=False)
     assert seen and seen[0][1] == config.n_context
     with pytest.raises(ValueError, match="models read tokens"):
         train_occupancy(OccupancyModel(config), open_dataset(fake_ds_path), progress=False)

@@ -78,8 +78,9 @@ def test_quickstart_main_job_end_to_end_at_tiny_size(tmp_path: Path) -> None:
     out = _run([*args, "--out", str(tmp_path / "q")], cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "evaluation episode return" in out.stdout and "ms per decision" in out.stdout
-    for method in ("sample (N=32)", "density (M=256)", "pool (K=8, 8)", "mean"):
-        assert f"| {method} |" in out.stdout
+    for method in ("sample (N=32)", "density over 256", "pool (K=8, 8)", "td-critic (3 steps)", "mean"):
+        assert f"| {method}" in out.stdout
+    assert "minutes: dataset" in out.stdout and (tmp_path / "q" / "learning_curve.png").exists()
     table = (tmp_path / "q" / "return_error.md").read_text()
     assert "nan" not in table.split("simulator Q")[0]
     from PIL import Image

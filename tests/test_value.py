@@ -7,7 +7,7 @@ import pytest
 import torch
 from chain import N_STATES, REWARD, WORDS, chain_q, reward_of_words, train_on_chain
 
-from voc_rl.value import density_q, pool_q, rollout_q, sample_q
+from voc_rl.value import density_q, effective_sample_size, pool_q, rollout_q, sample_q
 
 GAMMA = 0.9
 
@@ -46,6 +46,22 @@ def test_density_weights_use_the_stated_proposal(model) -> None:
     skew = torch.zeros(N_STATES)
     skew[best] = 5.0  # claiming the best state was over-proposed must shrink its weight
     assert (density_q(model, reward_of_words, WORDS, zeros, WORDS, log_proposal=skew) < uniform).all()
+
+
+def test_importance_weighted_estimators_report_their_effective_sample_size(model) -> None:
+    assert effective_sample_size(torch.full((2, 5), 0.2)).tolist() == pytest.approx([5.0, 5.0])
+    assert effective_sample_size(torch.tensor([[1.0, 0.0, 0.0]])).item() == pytest.approx(1.0)
+    zeros = torch.zeros(N_STATES, 1)
+    q, ess = density_q(model, reward_of_words, WORDS, zeros, WORDS, return_ess=True)
+    torch.testing.assert_close(q, density_q(model, reward_of_words, WORDS, zeros, WORDS))
+    # weights follow the occupancy rows, neither uniform nor one-hot
+    assert ess.shape == (N_STATES,) and (ess > 1.5).all() and (ess < N_STATES - 0.5).all()
+    g = torch.Generator().manual_seed(0)
+    _, pool_ess = pool_q(
+        model, reward_of_words, WORDS, torch.zeros(N_STATES, 3, 1), pool_size=30, generator=g, return_ess=True
+    )
+    # three identical actions: the mixture is each action's own law, so the weights are uniform
+    torch.testing.assert_close(pool_ess, torch.full((N_STATES, 3), 30.0))
 
 
 def test_pool_rejects_bad_action_shapes(model) -> None:

@@ -180,7 +180,7 @@ def _cmd_occupancy_fit(args: argparse.Namespace) -> int:
 
     ds = open_dataset(args.dataset)
     view = token_view(ds, args.tokenizer)
-    fields = {"gamma": args.gamma, "variant": args.variant}
+    fields = {"gamma": args.gamma, "variant": args.variant, "n_step": args.n_step}
     if args.steps:  # the run length is part of the config: the learning-rate schedule follows it
         fields["steps"] = args.steps
     config = occupancy_config_for(view, args.size, **fields)
@@ -203,6 +203,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     return_error(args.args, prog="voc-rl bench return-error")
     return 0
+
+
+def _n_step(text: str) -> int | None:
+    if text.lower() in ("mc", "none"):
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected mc or an integer >= 1, got {text!r}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,7 +319,15 @@ def build_parser() -> argparse.ArgumentParser:
     ofit.add_argument("--dataset", required=True, help="dataset folder (datasets/voc_rl/NAME-v0)")
     ofit.add_argument("--tokenizer", required=True, help="a tokenizer.pt (the dataset is encoded once)")
     ofit.add_argument("--gamma", type=float, default=0.9)
-    ofit.add_argument("--variant", default="distill", help="distill (default) or sample")
+    ofit.add_argument(
+        "--n-step",
+        type=_n_step,
+        default=None,
+        metavar="N|mc",
+        help="horizon of the objective: mc (default: the dataset's futures, bootstrapped only past an "
+        "episode's end) or N >= 1 (1 is the published one-step generative TD)",
+    )
+    ofit.add_argument("--variant", default="distill", help="bootstrapped rows: distill (default) or sample")
     ofit.add_argument("--size", default="small", help="tiny, small (default) or base")
     ofit.add_argument("--steps", type=int, help="training steps (default: the preset's)")
     ofit.add_argument(

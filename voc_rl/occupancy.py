@@ -5,13 +5,23 @@ Sequence: ``[context tokens of the frame stack s | action embedding | target tok
 loss is on target tokens only. ``s_e`` is the last ``target_frames`` frames of a future stack. With
 ``r(s_e)`` the reward received on entering ``s_e``, ``Q(s, a) = E[r(s_e)] / (1 - gamma)``.
 
-Generative TD (:func:`td_loss`): with probability ``1 - gamma`` the target is ``s_{t+1}``; otherwise
-it is a sample of the EMA target model conditioned on ``(s_{t+1}, a_{t+1})``. Its fixed point is
-the occupancy of ``s_{t+1+k}``, ``k ~ Geom(1 - gamma)`` on {0, 1, ...}: on a Markov chain with
-transition matrix P, ``(1 - gamma) (I - gamma P)^-1 P``. Two variants of the gamma branch:
-``sample`` trains on the sampled tokens (one-hot), ``distill`` on the target model's full
-next-token distributions along its sampled sequence (the lower-variance bootstrap of Temporal
-Difference Flows, applied to tokens). ``gamma = 0`` is a one-step latent world model.
+Training (:func:`td_loss`) is one family of objectives with a horizon ``n_step``, the occupancy's
+analogue of n-step returns. The target of a window (s_t, a_t) is the dataset's own future s_{t+k},
+k ~ Geom(1 - gamma) on {1, 2, ...}, when k <= n_step and it was recorded; otherwise a sample of the
+EMA target model at (s_{t+j}, a_{t+j}), j = min(n_step, T - 1 - t). By the geometric law's
+memorylessness this is exact (:func:`voc_rl.data.sampler.future_targets`). Its fixed point is the
+occupancy of s_{t+1+k'}, k' ~ Geom(1 - gamma) on {0, 1, ...}: on a Markov chain with transition
+matrix P, ``(1 - gamma) (I - gamma P)^-1 P``.
+
+- ``n_step=None`` (Monte-Carlo, the default): bootstrap only where the episode's record ends before
+  t + k, a few % of rows; it learns the behaviour policy's occupancy from the first step.
+- ``n_step=1``: the published generative TD (s_{t+1} with probability 1 - gamma, else a bootstrap at
+  (s_{t+1}, a_{t+1})). The only valid choice for another policy pi, a_{t+1} = pi(s_{t+1}).
+
+Two variants of the bootstrapped rows: ``sample`` trains on the sampled tokens (one-hot),
+``distill`` on the target model's full next-token distributions along its sampled sequence (the
+lower-variance bootstrap of Temporal Difference Flows, applied to tokens). ``gamma = 0`` is a
+one-step latent world model.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ class OccupancyConfig:
     target_frames: int = 0  # frames of s_e, the newest of the future stack; 0 means frame_stack
     gamma: float = 0.9
     variant: str = "distill"
+    n_step: int | None = None  # horizon of the objective: None Monte-Carlo, 1 one-step generative TD
     width: int = 128
     depth: int = 4
     heads: int = 4
@@ -52,13 +63,23 @@ class OccupancyConfig:
     weight_decay: float = 0.01
     batch_size: int = 32
     steps: int = 5000
-    reward_dim: int = 16  # token embedding size of the reward model
-    reward_hidden: int = 256
+    reward_dim: int = 32  # token embedding size of the reward model (it reads velocity from 2+ frames)
+    reward_hidden: int = 512
+    reward_batch: int = 256  # the reward model trains on its own batches, with its own optimizer
     tokenizer: str = ""  # backend name of the tokens' tokenizer (informational)
     tokenizer_sha256: str = ""  # checkpoint hash of that tokenizer: a model only reads its tokens
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": {"width": 32, "depth": 2, "heads": 2, "batch_size": 8, "steps": 50, "reward_hidden": 32},
+        "tiny": {
+            "width": 32,
+            "depth": 2,
+            "heads": 2,
+            "batch_size": 8,
+            "steps": 50,
+            "reward_dim": 8,
+            "reward_hidden": 32,
+            "reward_batch": 16,
+        },
         "small": {},
         "base": {"width": 256, "depth": 6, "heads": 8, "batch_size": 64, "steps": 50_000},
     }
@@ -70,6 +91,12 @@ class OccupancyConfig:
             raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.n_step is not None and (
+            isinstance(self.n_step, bool) or not isinstance(self.n_step, int) or self.n_step < 1
+        ):
+            raise ValueError(f"n_step must be an integer >= 1 or None (Monte-Carlo), got {self.n_step!r}")
+        if self.reward_batch < 1:
+            raise ValueError(f"reward_batch must be >= 1, got {self.reward_batch}")
         if not 1 <= self.target_frames <= self.frame_stack:
             raise ValueError(f"target_frames must be in [1, frame_stack={self.frame_stack}]")
         if min(self.vocab_size, self.tokens_per_frame, self.action_dim) < 1:
@@ -319,33 +346,34 @@ def td_loss(
     target: OccupancyModel,
     obs: torch.Tensor,
     action: torch.Tensor,
-    next_obs: torch.Tensor,
-    next_action: torch.Tensor,
-    next_terminal: torch.Tensor,
+    future: torch.Tensor,
+    bootstrap: torch.Tensor,
+    bootstrap_action: torch.Tensor,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Generative-TD loss per target token on one batch of token windows (all tensors on the device).
+    """Occupancy loss per target token on one batch of token windows (all tensors on the device).
 
-    ``next_action`` is the dataset's a_{t+1} (the behaviour policy's occupancy) or pi(s_{t+1}).
-    A terminal s_{t+1} is absorbing: its occupancy is itself, so it is never bootstrapped.
+    ``future`` (B, n_context) is the stack of each row's target: the recorded s_{t+k}, or, where
+    ``bootstrap`` (B,) is set, the stack s_{t+j} at which the EMA ``target`` model is sampled with
+    ``bootstrap_action`` (B, A) (the dataset's a_{t+j}, or pi(s_{t+1}) for another policy). Which is
+    which comes from :meth:`voc_rl.data.WindowSampler.occupancy_targets`; only bootstrapped rows
+    cost autoregressive sampling.
     """
     c = model.config
-    first = next_obs[:, -c.n_target :]
-    boot = (torch.rand(len(obs), generator=generator, device=obs.device) < c.gamma) & ~next_terminal
-    targets, soft = first.clone(), None
-    if boot.any():
+    targets, soft = future[:, -c.n_target :].clone(), None
+    if bootstrap.any():
         tokens, probs = target.sample(
-            next_obs[boot], next_action[boot], generator=generator, return_probs=True
+            future[bootstrap], bootstrap_action[bootstrap], generator=generator, return_probs=True
         )
-        targets[boot] = tokens[:, 0]
+        targets[bootstrap] = tokens[:, 0]
         if c.variant == "distill":
             soft = probs[:, 0]  # (n_boot, n_target, V)
     logp = torch.log_softmax(model.logits(obs, action, targets).float(), -1)  # (B, n_target, V)
     nll = -logp.gather(2, targets[..., None])[..., 0]  # (B, n_target)
     if soft is not None:
-        nll[boot] = -(soft * logp[boot]).sum(-1)  # cross-entropy to the target model's distributions
+        nll[bootstrap] = -(soft * logp[bootstrap]).sum(-1)  # cross-entropy to the target's distributions
     loss = nll.mean()
-    return loss, {"td": float(loss.detach()), "bootstrap_fraction": float(boot.float().mean())}
+    return loss, {"td": float(loss.detach()), "bootstrap_fraction": float(bootstrap.float().mean())}
 
 
 @torch.no_grad()

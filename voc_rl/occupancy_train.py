@@ -1,9 +1,12 @@
 """Training loop of the occupancy model and its reward model on a token dataset.
 
-``train_occupancy(model, token_ds, out="runs/occ")`` trains by generative TD (see
-:mod:`voc_rl.occupancy`) on the training episodes and watches held-out ones: the NLL per token of
-the true discounted future ``s_{t+k}`` (k ~ Geom(1 - gamma), the Monte-Carlo occupancy of the
-behaviour policy) and of ``s_{t+1}``, and the reward model's NMSE. With ``out`` it writes
+``train_occupancy(model, token_ds, out="runs/occ")`` trains with the objective of horizon
+``config.n_step`` (see :mod:`voc_rl.occupancy`: Monte-Carlo dataset futures by default, 1-step
+generative TD on request) on the training episodes, and the reward model on its own batches with its
+own optimizer. It watches held-out episodes: the NLL per token of the true discounted future
+``s_{t+k}`` (k ~ Geom(1 - gamma), the Monte-Carlo occupancy of the behaviour policy) beside the
+per-slot unigram of the training tokens (a model that ignores the context), the NLL of
+``s_{t+1}``, and the reward model's NMSE. With ``out`` it writes
 TensorBoard logs (and, where the tokenizer decodes, sampled occupancy frames beside the true future
 frames), checkpoints atomically and resumes from ``out/train_state.pt``.
 
@@ -30,7 +33,7 @@ import torch.nn.functional as F
 from voc_rl import distributed
 from voc_rl.checkpoint import Callback, CheckpointError, load_checkpoint, save_checkpoint
 from voc_rl.data.dataset import PixelDataset
-from voc_rl.data.sampler import WindowBatch, WindowSampler
+from voc_rl.data.sampler import TargetBatch, WindowBatch, WindowSampler
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel, ema_update, make_target, td_loss
 from voc_rl.paths import optional_user_path
 from voc_rl.tokenizers.cache import check_model_fits, model_fields
@@ -57,9 +60,50 @@ class OccupancyReport:
     metrics: dict[str, float]
 
 
+def _long(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(x, dtype=np.int64)).to(device)
+
+
+def _targets(batch: TargetBatch, device: torch.device) -> dict[str, torch.Tensor]:
+    return {
+        "obs": _long(batch.obs, device),
+        "action": torch.from_numpy(batch.action).to(device),
+        "future": _long(batch.target, device),
+        "bootstrap": torch.from_numpy(batch.bootstrap).to(device),
+        "bootstrap_action": torch.from_numpy(batch.bootstrap_action).to(device),
+    }
+
+
+def unigram_logp(ds: PixelDataset, episodes: np.ndarray, vocab_size: int) -> torch.Tensor:
+    """Per-slot unigram of a token dataset's frames in ``episodes``: (tokens_per_frame, vocab) log
+    probabilities (add-one smoothed). The NLL a model that ignores the context can reach."""
+    frames = np.concatenate([ds.ep_start[e] + np.arange(ds.ep_len[e] + 1) for e in episodes])
+    tokens = np.asarray(ds.frames[np.sort(frames)], dtype=np.int64)  # (N, tokens_per_frame)
+    counts = np.ones((tokens.shape[1], vocab_size))
+    for slot in range(tokens.shape[1]):
+        counts[slot] += np.bincount(tokens[:, slot], minlength=vocab_size)
+    return torch.from_numpy(np.log(counts / counts.sum(1, keepdims=True))).float()
+
+
+def validation_batch(
+    ds: PixelDataset,
+    episodes: np.ndarray,
+    train_episodes: np.ndarray,
+    config: OccupancyConfig,
+    seed: int,
+    device: torch.device,
+    size: int = 256,
+) -> dict[str, torch.Tensor]:
+    """``size`` held-out windows of ``episodes`` as tensors for :func:`validate`, with the per-slot
+    unigram of ``train_episodes``' tokens to compare the future's NLL against."""
+    val = _tensors(WindowSampler(ds, episodes, config.frame_stack, seed).sample(size, config.gamma), device)
+    val["unigram"] = unigram_logp(ds, train_episodes, config.vocab_size).to(device)
+    return val
+
+
 def _tensors(batch: WindowBatch, device: torch.device) -> dict[str, torch.Tensor]:
     def long(x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(x, dtype=np.int64)).to(device)
+        return _long(x, device)
 
     return {
         "obs": long(batch.obs),
@@ -84,7 +128,7 @@ def train_occupancy(
     reward: RewardModel | None = None,
     val_fraction: float = 0.1,
     log_every: int = 50,
-    eval_every: int = 500,
+    eval_every: int | None = None,
     ckpt_every: int = 500,
     progress: bool = True,
     device: str | torch.device = "auto",
@@ -92,17 +136,25 @@ def train_occupancy(
 ) -> tuple[OccupancyReport, RewardModel]:
     """Train ``model`` (and a reward model) on the token dataset ``ds``; see the module docstring.
 
-    ``policy`` maps the tokens of s_{t+1} to a_{t+1} (the occupancy of that policy); by default the
-    dataset's next action is used (the behaviour policy's occupancy, SARSA-style). ``callback(step,
-    logs)`` runs after every step; returning ``False`` stops the run (after a checkpoint).
+    ``policy`` maps the tokens of s_{t+1} to a_{t+1} (the occupancy of that policy, which needs
+    ``config.n_step=1``); by default the dataset's actions are used (the behaviour policy's
+    occupancy). ``callback(step, logs)`` runs after every step; returning ``False`` stops the run
+    (after a checkpoint).
     """
     from tqdm import tqdm
 
     c = model.config
     check_model_fits(c, ds, "occupancy_config_for")
+    if policy is not None and c.n_step != 1:
+        raise ValueError(
+            f"the occupancy of another policy needs n_step=1 (got n_step={c.n_step}): the dataset's "
+            "futures beyond s_{t+1} follow the behaviour policy, not this one; "
+            "use occupancy_config_for(..., n_step=1)"
+        )
     distributed.init()
     main, world = distributed.is_main(), distributed.world_size()
     steps = steps or c.steps
+    eval_every = eval_every or min(500, max(10, steps // 10))  # a learning curve of ~10 points
     device = resolve_device(device)
     model.to(device).train()
     reward = (reward or RewardModel(c)).to(device).train()
@@ -112,14 +164,12 @@ def train_occupancy(
     train_eps, val_eps = ds.split(val_fraction, seed)
     data_seed = distributed.rank_seed(seed)  # = seed on one process
     sampler = WindowSampler(ds, train_eps, frame_stack=c.frame_stack, seed=data_seed)
-    val = _tensors(
-        WindowSampler(ds, val_eps if len(val_eps) else train_eps, c.frame_stack, seed + 1).sample(
-            256, c.gamma
-        ),
-        device,
-    )
-    params = [*model.parameters(), *reward.parameters()]
+    # the reward model sees every training transition, the last of each episode too
+    reward_sampler = WindowSampler(ds, train_eps, c.frame_stack, data_seed + 7919, require_next_action=False)
+    val = validation_batch(ds, val_eps if len(val_eps) else train_eps, train_eps, c, seed + 1, device)
+    params, reward_params = list(model.parameters()), list(reward.parameters())
     opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+    reward_opt = torch.optim.AdamW(reward_params, lr=c.lr, weight_decay=c.weight_decay)
     torch.manual_seed(data_seed)
     out = optional_user_path(out)
     writer = None
@@ -129,7 +179,8 @@ def train_occupancy(
         state_file = out / "train_state.pt"
         if state_file.exists():
             state = load_checkpoint(
-                state_file, required=("config", "model", "target", "reward", "optimizer", "step")
+                state_file,
+                required=("config", "model", "target", "reward", "optimizer", "reward_optimizer", "step"),
             )
             if state["config"] != dataclasses.asdict(c):
                 diff = {k: v for k, v in state["config"].items() if dataclasses.asdict(c).get(k) != v}
@@ -141,8 +192,9 @@ def train_occupancy(
             target.load_state_dict(state["target"])
             reward.load_state_dict(state["reward"])
             opt.load_state_dict(state["optimizer"])
+            reward_opt.load_state_dict(state["reward_optimizer"])
             model.step = int(state["step"])
-            _restore_rngs(state, sampler, data_seed, device)
+            _restore_rngs(state, (sampler, reward_sampler), data_seed, device)
             if main:
                 print(f"resumed occupancy model at step {model.step} from {state_file}")
         distributed.check_agree(model.step, "step to start from")
@@ -158,20 +210,24 @@ def train_occupancy(
         # warm-up, then cosine to 10% over the config's steps (``steps`` only says where to stop)
         cos = math.cos(math.pi * min(model.step / c.steps, 1.0))
         lr = c.lr * min(1.0, (model.step + 1) / 100) * (0.55 + 0.45 * cos)
-        for group in opt.param_groups:
+        for group in (*opt.param_groups, *reward_opt.param_groups):
             group["lr"] = lr
-        b = _tensors(sampler.sample(c.batch_size, 0.0), device)
-        next_action = b["next_action"] if policy is None else policy(b["next_obs"]).to(device)
+        b = _targets(sampler.occupancy_targets(c.batch_size, c.gamma, c.n_step), device)
+        if policy is not None and b["bootstrap"].any():  # n_step 1: bootstrap at (s_{t+1}, pi(s_{t+1}))
+            b["bootstrap_action"][b["bootstrap"]] = policy(b["future"][b["bootstrap"]]).to(device)
         td, logs = td_loss(
-            model, target, b["obs"], b["action"], b["next_obs"], next_action, b["next_terminal"]
+            model, target, b["obs"], b["action"], b["future"], b["bootstrap"], b["bootstrap_action"]
         )
-        r_loss = F.mse_loss(reward(b["next_obs"][:, -c.n_target :]), b["reward"])
-        loss = td + r_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        distributed.all_reduce_grads(params)  # every rank then takes the same step
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        next_obs, rewards = reward_sampler.rewards(c.reward_batch)
+        r_loss = F.mse_loss(
+            reward(_long(next_obs, device)[:, -c.n_target :]), torch.from_numpy(rewards).to(device)
+        )
+        for loss, group, optimizer in ((td, params, opt), (r_loss, reward_params, reward_opt)):
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            distributed.all_reduce_grads(group)  # every rank then takes the same step
+            torch.nn.utils.clip_grad_norm_(group, 1.0)
+            optimizer.step()
         ema_update(target, model, c.target_rate)  # from the same weights: the targets stay equal too
         model.step += 1
         loss_value, r_value = float(td.detach()), float(r_loss.detach())
@@ -195,7 +251,9 @@ def train_occupancy(
             reward.train()
         if out is not None and (model.step % ckpt_every == 0 or model.step == steps or stop):
             distributed.assert_in_sync(model=model, target=target, reward=reward)
-            rngs = distributed.gather_objects(_rng_states(sampler, device))  # [rank 0's, rank 1's, ...]
+            rngs = distributed.gather_objects(
+                _rng_states((sampler, reward_sampler), device)
+            )  # [rank 0's, rank 1's, ...]
             if main:
                 save_checkpoint(
                     {
@@ -204,6 +262,7 @@ def train_occupancy(
                         "target": target.state_dict(),
                         "reward": reward.state_dict(),
                         "optimizer": opt.state_dict(),
+                        "reward_optimizer": reward_opt.state_dict(),
                         "step": model.step,
                         **rngs[0],
                         **({"rank_rngs": rngs} if world > 1 else {}),
@@ -221,9 +280,9 @@ def train_occupancy(
     return OccupancyReport(model.step, time.perf_counter() - start, loss_value, metrics), reward.eval()
 
 
-def _rng_states(sampler: WindowSampler, device: torch.device) -> dict[str, Any]:
+def _rng_states(samplers: tuple[WindowSampler, ...], device: torch.device) -> dict[str, Any]:
     states: dict[str, Any] = {
-        "sampler_rng": json.dumps(sampler.rng.bit_generator.state),
+        "sampler_rng": json.dumps([s.rng.bit_generator.state for s in samplers]),
         "torch_rng": torch.get_rng_state(),
     }
     if device.type == "cuda":  # the bootstrap coin flips and target samples draw from the GPU's RNG
@@ -232,7 +291,7 @@ def _rng_states(sampler: WindowSampler, device: torch.device) -> dict[str, Any]:
 
 
 def _restore_rngs(
-    state: dict[str, Any], sampler: WindowSampler, data_seed: int, device: torch.device
+    state: dict[str, Any], samplers: tuple[WindowSampler, ...], data_seed: int, device: torch.device
 ) -> None:
     """This rank's RNG states from a checkpoint; fresh streams if it was written by another number of
     processes (the run then continues, but not as it would have without the stop)."""
@@ -242,11 +301,13 @@ def _restore_rngs(
         if distributed.is_main():
             print(f"the checkpoint was written by {len(per_rank)} process(es), not {world}: new data streams")
         step = int(state["step"])
-        sampler.rng = np.random.default_rng([data_seed, step])
+        for i, sampler in enumerate(samplers):
+            sampler.rng = np.random.default_rng([data_seed, step, i])
         torch.manual_seed(data_seed * 1_000_003 + step)
         return
     mine = per_rank[rank]
-    sampler.rng.bit_generator.state = json.loads(mine["sampler_rng"])
+    for sampler, rng_state in zip(samplers, json.loads(mine["sampler_rng"]), strict=True):
+        sampler.rng.bit_generator.state = rng_state
     torch.set_rng_state(mine["torch_rng"])
     if device.type == "cuda" and "cuda_rng" in mine:
         torch.cuda.set_rng_state(mine["cuda_rng"], device)
@@ -254,7 +315,8 @@ def _restore_rngs(
 
 @torch.no_grad()
 def validate(model: OccupancyModel, reward: RewardModel, val: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Held-out NLL per token of the true future s_{t+k} and of s_{t+1}; reward-model NMSE."""
+    """Held-out NLL per token of the true future s_{t+k} (and of the per-slot unigram on the same
+    tokens, with ``val["unigram"]``) and of s_{t+1}; reward-model NMSE."""
     model.eval()
     reward.eval()
     n = model.config.n_target
@@ -263,7 +325,16 @@ def validate(model: OccupancyModel, reward: RewardModel, val: dict[str, torch.Te
     nxt = model.log_prob(val["obs"], val["action"], val["next_obs"][:, None, -n:])
     r = val["reward"]
     nmse = float(F.mse_loss(reward(val["next_obs"][:, -n:]), r) / r.var().clamp_min(1e-8))
-    return {"nll_future": float(-future.mean()) / n, "nll_next": float(-nxt.mean()) / n, "reward_nmse": nmse}
+    metrics = {
+        "nll_future": float(-future.mean()) / n,
+        "nll_next": float(-nxt.mean()) / n,
+        "reward_nmse": nmse,
+    }
+    if "unigram" in val:
+        tokens = val["future_obs"][ok][:, -n:]  # (M, n_target): slot i is frame position i % tpf
+        slots = torch.arange(n, device=tokens.device) % val["unigram"].shape[0]
+        metrics["unigram_nll"] = float(-val["unigram"][slots, tokens].mean())
+    return metrics
 
 
 @torch.no_grad()

@@ -1,10 +1,13 @@
 """The README's main job: collect a small dataset with the shipped behaviour policies, fit an agent
 (``voc-dino`` at the small size, with short training), print a return-error table on held-out
-episodes against the simulator, run an evaluation episode, and leave a TensorBoard run.
+episodes against the simulator (the VOC estimators beside a TD critic on the same tokens and the
+training mean), run an evaluation episode, and leave a TensorBoard run.
 
 Everything lands in ``--out`` (default ``quickstart/``): ``datasets/``, ``runs/`` (TensorBoard),
-``agent.zip`` (reused by the next run unless ``--retrain``), ``return_error.md`` and
-``<task>.gif`` (the evaluation episode as the agent saw it).
+``agent.zip`` (reused by the next run unless ``--retrain``), ``return_error.md``,
+``learning_curve.png`` (the occupancy model's held-out NLL of the future against the per-slot
+unigram, and the reward model's NMSE, by step) and ``<task>.gif`` (the evaluation episode as the
+agent saw it). The last lines say how long each phase took.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 from PIL import Image
 
 from voc_rl.agents.base import play_episode
+from voc_rl.baselines import TDCritic, critic_config_for, train_td_critic
 from voc_rl.data.collect import collect
 from voc_rl.data.dataset import PixelDataset, open_dataset
 from voc_rl.envs import make_env
@@ -43,6 +47,8 @@ class MainJobReport:
     behaviour_returns: dict[str, float]
     run_dir: Path | None
     gif: Path
+    plot: Path | None
+    phases: dict[str, float]  # seconds per phase
     seconds: float
 
 
@@ -57,9 +63,20 @@ TABLE = ("method", "nmse", "rmse", "spearman", "Q evals/s")
 
 
 def return_error_table(
-    agent: Any, ds: PixelDataset, out: Path, n_states: int = 32, rollouts: int = 4, seed: int = 0
+    agent: Any,
+    ds: PixelDataset,
+    out: Path,
+    n_states: int = 32,
+    rollouts: int = 4,
+    seed: int = 0,
+    critic_steps: int = QUICK_STEPS["critic_steps"],
+    phases: dict[str, float] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
-    """VOC's estimators (and the mean) against simulator Q on states of held-out episodes."""
+    """VOC's estimators, a TD critic on the same tokens, and the training mean against simulator Q on
+    states of held-out episodes (the split is stratified by behaviour level, so every level is there
+    in proportion). ``phases`` collects the seconds of each step."""
+    phases = {} if phases is None else phases
+    tic = time.perf_counter()
     occ, reward, gamma = agent.occupancy, agent.reward, agent.config.gamma
     train_eps, val_eps = ds.split(0.1, agent.config.seed)  # the split every part trained on
     idx = states_of(ds, val_eps, n_states, seed=seed + 1)
@@ -67,7 +84,16 @@ def return_error_table(
     sim = {"rollouts": rollouts, "processes": 2, "progress": True}
     q_true, q_err = simulator_q(ds, idx, [gamma], **sim).at(gamma)
     train_mean = float(simulator_q(ds, mean_idx, [gamma], **sim).at(gamma)[0].mean())
+    phases["simulator ground truth"] = time.perf_counter() - tic
+    tic = time.perf_counter()
     view = token_view(ds, agent.tokenizer.save(out / "tokenizer.pt"), progress=False)
+    torch.manual_seed(agent.config.seed)
+    critic = TDCritic(critic_config_for(view, "small", gamma=gamma, steps=critic_steps))
+    critic_run = None if agent.run_dir is None else agent.run_dir / "critic"
+    train_td_critic(critic, view, seed=agent.config.seed, out=critic_run, device=agent.device)
+    critic.eval()
+    phases["td-critic"] = time.perf_counter() - tic
+    tic = time.perf_counter()
     c = occ.config
     ctx = torch.from_numpy(view.stacks(idx, c.frame_stack).astype(np.int64)).to(agent.device)
     act = torch.from_numpy(ds.arrays["action"][idx]).to(agent.device)
@@ -81,14 +107,18 @@ def return_error_table(
 
     methods = {
         "sample (N=32)": lambda: sample_q(occ, reward, ctx, act, n=32, generator=g),
-        "density (M=256)": lambda: density_q(occ, reward, ctx, act, cands.to(agent.device)),
         f"pool (K={agent.config.candidates}, {agent.config.pool_size})": pooled,
-        "mean": lambda: torch.full((len(idx),), train_mean),
+        "density over 256 dataset states (baseline)": lambda: density_q(
+            occ, reward, ctx, act, cands.to(agent.device)
+        ),
+        f"td-critic ({critic_steps} steps)": lambda: critic.q_values(ctx, act),
+        "mean (of training states)": lambda: torch.full((len(idx),), train_mean),
     }
     rows = []
     for name, fn in methods.items():
         start = time.perf_counter()
-        pred = fn().cpu().numpy().astype(np.float64)
+        with torch.no_grad():
+            pred = fn().cpu().numpy().astype(np.float64)
         rate = len(idx) / (time.perf_counter() - start)
         rows.append(
             {
@@ -99,8 +129,49 @@ def return_error_table(
                 "Q evals/s": round(rate, 1),
             }
         )
-    truth = f"simulator Q of {len(idx)} held-out states: std {q_true.std():.2f}, stderr {np.mean(q_err):.2f}"
+    phases["Q estimates"] = time.perf_counter() - tic
+    levels = ds.arrays["policy_id"][idx]
+    names = {str(k): v.get("level", k) for k, v in ds.meta.get("policies", {}).items()}
+    mix = ", ".join(f"{names.get(str(p), p)} {int((levels == p).sum())}" for p in np.unique(levels))
+    truth = (
+        f"simulator Q (gamma {gamma}) of {len(idx)} states of {len(val_eps)} held-out episodes ({mix}): "
+        f"std {q_true.std():.2f}, stderr {np.mean(q_err):.2f} ({rollouts} rollouts)"
+    )
     return rows, truth
+
+
+def learning_curve_plot(run_dir: Path | None, path: Path) -> Path | None:
+    """The occupancy model's held-out curves from its TensorBoard log, as a PNG (None without a log)."""
+    if run_dir is None or not (run_dir / "occupancy" / "tb").exists():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "occupancy" / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    if "val/nll_future" not in tags:
+        return None
+
+    def series(tag: str) -> tuple[list[int], list[float]]:
+        points = events.Scalars(tag) if tag in tags else []
+        return [p.step for p in points], [p.value for p in points]
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax.plot(*series("val/nll_future"), marker="o", label="occupancy model")
+    ax.plot(*series("val/unigram_nll"), ls="--", color="gray", label="per-slot unigram")
+    ax.set(xlabel="step", ylabel="held-out NLL / token of s_{t+k}", title="the future")
+    ax2.plot(*series("val/reward_nmse"), marker="o", color="C1")
+    ax2.axhline(1.0, ls=":", color="gray")
+    ax2.set(xlabel="step", ylabel="held-out NMSE", title="reward model")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def evaluation_episode(agent: Any, task: str, out: Path, seed: int) -> tuple[float, float, Path]:
@@ -128,7 +199,11 @@ def main_job(
     make_env(task).close()  # an unknown task fails here, with the close names, before any work
     out = user_path(out)  # absolute from here on, whatever the working directory
     out.mkdir(parents=True, exist_ok=True)
+    phases: dict[str, float] = {}
+    tic = time.perf_counter()
     ds = dataset_for(task, episodes, out, seed)
+    phases["dataset"] = time.perf_counter() - tic
+    tic = time.perf_counter()
     saved = out / "agent.zip"
     if saved.exists() and not retrain:
         agent = load_agent(saved)
@@ -137,17 +212,25 @@ def main_job(
         agent = make_agent(agent_name, size=size, seed=seed, **{**QUICK_STEPS, **overrides})
         agent.learn(ds, runs=out / "runs")
         agent.save(saved)
-    table, truth = (
-        return_error_table(agent, ds, out, n_states, seed=seed) if hasattr(agent, "occupancy") else ([], "")
-    )
-    if table:
+    phases["agent training"] = time.perf_counter() - tic
+    table, truth = ([], "")
+    if hasattr(agent, "occupancy"):
+        steps = overrides.get("critic_steps", QUICK_STEPS["critic_steps"])
+        table, truth = return_error_table(
+            agent, ds, out, n_states, seed=seed, critic_steps=steps, phases=phases
+        )
         (out / "return_error.md").write_text("\n".join([*markdown_table(table, TABLE), "", truth, ""]))
+    plot = learning_curve_plot(agent.run_dir, out / "learning_curve.png")
+    tic = time.perf_counter()
     ret, ms, gif = evaluation_episode(agent, task, out, seed)
+    phases["evaluation episode"] = time.perf_counter() - tic
     ids = ds.arrays["policy_id"][ds.ep_start]
     returns = ds.episode_returns()
     levels = {str(k): v.get("level", k) for k, v in ds.meta.get("policies", {}).items()}
     behaviour = {levels.get(str(p), str(p)): float(returns[ids == p].mean()) for p in np.unique(ids)}
-    return MainJobReport(table, truth, ret, ms, behaviour, agent.run_dir, gif, time.perf_counter() - start)
+    return MainJobReport(
+        table, truth, ret, ms, behaviour, agent.run_dir, gif, plot, phases, time.perf_counter() - start
+    )
 
 
 def summary(report: MainJobReport, task: str, agent_name: str) -> str:
@@ -162,5 +245,8 @@ def summary(report: MainJobReport, task: str, agent_name: str) -> str:
     )
     if report.run_dir is not None:
         lines.append(f"TensorBoard: tensorboard --logdir {report.run_dir}")
-    lines.append(f"wrote {report.gif}; total {report.seconds / 60:.1f} min")
+    wrote = [str(report.gif)] + ([str(report.plot)] if report.plot is not None else [])
+    lines.append(f"wrote {', '.join(wrote)}")
+    spent = ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in report.phases.items())
+    lines.append(f"minutes: {spent}; total {report.seconds / 60:.1f}")
     return "\n".join(lines)

@@ -15,8 +15,13 @@ reported):
 - ``paper-style``: VOC scored as the published code does (top-k 50, 100 samples) against its
   truncated target (the next min(1/(1-gamma), 10) rewards of the dataset), and against the simulator.
 
-CSV columns: task,dataset,gamma,tokenizer,method,n_states,nmse,rmse,spearman,evals_per_s,ground_truth
-(means over seeds; ``return_error_seeds.csv`` has every seed, the markdown mean +- std).
+Occupancy models train with ``--n-step`` (default ``mc``: the dataset's futures, bootstrapped only
+past an episode's end; ``1``: one-step generative TD) on 16-token tokenizers (``--tokens agent``, the
+agents' geometry). ``reward_nmse`` is the reward model's held-out NMSE (r(s_{t+1}) against r_t at
+the same states) on the rows that use it.
+
+CSV columns: task,dataset,gamma,tokenizer,method,n_states,nmse,rmse,spearman,evals_per_s,ground_truth,
+reward_nmse (means over seeds; ``return_error_seeds.csv`` has every seed, the markdown mean +- std).
 
     voc-rl bench return-error --quick                    # a tiny version in minutes
     python benchmarks/return_error.py --data-root datasets --tasks cheetah-run --gammas 0.9 0.99
@@ -54,6 +59,7 @@ from voc_rl.ground_truth import simulator_q
 from voc_rl.occupancy import OccupancyModel
 from voc_rl.occupancy_train import occupancy_config_for, train_occupancy
 from voc_rl.paths import resolve_args
+from voc_rl.registry import AGENT_TOKENS
 from voc_rl.report import command_line, machine_line, write_csv
 from voc_rl.tokenizers import Tokenizer, make_tokenizer
 from voc_rl.tokenizers.cache import token_view
@@ -62,7 +68,7 @@ from voc_rl.value import density_q, pool_q, rollout_q, sample_q
 
 COLUMNS = [
     "task", "dataset", "gamma", "tokenizer", "method", "n_states",
-    "nmse", "rmse", "spearman", "evals_per_s", "ground_truth",
+    "nmse", "rmse", "spearman", "evals_per_s", "ground_truth", "reward_nmse",
 ]  # fmt: skip
 
 
@@ -105,9 +111,12 @@ def states_of(ds: PixelDataset, episodes: np.ndarray, n: int, seed: int) -> np.n
 
 # ---------------------------------------------------------------------------------------------- models
 def tokenizer_for(ds: PixelDataset, backend: str, args: argparse.Namespace) -> Path:
-    out = args.runs / f"{ds.meta['name']}__tok_{backend}_{args.tok_size}"
+    tokens = "" if args.tokens == "preset" else "_16"
+    out = args.runs / f"{ds.meta['name']}__tok_{backend}_{args.tok_size}{tokens}"
     ckpt = out / "tokenizer.pt"
     extra: dict[str, Any] = {"action_dim": int(ds.arrays["action"].shape[1])} if backend == "musik" else {}
+    if args.tokens == "agent":  # the agents' geometry: 16 tokens per 64 px frame
+        extra.update(AGENT_TOKENS[backend])
     if args.tok_steps:
         extra["steps"] = args.tok_steps
     tok = make_tokenizer(backend, size=args.tok_size, **extra)
@@ -118,10 +127,14 @@ def tokenizer_for(ds: PixelDataset, backend: str, args: argparse.Namespace) -> P
 
 def occupancy_for(view: PixelDataset, gamma: float, seed: int, args: argparse.Namespace, **fields: Any):
     steps = {"steps": args.occ_steps} if args.occ_steps else {}
+    fields = {"n_step": args.n_step, **fields}
     config = occupancy_config_for(view, args.occ_size, gamma=gamma, **steps, **fields)
-    out = args.runs / f"{view.meta['name']}__{config.tokenizer}__occ_g{gamma}_s{seed}_{args.occ_size}"
+    horizon = "mc" if config.n_step is None else config.n_step
+    key = view.meta["tokens"]["key"][:8]
+    name = f"{view.meta['name']}__{config.tokenizer}_{key}__occ_g{gamma}_n{horizon}_s{seed}_{args.occ_size}"
+    out = args.runs / name
     if (out / "occupancy.pt").exists():
-        model, reward = OccupancyModel.load(out / "occupancy.pt")
+        model, reward = OccupancyModel.load(out / "occupancy.pt", n_step=config.n_step)
         if model.step >= config.steps:
             return model, reward
     torch.manual_seed(seed)
@@ -150,6 +163,17 @@ def prior_for(view: PixelDataset, args: argparse.Namespace) -> BCPolicy:
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
+VOC_METHODS = ("sample", "density", "pool", "paper-style")  # the rows that read the reward model
+
+
+@torch.no_grad()
+def reward_nmse(view: PixelDataset, idx: np.ndarray, occ: OccupancyModel, reward: Any) -> float:
+    """Held-out NMSE of the reward model: r(s_{t+1}) against the dataset's r_t at the states ``idx``."""
+    c = occ.config
+    tokens = torch.from_numpy(view.stacks(idx + 1, c.frame_stack)[:, -c.n_target :].astype(np.int64))
+    return nmse(reward(tokens).numpy().astype(np.float64), view.arrays["reward"][idx].astype(np.float64))
+
+
 def timed(fn: Callable[[], torch.Tensor | np.ndarray], n: int) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
     out = fn()
@@ -258,6 +282,7 @@ def evaluate_dataset(task: str, kind: str, args: argparse.Namespace, rows: list,
             targets = {"simulator": q_true, "paper-truncated": paper_target(ds, idx, gamma)}
             for seed in args.seeds:
                 occ, reward = occupancy_for(view, gamma, seed, args)
+                r_nmse = reward_nmse(view, idx, occ, reward)
                 models = {
                     "occ": occ,
                     "reward": reward,
@@ -292,6 +317,7 @@ def evaluate_dataset(task: str, kind: str, args: argparse.Namespace, rows: list,
                                 "ground_truth": truth_name,
                                 "truth_stderr": float(np.mean(q_err)),
                                 "truth_std": float(true.std()),
+                                "reward_nmse": r_nmse if method in VOC_METHODS else "",
                             }
                         )
                         print(f"{task} {kind} gamma {gamma} {backend} {method} seed {seed} vs {truth_name}: "
@@ -316,8 +342,8 @@ def kept_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     out = []
     with path.open() as f:
         for r in csv.DictReader(f):
-            row: dict[str, Any] = {k: (v if k in ("task", "dataset", "tokenizer", "method", "ground_truth")
-                                       else float(v)) for k, v in r.items()}  # fmt: skip
+            text = ("task", "dataset", "tokenizer", "method", "ground_truth")
+            row: dict[str, Any] = {k: (v if k in text or v == "" else float(v)) for k, v in r.items()}
             row["n_states"], row["seed"] = int(row["n_states"]), int(row["seed"])
             if (row["task"], row["dataset"], row["gamma"], row["tokenizer"]) not in redo:
                 out.append(row)
@@ -337,6 +363,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             vals = np.array([r[m] for r in rs], dtype=np.float64)
             agg[m], agg[f"{m}_std"] = float(vals.mean()), float(vals.std())
         agg["truth_stderr"], agg["truth_std"] = rs[0]["truth_stderr"], rs[0]["truth_std"]
+        rewards = [r["reward_nmse"] for r in rs if r.get("reward_nmse", "") != ""]
+        agg["reward_nmse"] = float(np.mean(rewards)) if rewards else ""
         out.append(agg)
     return out
 
@@ -356,6 +384,7 @@ def write(
     scatter(plots, args)
     head = (
         "| task | dataset | gamma | tokenizer | method | ground truth | NMSE | RMSE | Spearman | Q evals/s "
+        "| reward NMSE "
     )
     head += "| seeds |"
     lines = [
@@ -387,7 +416,8 @@ def write(
             f"| {r['task']} | {r['dataset']} | {r['gamma']} | {r['tokenizer']} | {r['method']} | "
             f"{r['ground_truth']} (se {fmt(r['truth_stderr'], 2)}) | "
             f"{fmt(r['nmse'])} +- {fmt(r['nmse_std'], 2)} | "
-            f"{fmt(r['rmse'])} | {fmt(r['spearman'])} | {fmt(r['evals_per_s'])} | {r['seeds']} |"
+            f"{fmt(r['rmse'])} | {fmt(r['spearman'])} | {fmt(r['evals_per_s'])} | "
+            f"{'' if r['reward_nmse'] == '' else fmt(r['reward_nmse'])} | {r['seeds']} |"
         )
     (args.out_dir / "return_error.md").write_text("\n".join(lines) + "\n")
 
@@ -436,6 +466,18 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p.add_argument("--tok-steps", type=int)
     p.add_argument("--occ-size", default="small")
     p.add_argument("--occ-steps", type=int)
+    p.add_argument(
+        "--n-step",
+        type=lambda t: None if t.lower() in ("mc", "none") else int(t),
+        default=None,
+        help="horizon of the occupancy objective: mc (default) or N (1: one-step generative TD)",
+    )
+    p.add_argument(
+        "--tokens",
+        choices=("agent", "preset"),
+        default="agent",
+        help="tokens per frame: the agents' 16 (default) or the tokenizer preset's (64 for vqvae)",
+    )
     p.add_argument("--critic-steps", type=int)
     p.add_argument("--bc-steps", type=int)
     p.add_argument("--data-root", type=Path, default=Path("datasets"))

@@ -472,14 +472,31 @@ class PixelDataset:
         return np.asarray(self.frames[self.ep_start[e] : self.ep_start[e] + self.ep_len[e] + 1])
 
     def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Train / validation episode ids, split by whole episodes, fixed by ``seed``."""
+        """Train / validation episode ids, split by whole episodes, fixed by ``seed``.
+
+        Stratified by behaviour policy: each policy's episodes (``policy_id``) are held out in the
+        same proportion, at least one of each policy that has two or more (and at least one in all),
+        so a ``mixed`` dataset's held-out episodes cover every level and their spread of returns is
+        the dataset's.
+        """
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        order = np.random.default_rng(seed).permutation(self.num_episodes)
-        n_val = round(val_fraction * self.num_episodes)
-        if val_fraction > 0 and n_val == 0 and self.num_episodes > 1:
-            n_val = 1
-        return np.sort(order[n_val:]), np.sort(order[:n_val])
+        rng = np.random.default_rng(seed)
+        policy = self.arrays["policy_id"][self.ep_start] if "policy_id" in self.arrays else None
+        groups = [np.arange(self.num_episodes)] if policy is None else [
+            np.flatnonzero(policy == p) for p in np.unique(policy)
+        ]  # fmt: skip
+        val = []
+        for episodes in groups:
+            order = rng.permutation(episodes)
+            n_val = round(val_fraction * len(order))
+            if val_fraction > 0 and n_val == 0 and len(order) > 1:
+                n_val = 1
+            val.append(order[:n_val])
+        held = np.sort(np.concatenate(val)).astype(np.int64)
+        if val_fraction > 0 and len(held) == 0 and self.num_episodes > 1:  # one episode per policy
+            held = np.sort(rng.permutation(self.num_episodes)[:1]).astype(np.int64)
+        return np.setdiff1d(np.arange(self.num_episodes), held), held
 
     def stacks(self, index: np.ndarray, frame_stack: int) -> np.ndarray:
         """Frame stacks ending at flat frame ``index`` (any shape S), padded at episode starts.

@@ -8,6 +8,10 @@ at an episode's start repeat its first frame.
 When t + k runs past the end of a truncated episode the future is clipped to the last recorded
 frame and ``future_clipped`` says so (the true future was never recorded); at a true terminal
 state the future stays there (an absorbing state), which is exact.
+
+:meth:`WindowSampler.occupancy_targets` gives the training targets of an occupancy model with a
+horizon ``n_step`` (see :func:`future_targets`): per row the dataset's s_{t+k}, or the (state,
+action) at which the model must bootstrap, gathering only the stacks it uses.
 """
 
 from __future__ import annotations
@@ -31,6 +35,47 @@ class WindowBatch:
     k: np.ndarray  # (B,) int, steps from t to the future frame (after clipping)
     future_clipped: np.ndarray  # (B,) bool, t+k ran past a truncated episode's end
     index: np.ndarray  # (B,) flat frame index of s_t's newest frame
+
+
+@dataclass
+class TargetBatch:
+    """Occupancy-model targets: per row either the dataset's future or where to bootstrap."""
+
+    obs: np.ndarray  # (B, 3F, H, W) s_t (or tokens (B, F * tokens_per_frame) on a token view)
+    action: np.ndarray  # (B, A) float32, a_t
+    target: np.ndarray  # (B, 3F, H, W) s_{t+k} where not bootstrap, else s_{t+j}
+    bootstrap: np.ndarray  # (B,) bool: the target is a model sample at (s_{t+j}, a_{t+j})
+    bootstrap_action: np.ndarray  # (B, A) float32, a_{t+j} where bootstrap, else zeros
+    k: np.ndarray  # (B,) int, the geometric draw (before any clipping)
+    j: np.ndarray  # (B,) int, steps to the bootstrap state (meaningful where bootstrap)
+    index: np.ndarray  # (B,) flat frame index of s_t's newest frame
+
+
+def future_targets(
+    index: np.ndarray, last: np.ndarray, terminal: np.ndarray, k: np.ndarray, n_step: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the occupancy target of each window comes from: (target index, bootstrap, j), each (B,).
+
+    The occupancy of the behaviour policy at (s_t, a_t) is the law of s_{t+k}, k ~ Geom(1 - gamma)
+    on {1, 2, ...}. The geometric law is memoryless: given k > j, k - j ~ Geom(1 - gamma) again, so
+    s_{t+k} is then a draw of the occupancy at (s_{t+j}, a_{t+j}). Hence, exactly, with
+    m = T - 1 - t (T the episode's last frame, the last one with an action is T - 1):
+
+    - ``j = min(n_step, m)`` (``n_step=None``: ``j = m``, Monte-Carlo);
+    - if k <= j the target is the recorded s_{t+k};
+    - otherwise it is a sample of the model at (s_{t+j}, a_{t+j}) (a bootstrap).
+
+    ``n_step=1`` is one-step generative TD. A true terminal s_T is absorbing (s_{t+k} = s_T for
+    t + k >= T), so an episode that terminates needs a bootstrap only when k > n_step and t + n_step
+    < T. ``index`` and ``last`` are flat frame indices of s_t and of its episode's last frame.
+    """
+    if n_step is not None and (isinstance(n_step, bool) or not isinstance(n_step, int) or n_step < 1):
+        raise ValueError(f"n_step must be an integer >= 1 or None (Monte-Carlo), got {n_step!r}")
+    horizon = np.full(len(index), np.iinfo(np.int64).max // 4 if n_step is None else n_step, np.int64)
+    j = np.where(terminal, horizon, np.minimum(horizon, last - 1 - index))
+    bootstrap = (k > j) & (index + j < last)
+    target = np.where(bootstrap, index + j, np.minimum(index + k, last))
+    return target, bootstrap, np.where(bootstrap, j, 0)
 
 
 def check_episodes(dataset: PixelDataset, episodes: np.ndarray | None) -> np.ndarray:
@@ -86,17 +131,21 @@ class WindowSampler:
     def __len__(self) -> int:
         return len(self._valid)
 
-    def sample_indices(
-        self, batch_size: int, gamma: float
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Flat indices (B,), their episode's last frame (B,), k (B,) and the clipped flags (B,)."""
+    def _draw(self, batch_size: int, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the valid windows (B,) and geometric draws k (B,)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if not 0.0 <= gamma < 1.0:
             raise ValueError(f"gamma must be in [0, 1), got {gamma}")
         pick = self.rng.integers(0, len(self._valid), size=batch_size)
+        return pick, self.rng.geometric(1.0 - gamma, size=batch_size)
+
+    def sample_indices(
+        self, batch_size: int, gamma: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Flat indices (B,), their episode's last frame (B,), k (B,) and the clipped flags (B,)."""
+        pick, k = self._draw(batch_size, gamma)
         index, last = self._valid[pick], self._last[pick]
-        k = self.rng.geometric(1.0 - gamma, size=batch_size)
         over = index + k > last
         clipped = over & ~self._terminal_end[pick]
         k = np.minimum(k, last - index)
@@ -121,6 +170,35 @@ class WindowSampler:
             future_clipped=clipped,
             index=index,
         )
+
+    def occupancy_targets(self, batch_size: int, gamma: float, n_step: int | None = None) -> TargetBatch:
+        """Training targets of an occupancy model with horizon ``n_step`` (see :func:`future_targets`).
+
+        Two stacks per row: s_t and the target (the recorded future, or the state to bootstrap at).
+        """
+        pick, k = self._draw(batch_size, gamma)
+        index, last = self._valid[pick], self._last[pick]
+        target, bootstrap, j = future_targets(index, last, self._terminal_end[pick], k, n_step)
+        stacks = self.ds.stacks(np.stack([index, target], axis=1), self.frame_stack)  # (B, 2, ...)
+        actions = self.ds.arrays["action"]
+        boot_action = np.where(bootstrap[:, None], actions[np.where(bootstrap, target, index)], 0.0)
+        return TargetBatch(
+            obs=stacks[:, 0],
+            action=actions[index],
+            target=stacks[:, 1],
+            bootstrap=bootstrap,
+            bootstrap_action=boot_action.astype(np.float32),
+            k=k,
+            j=j,
+            index=index,
+        )
+
+    def rewards(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """A reward-model batch: the stacks s_{t+1} (B, ...) and the rewards r_t received on entering
+        them (B,), over every transition of the sampler's episodes."""
+        pick, _ = self._draw(batch_size, 0.0)
+        index = self._valid[pick]
+        return self.ds.stacks(index + 1, self.frame_stack), self.ds.arrays["reward"][index]
 
 
 def discounted_returns(

@@ -1,0 +1,388 @@
+"""Learning curves of the occupancy objectives and the TD critic under equal wall-clock budgets:
+writes results/learning_curve.md, .csv and .png.
+
+One dataset (cheetah-run ``mixed`` by default, 100k transitions) and one 16-token tokenizer shared by
+every method. Methods (each trained for ``--minutes`` of training wall-clock on one thread; the
+evaluations are not counted):
+
+- ``td1``: one-step generative TD (the published objective; ``n_step=1``);
+- ``nstep10``: dataset futures up to 10 steps, bootstrapped beyond (``n_step=10``);
+- ``mc``: dataset futures, bootstrapped only past an episode's end (``n_step=None``, the default);
+- ``td-critic``: SARSA TD on the same tokens (``voc_rl.baselines.train_td_critic``).
+
+At each checkpoint (``--eval-at``, training minutes) the occupancy models are scored on held-out
+episodes: the NLL per token of the Monte-Carlo future s_{t+k} beside the per-slot unigram of the
+training tokens, the reward model's NMSE, and Q(s_t, a_t) against ``simulator_q`` (``--rollouts``
+rollouts) on ``--n-states`` held-out states drawn equally from every behaviour level, by
+``sample`` (N samples), ``density`` (self-normalised weights over M training states: a baseline that
+degrades as the model sharpens) and ``pool`` (K candidate actions share a pool of the model's own
+samples, weighted by the exact mixture density; the estimator of record). ``ess`` is the mean
+effective sample size of the weights; ``top1`` is how often the estimator's best of the K candidate
+actions (a_t and K - 1 actions of random training states) is the simulator's best.
+
+CSV columns: task,dataset,gamma,method,estimator,step,seconds,nll_future,unigram_nll,reward_nmse,
+nmse,spearman,ess,n_states,top1,ms_per_state. Each method writes ``--runs/<method>.csv`` as it goes;
+the report merges whatever is there, so two invocations can run methods in parallel:
+
+    python benchmarks/learning_curve.py --prepare --processes 2   # ground truth, cached
+    python benchmarks/learning_curve.py --methods mc td1 &
+    python benchmarks/learning_curve.py --methods nstep10 td-critic &
+    python benchmarks/learning_curve.py --report-only      # merge, tables and plot
+    python benchmarks/learning_curve.py --quick            # minutes, tiny sizes, for a smoke test
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse
+import csv
+import datetime
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from voc_rl.baselines import TDCritic, critic_config_for, train_td_critic
+from voc_rl.data import PixelDataset, open_dataset
+from voc_rl.data.collect import collect
+from voc_rl.ground_truth import simulator_q
+from voc_rl.occupancy import OccupancyModel, RewardModel
+from voc_rl.occupancy_train import occupancy_config_for, train_occupancy, validate, validation_batch
+from voc_rl.report import command_line, machine_line, markdown_table, write_csv
+from voc_rl.return_error import nmse, spearman, states_of
+from voc_rl.tokenizers import Tokenizer, make_tokenizer
+from voc_rl.tokenizers.cache import token_view
+from voc_rl.tokenizers.train import fit
+from voc_rl.value import density_q, pool_q, sample_q
+
+COLUMNS = [
+    "task", "dataset", "gamma", "method", "estimator", "step", "seconds", "nll_future", "unigram_nll",
+    "reward_nmse", "nmse", "spearman", "ess", "n_states", "top1", "ms_per_state",
+]  # fmt: skip
+N_STEP = {"td1": 1, "nstep10": 10, "mc": None}
+METHODS = (*N_STEP, "td-critic")
+
+
+# ---------------------------------------------------------------------------------------------- data
+def dataset_for(args: argparse.Namespace) -> PixelDataset:
+    name = f"{args.task}-{args.dataset}" + ("-quick" if args.quick else "")
+    path = args.data_root / "voc_rl" / f"{name}-v0"
+    if not path.exists():
+        collect(args.task, args.dataset, episodes=args.episodes, out=args.data_root, name=name)
+    return open_dataset(path)
+
+
+def tokenizer_for(ds: PixelDataset, args: argparse.Namespace) -> Path:
+    """One 16-token VQ-VAE (``downsample=4``: a 4x4 grid of codes per 64px frame) for every method."""
+    if args.tokenizer is not None:
+        return args.tokenizer
+    out = args.runs / f"{ds.meta['name']}__vqvae16"
+    ckpt = out / "tokenizer.pt"
+    size, steps = ("tiny", 30) if args.quick else ("small", 1000)
+    if not ckpt.exists() or Tokenizer.load(ckpt).step < steps:
+        fit(make_tokenizer("vqvae", size=size, downsample=4, steps=steps), ds, seed=0, out=out)
+    return ckpt
+
+
+def held_out_states(ds: PixelDataset, episodes: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` frames of held-out ``episodes``, the same number from every behaviour level present."""
+    level = ds.arrays["policy_id"][ds.ep_start[episodes]]
+    kinds = np.unique(level)
+    parts = [
+        states_of(ds, episodes[level == k], n // len(kinds) + (i < n % len(kinds)), seed + i)
+        for i, k in enumerate(kinds)
+    ]
+    return np.sort(np.concatenate(parts))
+
+
+class Bench:
+    """The held-out states, their simulator Q (and that of K candidate actions each), token stacks."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        ds = dataset_for(args)
+        self.ds = ds
+        self.view = token_view(ds, tokenizer_for(ds, args))
+        self.train_eps, self.val_eps = ds.split(0.1, 0)  # the split every trainer uses (seed 0)
+        self.idx = held_out_states(ds, self.val_eps, args.n_states, seed=1)
+        rng = np.random.default_rng(2)
+        train_frames = states_of(ds, self.train_eps, 10**9, seed=3)
+        others = ds.arrays["action"][rng.choice(train_frames, (len(self.idx), args.actions - 1))]
+        self.actions = np.concatenate([ds.arrays["action"][self.idx][:, None], others], 1)  # (n, K, A)
+        sim = {"rollouts": args.rollouts, "processes": args.processes, "progress": not args.quiet}
+        self.q_true, q_err = simulator_q(ds, self.idx, [args.gamma], **sim).at(args.gamma)
+        self.truth_stderr = float(np.mean(q_err))
+        flat = simulator_q(
+            ds,
+            np.repeat(self.idx, args.actions),
+            [args.gamma],
+            actions=self.actions.reshape(-1, self.actions.shape[-1]),
+            **sim,
+        ).at(args.gamma)[0]
+        self.q_cands = flat.reshape(len(self.idx), args.actions)  # (n, K)
+        self.cand_idx = rng.choice(train_frames, size=min(args.candidates, len(train_frames)), replace=False)
+
+    def context(self, frame_stack: int) -> torch.Tensor:
+        return torch.from_numpy(self.view.stacks(self.idx, frame_stack).astype(np.int64))
+
+    def row(self, method: str, estimator: str, step: int, seconds: float, **values: Any) -> dict[str, Any]:
+        a = self.args
+        base = {"task": a.task, "dataset": a.dataset, "gamma": a.gamma, "method": method}
+        return {**base, "estimator": estimator, "step": step, "seconds": round(seconds, 1),
+                "n_states": len(self.idx), **values}  # fmt: skip
+
+    def scores(self, pred: np.ndarray, cands: np.ndarray | None) -> dict[str, Any]:
+        top1 = "" if cands is None else float(np.mean(cands.argmax(1) == self.q_cands.argmax(1)))
+        return {"nmse": nmse(pred, self.q_true), "spearman": spearman(pred, self.q_true), "top1": top1}
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def evaluate_occupancy(
+    bench: Bench, model: OccupancyModel, reward: RewardModel, val: dict[str, torch.Tensor], seed: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """(estimator, values) rows for one checkpoint of an occupancy model."""
+    a, c = bench.args, model.config
+    model.eval()
+    reward.eval()
+    metrics = validate(model, reward, val)
+    common = {k: metrics[k] for k in ("nll_future", "unigram_nll", "reward_nmse")}
+    ctx = bench.context(c.frame_stack)
+    act, acts = torch.from_numpy(bench.actions[:, 0]), torch.from_numpy(bench.actions)
+    cands = bench.view.stacks(bench.cand_idx, c.frame_stack)[:, -c.n_target :]
+    cands = torch.from_numpy(cands.astype(np.int64))
+    g = torch.Generator().manual_seed(seed)
+    n = len(bench.idx)
+
+    def by_chunks(fn: Callable[[slice], Any]) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """(Q, ESS or None, ms per state) of ``fn`` over the states, 16 at a time."""
+        start = time.perf_counter()
+        parts = [fn(slice(i, i + 16)) for i in range(0, n, 16)]
+        ms = 1000 * (time.perf_counter() - start) / n
+        if isinstance(parts[0], tuple):
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), ms
+        return torch.cat(parts), None, ms
+
+    q, _, ms = by_chunks(lambda s: sample_q(model, reward, ctx[s], act[s], n=a.samples, generator=g))
+    out = [("sample", {**bench.scores(q.numpy(), None), "ess": a.samples, "ms_per_state": ms})]
+    q, ess, ms = by_chunks(lambda s: density_q(model, reward, ctx[s], act[s], cands, return_ess=True))
+    out.append(("density", {**bench.scores(q.numpy(), None), "ess": float(ess.mean()), "ms_per_state": ms}))
+    q, ess, ms = by_chunks(
+        lambda s: pool_q(model, reward, ctx[s], acts[s], a.pool_size, generator=g, return_ess=True)
+    )
+    q = q.numpy()  # (n, K): a_t first
+    out.append(("pool", {**bench.scores(q[:, 0], q), "ess": float(ess[:, 0].mean()), "ms_per_state": ms}))
+    model.train()
+    reward.train()
+    return [(name, {**common, **values}) for name, values in out]
+
+
+def evaluate_critic(bench: Bench, critic: TDCritic) -> list[tuple[str, dict[str, Any]]]:
+    critic.eval()
+    ctx = bench.context(critic.config.frame_stack)
+    start = time.perf_counter()
+    q = critic.q_values(ctx, torch.from_numpy(bench.actions)).detach().numpy()
+    ms = 1000 * (time.perf_counter() - start) / len(bench.idx)
+    critic.train()
+    return [("critic", {**bench.scores(q[:, 0], q), "ms_per_state": ms})]
+
+
+# ---------------------------------------------------------------------------------------------- training
+class Clock:
+    """Training wall-clock (evaluations excluded), checkpoints at ``eval_at`` minutes, stop at the last."""
+
+    def __init__(self, eval_at: list[float], evaluate: Callable[[int, float], None]):
+        self.eval_at, self.evaluate = [60 * m for m in eval_at], evaluate
+        self.spent, self.tic = 0.0, time.perf_counter()
+
+    def __call__(self, step: int, logs: dict[str, float]) -> bool:
+        now = time.perf_counter()
+        self.spent += now - self.tic
+        if self.eval_at and self.spent >= self.eval_at[0]:
+            self.eval_at.pop(0)
+            self.evaluate(step, self.spent)
+        self.tic = time.perf_counter()
+        return bool(self.eval_at)  # False: stop after the last checkpoint
+
+
+def train_method(bench: Bench, method: str, args: argparse.Namespace) -> None:
+    path = args.runs / f"{method}.csv"
+    rows: list[dict[str, Any]] = []
+
+    def record(step: int, seconds: float, results: list[tuple[str, dict[str, Any]]]) -> None:
+        for estimator, values in results:
+            rows.append(bench.row(method, estimator, step, seconds, **values))
+            print(
+                f"{method} {estimator} step {step} ({seconds / 60:.1f} min): NMSE {values['nmse']:.3f}",
+                flush=True,
+            )
+        write_csv(path, rows, COLUMNS)
+        report(args)
+
+    torch.manual_seed(args.seed)
+    huge = 10**7  # steps: the run stops on the clock; the learning rate stays near constant
+    size = "tiny" if args.quick else "small"
+    if method == "td-critic":
+        critic = TDCritic(critic_config_for(bench.view, size, gamma=args.gamma, steps=huge))
+        clock = Clock(args.eval_at, lambda step, s: record(step, s, evaluate_critic(bench, critic)))
+        train_td_critic(
+            critic, bench.view, seed=args.seed, progress=False, device="cpu", callback=clock, eval_every=huge
+        )
+        return
+    config = occupancy_config_for(
+        bench.view, size, gamma=args.gamma, n_step=N_STEP[method], target_frames=2, steps=huge
+    )
+    model, reward = OccupancyModel(config), RewardModel(config)
+    val = validation_batch(
+        bench.view, bench.val_eps, bench.train_eps, config, args.seed + 1, torch.device("cpu"), size=512
+    )
+    clock = Clock(
+        args.eval_at,
+        lambda step, s: record(step, s, evaluate_occupancy(bench, model, reward, val, args.seed)),
+    )
+    train_occupancy(
+        model, bench.view, seed=args.seed, reward=reward, progress=False, device="cpu", callback=clock,
+        eval_every=huge,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- report
+def report(args: argparse.Namespace) -> None:
+    rows: list[dict[str, Any]] = []
+    for method in METHODS:
+        path = args.runs / f"{method}.csv"
+        if path.exists():
+            with open(path) as f:
+                rows += list(csv.DictReader(f))
+    if not rows:
+        return
+    out = args.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "learning_curve.csv", rows, COLUMNS)
+
+    def fmt(value: str, digits: int = 3) -> str:
+        try:
+            return f"{float(value):.{digits}f}"
+        except ValueError:
+            return value
+
+    three = ("nll_future", "unigram_nll", "reward_nmse", "nmse", "spearman", "top1")
+    table = [
+        {
+            **r,
+            **{k: fmt(r[k]) for k in three},
+            "ess": fmt(r["ess"], 1),
+            "ms_per_state": fmt(r["ms_per_state"], 1),
+        }
+        for r in rows
+    ]
+    cols = ["method", "estimator", "step", "seconds", "nll_future", "unigram_nll", "reward_nmse", "nmse",
+            "spearman", "ess", "top1", "ms_per_state"]  # fmt: skip
+    r0 = rows[0]
+    lines = [
+        "# Learning curves: occupancy objectives against the TD critic, equal wall-clock",
+        "",
+        f"Command: `{command_line()}`  ",
+        machine_line(threads=1, uses_gpu=False),
+        f"Date (UTC): {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}  ",
+        f"Dataset: {r0['task']} `{r0['dataset']}`; gamma {r0['gamma']}; {r0['n_states']} held-out states "
+        f"(equal thirds of the behaviour levels), simulator Q with {args.rollouts} rollouts.",
+        "",
+        "`seconds` is training wall-clock on one thread (evaluations excluded). `nll_future`: held-out",
+        "NLL per token of the true discounted future s_{t+k}; `unigram_nll`: the same tokens under the",
+        "per-slot unigram of the training tokens (a model that ignores the context). `nmse`: MSE / Var of",
+        "the simulator Q (1.0 = predicting the mean). `ess`: mean effective sample size of the",
+        "importance weights (`sample`: N). `top1`: the best of K candidate actions agrees with the",
+        "simulator's best. `ms_per_state`: evaluation cost per state.",
+        "",
+        *markdown_table(table, cols),
+        "",
+    ]
+    (out / "learning_curve.md").write_text("\n".join(lines))
+    plot(rows, out / "learning_curve.png")
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    series: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    for r in rows:
+        series.setdefault((r["method"], r["estimator"]), []).append(
+            (float(r["seconds"]), float(r["nmse"]), float(r["nll_future"] or "nan"))
+        )
+    for (method, estimator), pts in sorted(series.items()):
+        pts.sort()
+        x = [p[0] / 60 for p in pts]
+        ax.plot(x, [p[1] for p in pts], marker="o", label=f"{method} / {estimator}")
+        if estimator == "sample":
+            ax2.plot(x, [p[2] for p in pts], marker="o", label=method)
+    unigram = [float(r["unigram_nll"]) for r in rows if r["unigram_nll"]]
+    if unigram:
+        ax2.axhline(unigram[0], color="gray", ls="--", label="per-slot unigram")
+    ax.axhline(1.0, color="gray", ls=":", lw=1)
+    ax.set(xlabel="training minutes (one thread)", ylabel="Q NMSE vs simulator", yscale="log")
+    ax2.set(xlabel="training minutes (one thread)", ylabel="held-out NLL/token of the future")
+    ax.legend(fontsize=7)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-root", type=Path, default=Path("datasets"))
+    p.add_argument("--runs", type=Path, default=Path("runs/learning_curve"))
+    p.add_argument("--out-dir", type=Path, default=Path("results"))
+    p.add_argument("--tokenizer", type=Path, help="a 16-token tokenizer.pt (default: fit one in --runs)")
+    p.add_argument("--task", default="cheetah-run")
+    p.add_argument("--dataset", default="mixed")
+    p.add_argument(
+        "--episodes", type=int, default=200, help="episodes to collect when the dataset is missing"
+    )
+    p.add_argument("--gamma", type=float, default=0.9)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--eval-at", type=float, nargs="+", default=[2.5, 5, 10, 15, 20], help="training minutes")
+    p.add_argument("--n-states", type=int, default=129)
+    p.add_argument("--rollouts", type=int, default=4)
+    p.add_argument("--actions", type=int, default=8, help="K candidate actions per state (a_t first)")
+    p.add_argument("--samples", type=int, default=32, help="N of sample")
+    p.add_argument("--pool-size", type=int, default=32, help="pool shared by the K actions")
+    p.add_argument("--candidates", type=int, default=256, help="M training states of density")
+    p.add_argument("--processes", type=int, default=1, help="simulator processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="tiny sizes, seconds of training")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--report-only", action="store_true")
+    p.add_argument(
+        "--prepare", action="store_true", help="only the ground truth and tokens (cached), then exit"
+    )
+    args = p.parse_args(argv)
+    for name in ("data_root", "runs", "out_dir", "tokenizer"):
+        if getattr(args, name) is not None:
+            setattr(args, name, getattr(args, name).expanduser().resolve())
+    if args.quick:
+        args.episodes, args.n_states, args.rollouts, args.eval_at = 6, 6, 1, [0.02, 0.04]
+        args.candidates, args.samples, args.pool_size, args.actions = 16, 4, 4, 2
+    torch.set_num_threads(1)
+    args.runs.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        bench = Bench(args)
+        if args.prepare:
+            return
+        for method in args.methods:
+            train_method(bench, method, args)
+    report(args)
+
+
+if __name__ == "__main__":
+    main()
