@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from voc_rl.agents.base import Agent
 
-from voc_rl.baselines import TDCritic, critic_config_for, train_td_critic
+from voc_rl.agents.base import Agent
 from voc_rl.checkpoint import CheckpointError
+from voc_rl.critic import TDCritic, critic_config_for, train_td_critic
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.occupancy import OccupancyModel, RewardModel
 from voc_rl.occupancy_train import occupancy_config_for, train_occupancy
@@ -155,8 +155,7 @@ class TDCriticAgent(Agent):
         c = self.config
         if self.critic is None:
             torch.manual_seed(c.seed)
-            size = "tiny" if c.size == "tiny" else "small"
-            self.critic = TDCritic(critic_config_for(view, size, gamma=c.gamma, **cap(c.critic_steps)))
+            self.critic = TDCritic(critic_config_for(view, c.size, gamma=c.gamma, **cap(c.critic_steps)))
         train_td_critic(
             self.critic, view, out=run / "critic", callback=hook("critic"), device=self.device, **common
         )

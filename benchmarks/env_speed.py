@@ -31,9 +31,8 @@ from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
-from voc_rl.envs._gl import ensure_gl_backend
-
 import voc_rl
+from voc_rl.envs._gl import ensure_gl_backend
 from voc_rl.paths import resolve_args
 
 GL_BACKEND = ensure_gl_backend()  # must precede the first shimmy / dm_control import

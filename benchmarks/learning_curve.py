@@ -8,7 +8,7 @@ evaluations are not counted):
 - ``td1``: one-step generative TD (the published objective; ``n_step=1``);
 - ``nstep10``: dataset futures up to 10 steps, bootstrapped beyond (``n_step=10``);
 - ``mc``: dataset futures, bootstrapped only past an episode's end (``n_step=None``, the default);
-- ``td-critic``: SARSA TD on the same tokens (``voc_rl.baselines.train_td_critic``).
+- ``td-critic``: SARSA TD on the same tokens (``voc_rl.critic.train_td_critic``).
 
 At each checkpoint (``--eval-at``, training minutes) the occupancy models are scored on held-out
 episodes: the NLL per token of the Monte-Carlo future s_{t+k} beside the per-slot unigram of the
@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from voc_rl.baselines import TDCritic, critic_config_for, train_td_critic
+from voc_rl.critic import TDCritic, critic_config_for, train_td_critic
 from voc_rl.data import PixelDataset, open_dataset
 from voc_rl.data.collect import collect
 from voc_rl.ground_truth import simulator_q

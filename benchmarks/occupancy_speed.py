@@ -22,10 +22,11 @@ from pathlib import Path
 
 import torch
 
-from voc_rl.occupancy import OccupancyConfig, OccupancyModel, make_target, td_loss
+from voc_rl.occupancy import OccupancyConfig, OccupancyModel, td_loss
 from voc_rl.paths import resolve_args
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.tokenizers import make_tokenizer
+from voc_rl.utils import make_target
 
 COLUMNS = ["tokenizer", "size", "what", "value", "unit"]
 

@@ -29,10 +29,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import torch
-from voc_rl.agents import Agent
-from voc_rl.agents.base import play_episode
 
 import voc_rl
+from voc_rl.agents import Agent
+from voc_rl.agents.base import play_episode
 from voc_rl.data.collect import collect
 from voc_rl.data.dataset import PixelDataset, open_dataset
 from voc_rl.ground_truth import simulator_q

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from voc_rl.data.sampler import future_targets
-from voc_rl.occupancy import OccupancyConfig, OccupancyModel, ema_update, make_target, td_loss
+from voc_rl.occupancy import OccupancyConfig, OccupancyModel, td_loss
+from voc_rl.utils import ema_update, make_target
 
 N_STATES, VOCAB = 8, 4
 WORDS = torch.tensor([[i // 4, i % 4] for i in range(N_STATES)])

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
-from voc_rl.agents import Agent, BCAgent, TDCriticAgent, VOCAgent
-from voc_rl.envs import make_env
 
 import voc_rl
+from voc_rl.agents import Agent, BCAgent, TDCriticAgent, VOCAgent
 from voc_rl.checkpoint import CheckpointError
+from voc_rl.envs import make_env
 from voc_rl.registry import REGISTRY, AgentConfig
 
 
@@ -183,8 +183,8 @@ def test_one_agent_end_to_end_on_real_cheetah_run(tmp_path: Path) -> None:
 
 def test_token_features_put_voc_rl_tokens_under_ppo(tmp_path: Path) -> None:
     from stable_baselines3 import PPO
-    from voc_rl.agents import TokenFeatures
 
+    from voc_rl.agents import TokenFeatures
     from voc_rl.tokenizers import make_tokenizer
 
     tok_path = make_tokenizer("titok", size="tiny").save(tmp_path / "tok.pt")

@@ -3,12 +3,8 @@
 Every :class:`Case` is one bad input, the call that receives it, and the error a user should see:
 its type, and a pattern that its message must contain, so that the message says what was wrong
 (not merely that something raised). ``benchmarks/robustness.py`` runs this same catalogue and
-writes ``results/robustness.md``: this module is the single source of truth for both.
-
-A case with ``bug`` set is a library bug found while writing the catalogue: its ``error`` and
-``match`` are what *should* be raised, ``bug`` says what happens instead, and the test is
-``xfail(strict=True)`` until the library is fixed. The hypothesis tests at the end fuzz the dataset
-reader with corrupted copies of a valid dataset.
+writes ``results/robustness.md``: this module is the single source of truth for both. The
+hypothesis tests at the end fuzz the dataset reader with corrupted copies of a valid dataset.
 """
 
 from __future__ import annotations
@@ -35,10 +31,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from voc_rl.agents import Agent, TDCriticAgent
 
 import voc_rl
-from voc_rl.baselines import BCPolicy, bc_config_for
+from voc_rl.agents import Agent, TDCriticAgent
 from voc_rl.checkpoint import CheckpointError, save_checkpoint
 from voc_rl.data import (
     DatasetError,
@@ -53,6 +48,7 @@ from voc_rl.data.storage import sha256_file
 from voc_rl.ground_truth import simulator_q
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
 from voc_rl.occupancy_train import occupancy_config_for
+from voc_rl.prior import BCPolicy, bc_config_for
 from voc_rl.tokenizers import Tokenizer, make_tokenizer
 from voc_rl.tokenizers.cache import token_view
 from voc_rl.value import density_q, pool_q, rollout_q, sample_q
@@ -374,15 +370,11 @@ class Case:
     bad: str
     """What is wrong with the input."""
     error: type[BaseException]
-    """The error type the user gets (for a ``bug``: the one they should get)."""
+    """The error type the user gets."""
     match: str
     """A regular expression the message must contain (``re.search``)."""
     run: Callable[[World], Any]
     """Makes the call."""
-    bug: str = ""
-    """A library bug: what happens instead. The test is xfail(strict=True) while it stands."""
-    today: type[BaseException] | None = None
-    """For a ``bug``: the exception raised today (None: nothing is raised); the xfail expects it."""
 
 
 GT = {"rollouts": 1, "processes": 1, "cache": False, "progress": False}  # simulator_q, cheap
@@ -758,25 +750,15 @@ def world(fake_ds_path: Path, tmp_path_factory: pytest.TempPathFactory) -> World
     return World(tmp_path_factory.mktemp("bad_input"), pixels=fake_ds_path)
 
 
-def xfail_as_today(case: Case) -> pytest.MarkDecorator:
-    """xfail while the bug stands, and only for the failure it causes today (a case that fails for
-    another reason, a slip in the catalogue, fails the test)."""
-    today = case.today or pytest.fail.Exception  # nothing raised: pytest.raises fails the test
-    return pytest.mark.xfail(strict=True, raises=today, reason=case.bug)
-
-
 def test_the_catalogue_is_distinct_and_covers_every_area() -> None:
     assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
     assert len({(c.call, c.bad) for c in CASES}) == len(CASES), "each case must be a distinct input"
     areas = {c.id.split("-")[0] for c in CASES}
     assert {"env", "step", "ds", "sampler", "tok", "occ", "value", "gt", "agent", "load", "cli"} <= areas
-    assert len([c for c in CASES if not c.bug]) >= 35
+    assert len(CASES) >= 35
 
 
-@pytest.mark.parametrize(
-    "case",
-    [pytest.param(c, id=c.id, marks=[xfail_as_today(c)] if c.bug else []) for c in CASES],
-)
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
 def test_bad_input_gets_a_clear_error(case: Case, world: World) -> None:
     with pytest.raises(case.error, match=case.match):
         case.run(world)

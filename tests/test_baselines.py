@@ -1,5 +1,5 @@
-"""The token baselines: a SARSA TD critic against an exact Q, behaviour cloning of a known rule,
-checkpoints, exact resume and input checks."""
+"""The token models (:mod:`voc_rl.critic`, :mod:`voc_rl.prior`): a SARSA TD critic against an exact Q,
+behaviour cloning of a known rule, size presets, checkpoints, exact resume and input checks."""
 
 from __future__ import annotations
 
@@ -12,19 +12,14 @@ import pytest
 import torch
 from checks import assert_resumes_exactly
 
-from voc_rl.baselines import (
-    BCConfig,
-    BCPolicy,
-    CriticConfig,
-    TDCritic,
-    bc_config_for,
-    critic_config_for,
-    train_bc,
-    train_td_critic,
-)
 from voc_rl.checkpoint import CheckpointError
+from voc_rl.critic import CriticConfig, TDCritic, critic_config_for, train_td_critic
 from voc_rl.data import open_dataset
 from voc_rl.data.dataset import PixelDataset
+from voc_rl.occupancy import OccupancyConfig
+from voc_rl.prior import BCConfig, BCPolicy, bc_config_for, train_bc
+from voc_rl.registry import SIZES
+from voc_rl.tokenizers import get_backend, list_tokenizers
 
 
 def token_dataset(
@@ -211,7 +206,17 @@ def test_bc_log_prob_is_a_density_on_the_action_interval() -> None:
     assert torch.isfinite(saturated).all()
 
 
-# ---------------------------------------------------------------------- checkpoints, resume, errors
+# ---------------------------------------------------------------------- presets, checkpoints, resume, errors
+def test_every_config_has_the_three_size_presets(ring: PixelDataset) -> None:
+    """Any agent size (``--occ-size base`` too) gives a prior and a critic."""
+    presets = {c.__name__: c.presets for c in (CriticConfig, BCConfig, OccupancyConfig)}
+    presets |= {b: get_backend(b).presets for b in list_tokenizers()}  # a tokenizer's are its class's
+    assert all(list(p) == list(SIZES) for p in presets.values()), {k: list(p) for k, p in presets.items()}
+    for size in SIZES:
+        assert BCPolicy(bc_config_for(ring, size)).config.action_dim == 1
+        assert TDCritic(critic_config_for(ring, size, gamma=0.5)).config.gamma == 0.5
+
+
 KINDS = {
     "critic": (TDCritic, critic_config_for, train_td_critic, {"gamma": 0.8, "token_dropout": 0.2}),
     "bc": (BCPolicy, bc_config_for, train_bc, {"token_dropout": 0.2}),  # dropout: resume restores RNGs

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from voc_rl.envs import make_env
 
 from voc_rl.behavior import RandomPolicy
 from voc_rl.data import DatasetError, DatasetWriter, Episode, WindowSampler, discounted_returns, open_dataset
 from voc_rl.data.collect import MIXED_PROPORTIONS, _episode_levels, collect
+from voc_rl.envs import make_env
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +155,13 @@ def test_interrupted_collection_leaves_nothing(tmp_path: Path, monkeypatch: pyte
 def test_existing_dataset_needs_overwrite(fake_ds: Path) -> None:
     with pytest.raises(FileExistsError, match="overwrite"):
         collect("fake-pixels", "random", episodes=1, out=fake_ds.parents[1], size=32, progress=False)
+
+
+def test_reading_datasets_does_not_import_torch() -> None:
+    """The data layer (and the helpers it shares, voc_rl.utils) stays free of torch's import time."""
+    code = "import sys, voc_rl.data, voc_rl.data.storage, voc_rl.utils; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
 
 
 def test_bad_episodes_are_rejected() -> None:

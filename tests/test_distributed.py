@@ -31,8 +31,8 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, port: int, dataset: str, tokenizer: str, out: str) -> None:
-    """One rank: an occupancy run straight through, one stopped and resumed, a tokenizer fit, then the
-    torchrun entry point (which ends the process group)."""
+    """One rank: an occupancy run straight through, one stopped and resumed, the same for a tokenizer,
+    then the torchrun entry point (which ends the process group)."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank)
     )
@@ -62,8 +62,14 @@ def _worker(rank: int, port: int, dataset: str, tokenizer: str, out: str) -> Non
     train_occupancy(OccupancyModel(config), view, steps=STEPS // 2, out=Path(out) / "b", **kw)
     resumed = OccupancyModel(config)  # a fresh process would start from fresh weights
     train_occupancy(resumed, view, out=Path(out) / "b", **kw)
-    tok = make_tokenizer("titok", size="tiny")
-    fit(tok, ds, steps=3, progress=False)
+    tok_kw: dict[str, Any] = {"ckpt_every": 2, "eval_every": 1000, "log_every": 1000, "progress": False}
+    torch.manual_seed(rank)
+    tok = make_tokenizer("titok", size="tiny", steps=4)
+    fit(tok, ds, out=Path(out) / "tok_a", **tok_kw)
+    torch.manual_seed(rank)
+    fit(make_tokenizer("titok", size="tiny", steps=4), ds, steps=2, out=Path(out) / "tok_b", **tok_kw)
+    tok_resumed = make_tokenizer("titok", size="tiny", steps=4)
+    fit(tok_resumed, ds, out=Path(out) / "tok_b", **tok_kw)
     drifted = torch.nn.Linear(2, 2)
     torch.nn.init.constant_(drifted.weight, float(rank))
     try:
@@ -85,6 +91,7 @@ def _worker(rank: int, port: int, dataset: str, tokenizer: str, out: str) -> Non
             "resumed": resumed.state_dict(),
             "target": targets[0].state_dict(),
             "tokenizer": tok.state_dict(),
+            "tokenizer_resumed": tok_resumed.state_dict(),
             "losses": losses,
             "drift_caught": caught,
             "ddp_grad": ddp_grad,
@@ -111,6 +118,9 @@ def test_two_gloo_ranks_stay_equal_and_resume_exactly(titok: tuple[Any, Any], tm
     pairs = zip(r0["target"].values(), r0["straight"].values(), strict=True)
     assert not all(torch.equal(x, y) for x, y in pairs)  # an EMA lags the weights it follows
     _assert_equal(r0["tokenizer"], r1["tokenizer"], "tokenizer (codebook buffers included)")
+    _assert_equal(r0["tokenizer"], r0["tokenizer_resumed"], "tokenizer, straight vs stopped-and-resumed")
+    tok_state = torch.load(tmp_path / "tok_a" / "train_state.pt", weights_only=True)
+    assert tok_state["step"] == 4 and len(tok_state["rank_rngs"]) == 2
     assert torch.equal(r0["ddp_grad"], torch.full((1, 2), 0.5))  # DDP averaged inputs 0 and 1
     assert r0["drift_caught"] and r1["drift_caught"]  # what each checkpoint checks catches a drift
     assert r0["losses"][0] != r1["losses"][0]  # each rank trains on its own batches

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
-from voc_rl.envs import DMC_TASKS, env_id, make_env
 
 import voc_rl
+from voc_rl.envs import DMC_TASKS, env_id, make_env
 
 ALL_IDS = voc_rl.list_envs()
 

@@ -18,10 +18,11 @@ import pytest
 import torch
 from fault_child import CKPT_EVERY, KW, STEPS, config
 
-from voc_rl.baselines import BCConfig, BCPolicy, CriticConfig, TDCritic
 from voc_rl.checkpoint import CheckpointError, load_checkpoint
+from voc_rl.critic import CriticConfig, TDCritic
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel
 from voc_rl.occupancy_train import train_occupancy
+from voc_rl.prior import BCConfig, BCPolicy
 from voc_rl.tokenizers import Tokenizer, make_tokenizer
 
 CHILD = Path(__file__).with_name("fault_child.py")

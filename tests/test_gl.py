@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from voc_rl.envs._gl import RenderingUnavailableError, select_gl_backend
 
 

@@ -332,9 +332,9 @@ def provide_inputs(path: tuple[str, ...], argv: list[str], work: Path, writes: s
 
 def write_vd4rl(target: Path, argv: list[str], work: Path) -> None:
     from test_vd4rl import dreamer_episode, write_npz, write_shard
-    from voc_rl.envs import make_env
 
     from voc_rl.data.vd4rl import infer_task
+    from voc_rl.envs import make_env
 
     task = option(argv, "--task") or infer_task(target)
     assert task, f"cannot tell the task of the V-D4RL path {target}"
@@ -354,10 +354,9 @@ def write_vd4rl(target: Path, argv: list[str], work: Path) -> None:
 
 
 def write_dataset(target: Path, argv: list[str], work: Path) -> None:
-    from voc_rl.envs import list_envs
-
     from voc_rl.cli import main
     from voc_rl.data.collect import KINDS
+    from voc_rl.envs import list_envs
 
     task, _, kind = target.name.removesuffix("-v0").rpartition("-")
     assert target.parent.name == "voc_rl" and kind in KINDS and f"voc_rl/{task}-v0" in list_envs(), (

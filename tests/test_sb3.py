@@ -6,6 +6,7 @@ import numpy as np
 from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
+
 from voc_rl.envs import make_env
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checks import assert_resumes_exactly
 
 from voc_rl.checkpoint import CheckpointError
 from voc_rl.data import PixelDataset, WindowSampler, open_dataset
@@ -120,12 +121,29 @@ def test_vqvae_shapes_fit_and_round_trip(fake_ds_path: Path, tmp_path: Path) -> 
     assert list((tmp_path / "run" / "tb").iterdir())  # a TensorBoard run was written
 
 
-def test_fit_resumes_from_its_checkpoint(fake_ds_path: Path, tmp_path: Path) -> None:
-    ds = open_dataset(fake_ds_path)
-    fit(make_tokenizer("vqvae", size="tiny"), ds, steps=20, out=tmp_path, progress=False, ckpt_every=10)
-    tok = make_tokenizer("vqvae", size="tiny")
-    report = fit(tok, ds, steps=30, out=tmp_path, progress=False)
-    assert report.steps == 30 and tok.step == 30
+@pytest.mark.parametrize("backend", ["vqvae", "dino", "musik", "titok"])
+def test_fit_resumes_exactly(backend: str, ds: PixelDataset, tmp_path: Path) -> None:
+    """Stopped half-way and resumed in a fresh tokenizer, a run ends with the weights (codebooks and
+    DINO's teacher included) of a run without a stop: the data, crops and code restarts draw the same."""
+    fields = {"steps": 6, "restart_after": 2, **({"action_dim": 2} if backend == "musik" else {})}
+    kw = {"progress": False, "ckpt_every": 3, "log_every": 2, "eval_every": 2}  # logs and evals on the way
+
+    def make() -> Tokenizer:
+        return make_tokenizer(backend, size="tiny", **fields)
+
+    torch.manual_seed(0)
+    straight = make()
+    fit(straight, ds, out=tmp_path / "a", **kw)
+    assert straight.step == 6
+    assert_resumes_exactly(straight, make, fit, ds, tmp_path / "b", **kw)
+
+
+def test_fit_refuses_a_run_folder_of_another_config(ds: PixelDataset, tmp_path: Path) -> None:
+    fit(make_tokenizer("vqvae", size="tiny", steps=2), ds, out=tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match=r"another config \(differs in \{'lr'"):
+        fit(make_tokenizer("vqvae", size="tiny", steps=4, lr=1e-2), ds, out=tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="belongs to a vqvae tokenizer run, not titok"):
+        fit(make_tokenizer("titok", size="tiny", steps=4), ds, out=tmp_path, progress=False)
 
 
 @pytest.mark.parametrize("backend", ["vqvae", "dino", "musik", "titok"])

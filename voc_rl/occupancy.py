@@ -26,7 +26,6 @@ one-step latent world model.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +35,9 @@ import torch
 from torch import nn
 
 from voc_rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from voc_rl.data.storage import package_versions
 from voc_rl.presets import from_preset
 from voc_rl.transformer import GPT, GPTConfig, KVCache
+from voc_rl.utils import package_versions
 
 FORMAT = "voc_rl.occupancy/1"
 VARIANTS = ("sample", "distill")
@@ -374,15 +373,3 @@ def td_loss(
         nll[bootstrap] = -(soft * logp[bootstrap]).sum(-1)  # cross-entropy to the target's distributions
     loss = nll.mean()
     return loss, {"td": float(loss.detach()), "bootstrap_fraction": float(bootstrap.float().mean())}
-
-
-@torch.no_grad()
-def ema_update(target: nn.Module, online: nn.Module, rate: float) -> None:
-    for t, o in zip(target.parameters(), online.parameters(), strict=True):
-        t.lerp_(o, rate)
-
-
-def make_target(model: OccupancyModel) -> OccupancyModel:
-    target = copy.deepcopy(model).eval()
-    target.requires_grad_(False)
-    return target

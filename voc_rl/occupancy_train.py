@@ -34,17 +34,12 @@ from voc_rl import distributed
 from voc_rl.checkpoint import Callback, CheckpointError, load_checkpoint, save_checkpoint
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.data.sampler import TargetBatch, WindowBatch, WindowSampler
-from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel, ema_update, make_target, td_loss
+from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel, td_loss
 from voc_rl.paths import optional_user_path
 from voc_rl.tokenizers.cache import check_model_fits, model_fields
+from voc_rl.utils import ema_update, make_target, resolve_device
 
 Policy = Callable[[torch.Tensor], torch.Tensor]  # tokens of s_{t+1} (B, n_context) -> a_{t+1} (B, A)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def occupancy_config_for(token_ds: PixelDataset, size: str = "small", **fields: Any) -> OccupancyConfig:

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from voc_rl.agents.base import play_episode
-from voc_rl.baselines import TDCritic, critic_config_for, train_td_critic
+from voc_rl.critic import TDCritic, critic_config_for, train_td_critic
 from voc_rl.data.collect import collect
 from voc_rl.data.dataset import PixelDataset, open_dataset
 from voc_rl.envs import make_env

@@ -45,20 +45,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from voc_rl.baselines import (
-    BCPolicy,
-    TDCritic,
-    bc_config_for,
-    critic_config_for,
-    train_bc,
-    train_td_critic,
-)
+from voc_rl.critic import TDCritic, critic_config_for, train_td_critic
 from voc_rl.data import PixelDataset, open_dataset
 from voc_rl.data.collect import collect
 from voc_rl.ground_truth import simulator_q
 from voc_rl.occupancy import OccupancyModel
 from voc_rl.occupancy_train import occupancy_config_for, train_occupancy
 from voc_rl.paths import resolve_args
+from voc_rl.prior import BCPolicy, bc_config_for, train_bc
 from voc_rl.registry import AGENT_TOKENS
 from voc_rl.report import command_line, machine_line, write_csv
 from voc_rl.tokenizers import Tokenizer, make_tokenizer

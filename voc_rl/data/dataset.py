@@ -40,7 +40,6 @@ from voc_rl.data.storage import (
     META_FORMAT,
     DatasetError,
     DatasetWarning,
-    dataset_dir,
     sha256_file,
 )
 from voc_rl.paths import user_path
@@ -522,11 +521,3 @@ class PixelDataset:
 
 def open_dataset(path: str | Path, verify: bool = False) -> PixelDataset:
     return PixelDataset.open(path, verify=verify)
-
-
-def find_dataset(root: str | Path, name: str) -> Path:
-    """The folder of dataset ``name`` under a datasets root (as written by ``voc-rl collect --out``)."""
-    path = dataset_dir(user_path(root), name)
-    if not path.exists():
-        raise DatasetError(f"no dataset {name!r} under {root} (looked for {path})")
-    return path

@@ -29,7 +29,6 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ import numpy as np
 from gymnasium import spaces
 
 from voc_rl.paths import user_path
+from voc_rl.utils import package_versions
 
 NAMESPACE = "voc_rl"
 META_FILE = "voc_rl.json"
@@ -120,16 +120,6 @@ class Episode:
             truncations=truncations,
             infos=infos,
         )
-
-
-def package_versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("voc-rl", "minari", "gymnasium", "dm-control", "mujoco", "numpy", "torch", "h5py"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

@@ -1,16 +1,16 @@
-"""The tokenizer contract every backend follows, its training loop, quality metrics and checkpoints.
+"""The tokenizer contract every backend follows, its quality metrics and checkpoints.
 
 ``encode(frames uint8 [B, F, 3, H, W]) -> tokens long [B, F * tokens_per_frame]``,
 ``embed(tokens) -> float [B, N, D]``, ``decode(tokens) -> uint8 frames`` where a decoder exists.
 A backend implements ``encode_frames`` (floats in [0, 1] -> codes), ``embed`` and ``loss``; the base
-class validates input, trains (``fit``), measures (``evaluate``) and saves/loads safely.
+class validates input and saves/loads safely. Training (``fit``) and measuring (``evaluate``) live in
+:mod:`voc_rl.tokenizers.train`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -65,10 +65,9 @@ class TokenizerConfig:
 
 
 class Tokenizer(nn.Module):
-    quantizer: nn.Module  # every backend quantizes with a VectorQuantizer (or a loaded codebook)
-
     """Base class. Subclasses set ``backend``, ``config_cls``, ``presets`` and implement the hooks."""
 
+    quantizer: nn.Module  # every backend quantizes with a VectorQuantizer (or a loaded codebook)
     backend: ClassVar[str] = "base"
     config_cls: ClassVar[type[TokenizerConfig]] = TokenizerConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {}, "small": {}, "base": {}}
@@ -296,10 +295,6 @@ class FitReport:
     seconds: float
     final_loss: float
     metrics: dict[str, float]
-
-
-def _now() -> float:
-    return time.perf_counter()
 
 
 __all__ = [

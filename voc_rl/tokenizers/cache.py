@@ -2,7 +2,7 @@
 
 ``token_view(ds, checkpoint)`` returns the dataset with its frames replaced by token ids,
 ``(N, tokens_per_frame)``, memory-mapped from ``<dataset>/tokens/<checkpoint sha256[:16]>/``. Every
-consumer (occupancy model, reward model, behaviour prior, baselines) reads that view, so pixels are
+consumer (occupancy model, reward model, behaviour prior, TD critic) reads that view, so pixels are
 encoded once per tokenizer; ``stacks`` and :class:`~voc_rl.data.WindowSampler` work on it unchanged
 and give ``(B, frame_stack * tokens_per_frame)`` token windows. A different checkpoint (retrained or
 modified) has a different hash, hence its own cache: a stale one is never read.

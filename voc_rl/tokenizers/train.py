@@ -2,17 +2,20 @@
 
 ``fit`` trains any backend on the training episodes of a dataset (episodes split by seed), logs to
 TensorBoard (``losses/*``, ``charts/codebook_usage``, ``charts/perplexity``, reconstructions beside
-originals where a decoder exists), checkpoints atomically and resumes. ``evaluate`` measures on
+originals where a decoder exists), checkpoints atomically and resumes exactly (the weights, optimiser
+and every random state; a run folder of another config is refused). ``evaluate`` measures on
 held-out episodes: codebook usage and perplexity, reconstruction MSE / PSNR, a linear probe from
 token embeddings of a frame stack to the proprioceptive state (R^2), and encode throughput.
 
 Under ``torchrun``, ``fit`` trains on every process (see :mod:`voc_rl.distributed`): gradients
 averaged over ranks, each rank sampling its own frames, buffers that training changes (codebooks)
-taken from rank 0 after every step; rank 0 alone logs, checkpoints and evaluates.
+taken from rank 0 after every step; rank 0 alone logs, checkpoints and evaluates; the checkpoint
+keeps every rank's RNG states, so a run resumed with as many processes continues exactly.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -23,11 +26,12 @@ import torch
 from tqdm import tqdm
 
 from voc_rl import distributed
-from voc_rl.checkpoint import Callback, load_checkpoint, save_checkpoint
+from voc_rl.checkpoint import Callback, CheckpointError, load_checkpoint, save_checkpoint
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.paths import optional_user_path
 from voc_rl.tokenizers.base import FitReport, Tokenizer, probe_r2_cv, psnr, to_float
 from voc_rl.tokenizers.quantizer import codebook_stats
+from voc_rl.utils import restore_rngs, rng_states
 
 COLLAPSE_USAGE = 0.05  # below this fraction of codes in use on held-out frames, the codebook collapsed
 
@@ -77,10 +81,14 @@ def fit(
         state_file = out / "train_state.pt"
         if state_file.exists():
             state = load_checkpoint(state_file, required=("model", "optimizer", "step"))
+            _check_same_run(state, tok, state_file)
             tok.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             tok.step = int(state["step"])
-            rng = np.random.default_rng([data_seed, tok.step])
+            if "torch_rng" in state:
+                restore_rngs(state, [rng], data_seed, tok.device)
+            else:  # written before the random states were kept: resumes, but not exactly
+                rng = np.random.default_rng([data_seed, tok.step])
             if main:
                 print(f"resumed {tok.backend} tokenizer at step {tok.step} from {state_file}")
         distributed.check_agree(tok.step, "step to start from")
@@ -122,9 +130,18 @@ def fit(
             _log_eval(tok, ds, val_eps, writer)
         if out is not None and (tok.step % ckpt_every == 0 or tok.step == steps or stop):
             distributed.assert_in_sync(tokenizer=tok)
+            rngs = distributed.gather_objects(rng_states([rng], tok.device))  # [rank 0's, rank 1's, ...]
             if main:
                 save_checkpoint(
-                    {"model": tok.state_dict(), "optimizer": opt.state_dict(), "step": tok.step},
+                    {
+                        "backend": tok.backend,
+                        "config": dataclasses.asdict(tok.config),
+                        "model": tok.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "step": tok.step,
+                        **rngs[0],
+                        **({"rank_rngs": rngs} if len(rngs) > 1 else {}),
+                    },
                     out / "train_state.pt",
                 )
                 tok.save(out / "tokenizer.pt")
@@ -142,6 +159,23 @@ def fit(
             writer.add_scalar(f"eval/{k}", v, tok.step)
         writer.close()
     return FitReport(tok.step, time.perf_counter() - start, loss_value, metrics)
+
+
+def _check_same_run(state: dict[str, Any], tok: Tokenizer, state_file: Path) -> None:
+    """Refuse to resume a run folder written for another backend or config (a checkpoint written
+    before they were recorded is taken as it is)."""
+    if "backend" in state and state["backend"] != tok.backend:
+        raise CheckpointError(
+            f"{state_file} belongs to a {state['backend']} tokenizer run, not {tok.backend}; "
+            "use another output folder"
+        )
+    config = dataclasses.asdict(tok.config)
+    if "config" in state and state["config"] != config:
+        diff = {k: v for k, v in state["config"].items() if config.get(k) != v}
+        raise CheckpointError(
+            f"{state_file} belongs to a run with another config (differs in {diff}); "
+            "use another output folder or the same config"
+        )
 
 
 def _log_eval(tok: Tokenizer, ds: PixelDataset, val_eps: np.ndarray, writer: Any) -> None:
