@@ -2,7 +2,8 @@
 writes results/learning_curve.md, .csv and .png.
 
 One dataset (cheetah-run ``mixed`` by default, 100k transitions) and one 16-token tokenizer shared by
-every method. Methods (each trained for ``--minutes`` of training wall-clock on one thread; the
+every method. Methods (each trained until the last of ``--eval-at`` minutes of training time on one
+thread, measured as the process's CPU time so that runs sharing a machine stay comparable; the
 evaluations are not counted):
 
 - ``td1``: one-step generative TD (the published objective; ``n_step=1``);
@@ -161,9 +162,9 @@ def evaluate_occupancy(
 
     def by_chunks(fn: Callable[[slice], Any]) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         """(Q, ESS or None, ms per state) of ``fn`` over the states, 16 at a time."""
-        start = time.perf_counter()
+        start = time.process_time()
         parts = [fn(slice(i, i + 16)) for i in range(0, n, 16)]
-        ms = 1000 * (time.perf_counter() - start) / n
+        ms = 1000 * (time.process_time() - start) / n
         if isinstance(parts[0], tuple):
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), ms
         return torch.cat(parts), None, ms
@@ -185,28 +186,30 @@ def evaluate_occupancy(
 def evaluate_critic(bench: Bench, critic: TDCritic) -> list[tuple[str, dict[str, Any]]]:
     critic.eval()
     ctx = bench.context(critic.config.frame_stack)
-    start = time.perf_counter()
+    start = time.process_time()
     q = critic.q_values(ctx, torch.from_numpy(bench.actions)).detach().numpy()
-    ms = 1000 * (time.perf_counter() - start) / len(bench.idx)
+    ms = 1000 * (time.process_time() - start) / len(bench.idx)
     critic.train()
     return [("critic", {**bench.scores(q[:, 0], q), "ms_per_state": ms})]
 
 
 # ---------------------------------------------------------------------------------------------- training
 class Clock:
-    """Training wall-clock (evaluations excluded), checkpoints at ``eval_at`` minutes, stop at the last."""
+    """Training time (evaluations excluded), checkpoints at ``eval_at`` minutes, stop at the last.
+
+    The time is this process's CPU time (``time.process_time``): with one torch thread it equals the
+    wall-clock of an idle core, and it stays fair when several runs share a machine's cores."""
 
     def __init__(self, eval_at: list[float], evaluate: Callable[[int, float], None]):
         self.eval_at, self.evaluate = [60 * m for m in eval_at], evaluate
-        self.spent, self.tic = 0.0, time.perf_counter()
+        self.spent, self.tic = 0.0, time.process_time()
 
     def __call__(self, step: int, logs: dict[str, float]) -> bool:
-        now = time.perf_counter()
-        self.spent += now - self.tic
+        self.spent += time.process_time() - self.tic
         if self.eval_at and self.spent >= self.eval_at[0]:
             self.eval_at.pop(0)
             self.evaluate(step, self.spent)
-        self.tic = time.perf_counter()
+        self.tic = time.process_time()
         return bool(self.eval_at)  # False: stop after the last checkpoint
 
 
@@ -293,12 +296,13 @@ def report(args: argparse.Namespace) -> None:
         f"Dataset: {r0['task']} `{r0['dataset']}`; gamma {r0['gamma']}; {r0['n_states']} held-out states "
         f"(equal thirds of the behaviour levels), simulator Q with {args.rollouts} rollouts.",
         "",
-        "`seconds` is training wall-clock on one thread (evaluations excluded). `nll_future`: held-out",
+        "`seconds` is training time on one thread: the process's CPU time, which equals wall-clock on an",
+        "idle core and stays fair on a shared machine (evaluations excluded). `nll_future`: held-out",
         "NLL per token of the true discounted future s_{t+k}; `unigram_nll`: the same tokens under the",
         "per-slot unigram of the training tokens (a model that ignores the context). `nmse`: MSE / Var of",
         "the simulator Q (1.0 = predicting the mean). `ess`: mean effective sample size of the",
         "importance weights (`sample`: N). `top1`: the best of K candidate actions agrees with the",
-        "simulator's best. `ms_per_state`: evaluation cost per state.",
+        "simulator's best. `ms_per_state`: evaluation CPU time per state.",
         "",
         *markdown_table(table, cols),
         "",
@@ -329,8 +333,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     if unigram:
         ax2.axhline(unigram[0], color="gray", ls="--", label="per-slot unigram")
     ax.axhline(1.0, color="gray", ls=":", lw=1)
-    ax.set(xlabel="training minutes (one thread)", ylabel="Q NMSE vs simulator", yscale="log")
-    ax2.set(xlabel="training minutes (one thread)", ylabel="held-out NLL/token of the future")
+    ax.set(xlabel="training minutes (one thread, CPU time)", ylabel="Q NMSE vs simulator", yscale="log")
+    ax2.set(xlabel="training minutes (one thread, CPU time)", ylabel="held-out NLL/token of the future")
     ax.legend(fontsize=7)
     ax2.legend(fontsize=7)
     fig.tight_layout()

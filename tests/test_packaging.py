@@ -87,7 +87,7 @@ def test_quickstart_main_job_end_to_end_at_tiny_size(tmp_path: Path) -> None:
 
     assert Image.open(tmp_path / "q" / "cheetah-run.gif").n_frames == 251  # reset + 500 steps, every second
     assert (tmp_path / "q" / "agent.zip").exists()
-    assert list((tmp_path / "q" / "runs").glob("cheetah-run__voc-dino__0__*/occupancy/tb/events.*"))
+    assert list((tmp_path / "q" / "runs").glob("cheetah-run__voc-vqvae__0__*/occupancy/tb/events.*"))
 
 
 def test_cli_reports_unknown_task_clearly(tmp_path: Path) -> None:

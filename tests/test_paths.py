@@ -160,7 +160,7 @@ def test_quickstart_with_a_relative_out(cwd: Path) -> None:
         assert (out / name).is_file(), name
     assert (out / "datasets" / "voc_rl" / "cheetah-run-quickstart-v0" / "voc_rl.json").is_file()
     assert_no_temporary_folders(out / "datasets")
-    assert list((out / "runs").glob("cheetah-run__voc-dino__0__*/config.json"))
+    assert list((out / "runs").glob("cheetah-run__voc-vqvae__0__*/config.json"))
 
 
 # ------------------------------------------------------------------------------ benchmarks

@@ -54,8 +54,9 @@ def test_importance_weighted_estimators_report_their_effective_sample_size(model
     zeros = torch.zeros(N_STATES, 1)
     q, ess = density_q(model, reward_of_words, WORDS, zeros, WORDS, return_ess=True)
     torch.testing.assert_close(q, density_q(model, reward_of_words, WORDS, zeros, WORDS))
-    # weights follow the occupancy rows, neither uniform nor one-hot
-    assert ess.shape == (N_STATES,) and (ess > 1.5).all() and (ess < N_STATES - 0.5).all()
+    w = torch.softmax(model.log_prob(WORDS, zeros, WORDS), 1)  # the weights: the occupancy's rows
+    torch.testing.assert_close(ess, 1 / (w**2).sum(1))
+    assert ess.shape == (N_STATES,) and (ess > 1.5).all() and (ess < N_STATES - 1e-3).all()
     g = torch.Generator().manual_seed(0)
     _, pool_ess = pool_q(
         model, reward_of_words, WORDS, torch.zeros(N_STATES, 3, 1), pool_size=30, generator=g, return_ess=True

@@ -222,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     quick = sub.add_parser("quickstart", help="the README's main job on a built-in default")
     quick.add_argument("--task", default="cheetah-run", help="env name, e.g. cheetah-run (default)")
-    quick.add_argument("--agent", default="voc-dino", help="registered agent (voc-dino; see `voc-rl agents`)")
+    quick.add_argument(
+        "--agent", default="voc-vqvae", help="registered agent (voc-vqvae; see `voc-rl agents`)"
+    )
     quick.add_argument(
         "--episodes", type=int, default=15, help="episodes of the mixed dataset collected (15)"
     )

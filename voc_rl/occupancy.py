@@ -58,7 +58,9 @@ class OccupancyConfig:
     heads: int = 4
     dropout: float = 0.0
     target_rate: float = 0.01  # EMA: target <- (1 - rate) target + rate online, each step
-    lr: float = 3e-4
+    # 1e-3 for the small transformer: on 6k cheetah-run transitions, 600 Monte-Carlo steps reached
+    # held-out NLL/token 1.41 and Q NMSE 0.38 at 1e-3 against 1.95 and 0.65 at 3e-4
+    lr: float = 1e-3
     weight_decay: float = 0.01
     batch_size: int = 32
     steps: int = 5000
@@ -80,7 +82,7 @@ class OccupancyConfig:
             "reward_batch": 16,
         },
         "small": {},
-        "base": {"width": 256, "depth": 6, "heads": 8, "batch_size": 64, "steps": 50_000},
+        "base": {"width": 256, "depth": 6, "heads": 8, "batch_size": 64, "steps": 50_000, "lr": 3e-4},
     }
 
     def __post_init__(self) -> None:
