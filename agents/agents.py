@@ -65,7 +65,7 @@ class _OccupancyAgent(Agent):
                 c.size,
                 gamma=self.gamma_of(),
                 target_frames=self.target_frames_of(),
-                **cap(c.occupancy_steps),
+                **{**c.occupancy_kwargs, **cap(c.occupancy_steps)},
             )
             self.occupancy = OccupancyModel(config)
         _, self.reward = train_occupancy(

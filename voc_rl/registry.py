@@ -59,6 +59,8 @@ class AgentConfig:
     """Training steps of the TD critic (None: its size preset's)."""
     tokenizer_kwargs: dict[str, Any] = field(default_factory=dict)
     """Tokenizer config fields over its size preset (e.g. ``{"patch_size": 16}``: 16 tokens/frame)."""
+    occupancy_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Occupancy-model config fields over its size preset (e.g. ``{"depth": 2, "n_step": 1}``)."""
     seed: int = 0
     """Seeds training and the agent's own sampling (``agent.seed(n)`` re-seeds the latter)."""
     device: str = "auto"
