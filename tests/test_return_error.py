@@ -17,6 +17,8 @@ def test_metrics() -> None:
     true = np.array([1.0, 2.0, 3.0, 4.0])
     assert nmse(true, true) == 0 and abs(nmse(np.full(4, true.mean()), true) - 1) < 1e-12
     assert spearman(true**3, true) == 1 and spearman(-true, true) == -1
+    constant = np.full(99, 5.862)  # its float std is about 1e-15, not 0
+    assert np.isnan(spearman(constant, np.arange(99.0)))
 
 
 def test_quick_table_has_every_column(tmp_path: Path) -> None:

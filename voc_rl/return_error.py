@@ -73,7 +73,8 @@ def nmse(pred: np.ndarray, true: np.ndarray) -> float:
 
 def spearman(pred: np.ndarray, true: np.ndarray) -> float:
     ranks = [np.argsort(np.argsort(x)).astype(np.float64) for x in (pred, true)]
-    return float(np.corrcoef(*ranks)[0, 1]) if pred.std() > 0 and true.std() > 0 else float("nan")
+    # a constant has no ranks (np.ptp, not std: the std of a constant float array can be 1e-16)
+    return float(np.corrcoef(*ranks)[0, 1]) if np.ptp(pred) > 0 and np.ptp(true) > 0 else float("nan")
 
 
 def paper_target(ds: PixelDataset, index: np.ndarray, gamma: float) -> np.ndarray:
