@@ -288,9 +288,12 @@ def report(args: argparse.Namespace) -> None:
             "spearman", "ess", "top1", "ms_per_state"]  # fmt: skip
     r0 = rows[0]
     lines = [
-        "# Learning curves: occupancy objectives against the TD critic, equal wall-clock",
+        "# Learning curves: occupancy objectives against the TD critic, equal training time",
         "",
-        f"Command: `{command_line()}`  ",
+        f"Command: `{command_line(hide=('--note',))}`"
+        + (" (merges the rows that each method's run wrote to `--runs`)" if args.report_only else "")
+        + "  ",
+        *([f"Runs: {args.note}  "] if args.note else []),
         machine_line(threads=1, uses_gpu=False),
         f"Date (UTC): {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}  ",
         f"Dataset: {r0['task']} `{r0['dataset']}`; gamma {r0['gamma']}; {r0['n_states']} held-out states "
@@ -367,6 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes, seconds of training")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--note", default="", help="a line for the report (how the runs were made)")
     p.add_argument(
         "--prepare", action="store_true", help="only the ground truth and tokens (cached), then exit"
     )
