@@ -37,7 +37,7 @@ from voc_rl.data.sampler import TargetBatch, WindowBatch, WindowSampler
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel, td_loss
 from voc_rl.paths import optional_user_path
 from voc_rl.tokenizers.cache import check_model_fits, model_fields
-from voc_rl.utils import ema_update, make_target, resolve_device
+from voc_rl.utils import ema_update, make_target, resolve_device, restore_rngs, rng_states
 
 Policy = Callable[[torch.Tensor], torch.Tensor]  # tokens of s_{t+1} (B, n_context) -> a_{t+1} (B, A)
 
@@ -189,7 +189,7 @@ def train_occupancy(
             opt.load_state_dict(state["optimizer"])
             reward_opt.load_state_dict(state["reward_optimizer"])
             model.step = int(state["step"])
-            _restore_rngs(state, (sampler, reward_sampler), data_seed, device)
+            restore_rngs(state, [sampler.rng, reward_sampler.rng], data_seed, device)
             if main:
                 print(f"resumed occupancy model at step {model.step} from {state_file}")
         distributed.check_agree(model.step, "step to start from")
@@ -247,7 +247,7 @@ def train_occupancy(
         if out is not None and (model.step % ckpt_every == 0 or model.step == steps or stop):
             distributed.assert_in_sync(model=model, target=target, reward=reward)
             rngs = distributed.gather_objects(
-                _rng_states((sampler, reward_sampler), device)
+                rng_states([sampler.rng, reward_sampler.rng], device)
             )  # [rank 0's, rank 1's, ...]
             if main:
                 save_checkpoint(
@@ -273,39 +273,6 @@ def train_occupancy(
         writer.close()
     distributed.barrier()  # rank 0's files are written before any rank returns
     return OccupancyReport(model.step, time.perf_counter() - start, loss_value, metrics), reward.eval()
-
-
-def _rng_states(samplers: tuple[WindowSampler, ...], device: torch.device) -> dict[str, Any]:
-    states: dict[str, Any] = {
-        "sampler_rng": json.dumps([s.rng.bit_generator.state for s in samplers]),
-        "torch_rng": torch.get_rng_state(),
-    }
-    if device.type == "cuda":  # the bootstrap coin flips and target samples draw from the GPU's RNG
-        states["cuda_rng"] = torch.cuda.get_rng_state(device)
-    return states
-
-
-def _restore_rngs(
-    state: dict[str, Any], samplers: tuple[WindowSampler, ...], data_seed: int, device: torch.device
-) -> None:
-    """This rank's RNG states from a checkpoint; fresh streams if it was written by another number of
-    processes (the run then continues, but not as it would have without the stop)."""
-    per_rank = state.get("rank_rngs") or [state]
-    world, rank = distributed.world_size(), distributed.rank()
-    if world > 1 and len(per_rank) != world:
-        if distributed.is_main():
-            print(f"the checkpoint was written by {len(per_rank)} process(es), not {world}: new data streams")
-        step = int(state["step"])
-        for i, sampler in enumerate(samplers):
-            sampler.rng = np.random.default_rng([data_seed, step, i])
-        torch.manual_seed(data_seed * 1_000_003 + step)
-        return
-    mine = per_rank[rank]
-    for sampler, rng_state in zip(samplers, json.loads(mine["sampler_rng"]), strict=True):
-        sampler.rng.bit_generator.state = rng_state
-    torch.set_rng_state(mine["torch_rng"])
-    if device.type == "cuda" and "cuda_rng" in mine:
-        torch.cuda.set_rng_state(mine["cuda_rng"], device)
 
 
 @torch.no_grad()
