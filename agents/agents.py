@@ -14,10 +14,10 @@ import torch
 
 from voc_rl.agents.base import Agent
 from voc_rl.checkpoint import CheckpointError
-from voc_rl.critic import TDCritic, critic_config_for, train_td_critic
+from voc_rl.critic import CriticConfig, TDCritic, train_td_critic
 from voc_rl.data.dataset import PixelDataset
-from voc_rl.occupancy import OccupancyModel, RewardModel
-from voc_rl.occupancy_train import occupancy_config_for, train_occupancy
+from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
+from voc_rl.occupancy_train import train_occupancy
 from voc_rl.value import pool_q, rollout_q
 
 
@@ -60,7 +60,7 @@ class _OccupancyAgent(Agent):
         c = self.config
         if self.occupancy is None:
             torch.manual_seed(c.seed)
-            config = occupancy_config_for(
+            config = OccupancyConfig.for_dataset(
                 view,
                 c.size,
                 gamma=self.gamma_of(),
@@ -155,7 +155,9 @@ class TDCriticAgent(Agent):
         c = self.config
         if self.critic is None:
             torch.manual_seed(c.seed)
-            self.critic = TDCritic(critic_config_for(view, c.size, gamma=c.gamma, **cap(c.critic_steps)))
+            self.critic = TDCritic(
+                CriticConfig.for_dataset(view, c.size, gamma=c.gamma, **cap(c.critic_steps))
+            )
         train_td_critic(
             self.critic, view, out=run / "critic", callback=hook("critic"), device=self.device, **common
         )

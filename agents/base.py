@@ -24,7 +24,7 @@ from voc_rl.checkpoint import Callback, CheckpointError, atomic_write
 from voc_rl.data.dataset import PixelDataset, open_dataset
 from voc_rl.envs import make_env
 from voc_rl.paths import user_path
-from voc_rl.prior import BCPolicy, bc_config_for, train_bc
+from voc_rl.prior import BCConfig, BCPolicy, train_bc
 from voc_rl.registry import REGISTRY, AgentConfig, load_class
 from voc_rl.tokenizers import Tokenizer, make_tokenizer
 from voc_rl.tokenizers.cache import token_view
@@ -111,7 +111,7 @@ class Agent:
         view = token_view(ds, tok_ckpt, progress=progress)
         if self.prior is None:
             torch.manual_seed(c.seed)
-            self.prior = BCPolicy(bc_config_for(view, c.size, **cap(c.prior_steps)))
+            self.prior = BCPolicy(BCConfig.for_dataset(view, c.size, **cap(c.prior_steps)))
         train_bc(self.prior, view, out=run / "prior", callback=hook("prior"), device=self.device, **common)
         self._fit_scorer(view, run, cap, hook, common)
         for part in self.parts:

@@ -49,12 +49,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from voc_rl.critic import TDCritic, critic_config_for, train_td_critic
+from voc_rl.critic import CriticConfig, TDCritic, train_td_critic
 from voc_rl.data import PixelDataset, open_dataset
 from voc_rl.data.collect import collect
 from voc_rl.ground_truth import simulator_q
-from voc_rl.occupancy import OccupancyModel, RewardModel
-from voc_rl.occupancy_train import occupancy_config_for, train_occupancy, validate, validation_batch
+from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
+from voc_rl.occupancy_train import train_occupancy, validate, validation_batch
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.return_error import nmse, spearman, states_of
 from voc_rl.tokenizers import Tokenizer, make_tokenizer
@@ -231,13 +231,13 @@ def train_method(bench: Bench, method: str, args: argparse.Namespace) -> None:
     huge = 10**7  # steps: the run stops on the clock; the learning rate stays near constant
     size = "tiny" if args.quick else "small"
     if method == "td-critic":
-        critic = TDCritic(critic_config_for(bench.view, size, gamma=args.gamma, steps=huge))
+        critic = TDCritic(CriticConfig.for_dataset(bench.view, size, gamma=args.gamma, steps=huge))
         clock = Clock(args.eval_at, lambda step, s: record(step, s, evaluate_critic(bench, critic)))
         train_td_critic(
             critic, bench.view, seed=args.seed, progress=False, device="cpu", callback=clock, eval_every=huge
         )
         return
-    config = occupancy_config_for(
+    config = OccupancyConfig.for_dataset(
         bench.view, size, gamma=args.gamma, n_step=N_STEP[method], target_frames=2, steps=huge
     )
     model, reward = OccupancyModel(config), RewardModel(config)

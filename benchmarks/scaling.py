@@ -92,8 +92,8 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from voc_rl import distributed
-    from voc_rl.occupancy import OccupancyModel
-    from voc_rl.occupancy_train import occupancy_config_for, train_occupancy
+    from voc_rl.occupancy import OccupancyConfig, OccupancyModel
+    from voc_rl.occupancy_train import train_occupancy
 
     torch.set_num_threads(args.threads)
     if args.dataset:
@@ -103,7 +103,7 @@ def worker(args: argparse.Namespace) -> None:
         ds = token_view(open_dataset(args.dataset), args.tokenizer, progress=False)
     else:
         ds = open_token_dataset(Path(args.data))
-    config = occupancy_config_for(ds, args.size, gamma=0.9, variant="distill")
+    config = OccupancyConfig.for_dataset(ds, args.size, gamma=0.9, variant="distill")
     torch.manual_seed(0)
     model = OccupancyModel(config)
     stamps: list[float] = []

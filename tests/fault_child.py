@@ -16,7 +16,7 @@ import torch
 from voc_rl.data import open_dataset
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel
-from voc_rl.occupancy_train import occupancy_config_for, train_occupancy
+from voc_rl.occupancy_train import train_occupancy
 from voc_rl.tokenizers.cache import token_view
 
 STEPS, CKPT_EVERY, DELAY = 16, 4, 0.1
@@ -24,7 +24,7 @@ KW = {"ckpt_every": CKPT_EVERY, "eval_every": 1000, "log_every": 1000, "progress
 
 
 def config(view: PixelDataset) -> OccupancyConfig:
-    return occupancy_config_for(view, "tiny", frame_stack=2, steps=STEPS, gamma=0.8)
+    return OccupancyConfig.for_dataset(view, "tiny", frame_stack=2, steps=STEPS, gamma=0.8)
 
 
 def main(dataset: str, tokenizer: str, out: str) -> None:

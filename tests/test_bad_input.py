@@ -47,8 +47,7 @@ from voc_rl.data.collect import collect
 from voc_rl.data.storage import sha256_file
 from voc_rl.ground_truth import simulator_q
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
-from voc_rl.occupancy_train import occupancy_config_for
-from voc_rl.prior import BCPolicy, bc_config_for
+from voc_rl.prior import BCConfig, BCPolicy
 from voc_rl.tokenizers import Tokenizer, make_tokenizer
 from voc_rl.tokenizers.cache import token_view
 from voc_rl.value import density_q, pool_q, rollout_q, sample_q
@@ -119,10 +118,10 @@ class World:
     @functools.cached_property
     def parts(self) -> dict[str, Path]:
         """Untrained parts of a tiny ``voc-titok`` agent: no case gets as far as using the weights."""
-        config = occupancy_config_for(self.view, "tiny", gamma=0.9, target_frames=2)
+        config = OccupancyConfig.for_dataset(self.view, "tiny", gamma=0.9, target_frames=2)
         return {
             "tokenizer": self.tokenizer_path,
-            "prior": BCPolicy(bc_config_for(self.view, "tiny")).save(self.root / "parts" / "prior.pt"),
+            "prior": BCPolicy(BCConfig.for_dataset(self.view, "tiny")).save(self.root / "parts" / "prior.pt"),
             "occupancy": OccupancyModel(config).save(
                 self.root / "parts" / "occupancy.pt", reward=RewardModel(config)
             ),

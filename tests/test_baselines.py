@@ -13,11 +13,11 @@ import torch
 from checks import assert_resumes_exactly
 
 from voc_rl.checkpoint import CheckpointError
-from voc_rl.critic import CriticConfig, TDCritic, critic_config_for, train_td_critic
+from voc_rl.critic import CriticConfig, TDCritic, train_td_critic
 from voc_rl.data import open_dataset
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.occupancy import OccupancyConfig
-from voc_rl.prior import BCConfig, BCPolicy, bc_config_for, train_bc
+from voc_rl.prior import BCConfig, BCPolicy, train_bc
 from voc_rl.registry import SIZES
 from voc_rl.tokenizers import get_backend, list_tokenizers
 
@@ -93,7 +93,7 @@ def ring() -> PixelDataset:
 # empirical chain's own Q is 0.006 from the true one); 1 is "predict the mean"
 @pytest.mark.parametrize(("gamma", "tol"), [(0.0, 0.02), (0.9, 0.06)])
 def test_critic_learns_the_exact_q_of_a_ring(ring: PixelDataset, gamma: float, tol: float) -> None:
-    config = critic_config_for(
+    config = CriticConfig.for_dataset(
         ring, "tiny", frame_stack=1, gamma=gamma, hidden=64, emb_dim=8, batch_size=128, steps=800, lr=3e-3
     )
     torch.manual_seed(0)
@@ -117,7 +117,7 @@ def test_critic_matches_monte_carlo_returns_far_from_truncation() -> None:
     rewards = np.concatenate([np.r_[np.zeros(t - 1), 2.0 if t == 7 else 0.0, 0.0] for t in lengths])
     actions = np.random.default_rng(0).uniform(-1, 1, (len(frames), 1))
     ds = token_dataset(frames, actions, rewards, lengths, [t == 7 for t in lengths])
-    config = critic_config_for(ds, "tiny", frame_stack=2, gamma=0.8, batch_size=64, steps=400, lr=3e-3)
+    config = CriticConfig.for_dataset(ds, "tiny", frame_stack=2, gamma=0.8, batch_size=64, steps=400, lr=3e-3)
     torch.manual_seed(0)
     critic = TDCritic(config)
     first = train_td_critic(critic, ds, steps=1, progress=False, val_fraction=0.2)
@@ -131,7 +131,7 @@ def test_critic_matches_monte_carlo_returns_far_from_truncation() -> None:
 
 def test_critic_follows_a_given_policy(ring: PixelDataset) -> None:
     """With ``policy`` the bootstrap action is pi(s_{t+1}): here always "move", whose Q is exact."""
-    config = critic_config_for(
+    config = CriticConfig.for_dataset(
         ring, "tiny", frame_stack=2, gamma=0.5, hidden=64, emb_dim=8, batch_size=128, steps=600, lr=3e-3
     )
     seen = []
@@ -174,7 +174,7 @@ def test_bc_recovers_a_deterministic_rule() -> None:
     frames = rng.integers(0, 6, (sum(lengths) + len(lengths), 2))
     actions = rule(frames)
     ds = token_dataset(frames, actions, np.zeros(len(frames)), lengths, [False] * 30)
-    config = bc_config_for(
+    config = BCConfig.for_dataset(
         ds, "tiny", frame_stack=2, hidden=64, batch_size=128, steps=600, lr=3e-3, token_dropout=0.0
     )  # without dropout: the rule reads single tokens
     torch.manual_seed(0)
@@ -213,13 +213,13 @@ def test_every_config_has_the_three_size_presets(ring: PixelDataset) -> None:
     presets |= {b: get_backend(b).presets for b in list_tokenizers()}  # a tokenizer's are its class's
     assert all(list(p) == list(SIZES) for p in presets.values()), {k: list(p) for k, p in presets.items()}
     for size in SIZES:
-        assert BCPolicy(bc_config_for(ring, size)).config.action_dim == 1
-        assert TDCritic(critic_config_for(ring, size, gamma=0.5)).config.gamma == 0.5
+        assert BCPolicy(BCConfig.for_dataset(ring, size)).config.action_dim == 1
+        assert TDCritic(CriticConfig.for_dataset(ring, size, gamma=0.5)).config.gamma == 0.5
 
 
 KINDS = {
-    "critic": (TDCritic, critic_config_for, train_td_critic, {"gamma": 0.8, "token_dropout": 0.2}),
-    "bc": (BCPolicy, bc_config_for, train_bc, {"token_dropout": 0.2}),  # dropout: resume restores RNGs
+    "critic": (TDCritic, CriticConfig.for_dataset, train_td_critic, {"gamma": 0.8, "token_dropout": 0.2}),
+    "bc": (BCPolicy, BCConfig.for_dataset, train_bc, {"token_dropout": 0.2}),  # dropout: resume restores RNGs
 }
 
 
@@ -306,7 +306,7 @@ def test_bad_input_is_a_clear_error(titok: tuple[Any, Any], fake_ds_path: Path) 
     _, view = titok
     with pytest.raises(ValueError, match="read tokens"):
         train_bc(policy, open_dataset(fake_ds_path), progress=False)
-    config = critic_config_for(view, "tiny", frame_stack=2)
+    config = CriticConfig.for_dataset(view, "tiny", frame_stack=2)
     wrong = TDCritic(dataclasses.replace(config, vocab_size=config.vocab_size + 1))
     with pytest.raises(ValueError, match="vocab_size"):
         train_td_critic(wrong, view, progress=False)

@@ -40,14 +40,15 @@ def _worker(rank: int, port: int, dataset: str, tokenizer: str, out: str) -> Non
     import voc_rl.occupancy_train as occupancy_train
     from voc_rl import distributed_train
     from voc_rl.data import open_dataset
-    from voc_rl.occupancy_train import occupancy_config_for, train_occupancy
+    from voc_rl.occupancy import OccupancyConfig
+    from voc_rl.occupancy_train import train_occupancy
     from voc_rl.tokenizers import make_tokenizer
     from voc_rl.tokenizers.cache import token_view
     from voc_rl.tokenizers.train import fit
 
     ds = open_dataset(dataset)
     view = token_view(ds, tokenizer, progress=False)
-    config = occupancy_config_for(view, "tiny", frame_stack=2, steps=STEPS, gamma=0.8, lr=3e-2)
+    config = OccupancyConfig.for_dataset(view, "tiny", frame_stack=2, steps=STEPS, gamma=0.8, lr=3e-2)
     kw: dict[str, Any] = {"ckpt_every": 10, "eval_every": 1000, "log_every": 5, "progress": False}
     losses: list[float] = []
     targets: list[OccupancyModel] = []  # this rank's EMA target model, caught where the trainer makes it

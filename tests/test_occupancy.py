@@ -15,7 +15,7 @@ from checks import assert_resumes_exactly
 from voc_rl.checkpoint import CheckpointError
 from voc_rl.data import open_dataset
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
-from voc_rl.occupancy_train import occupancy_config_for, train_occupancy
+from voc_rl.occupancy_train import train_occupancy
 
 
 def tiny_model(**fields: object) -> OccupancyModel:
@@ -176,7 +176,7 @@ def test_chain_windows_bootstrap_only_past_the_record() -> None:
 # ---------------------------------------------------------------------- training on a real token dataset
 def test_training_logs_checkpoints_and_resumes_exactly(titok: tuple[Any, Any], tmp_path: Path) -> None:
     tok, view = titok
-    config = occupancy_config_for(view, "tiny", frame_stack=2, steps=8, gamma=0.8)
+    config = OccupancyConfig.for_dataset(view, "tiny", frame_stack=2, steps=8, gamma=0.8)
     assert (config.vocab_size, config.tokens_per_frame, config.action_dim) == (tok.vocab_size, 8, 2)
     kw = {"eval_every": 4, "ckpt_every": 4, "log_every": 2, "progress": False, "tokenizer": tok}
     torch.manual_seed(0)
@@ -199,7 +199,7 @@ def test_training_logs_checkpoints_and_resumes_exactly(titok: tuple[Any, Any], t
 
 def test_training_with_a_policy_and_bad_datasets(titok: tuple[Any, Any], fake_ds_path: Path) -> None:
     _, view = titok
-    config = occupancy_config_for(view, "tiny", frame_stack=2, steps=2)
+    config = OccupancyConfig.for_dataset(view, "tiny", frame_stack=2, steps=2)
     seen = []
 
     def policy(next_obs: torch.Tensor) -> torch.Tensor:

@@ -24,8 +24,8 @@ from voc_rl.cli import main
 from voc_rl.data import open_dataset
 from voc_rl.data.collect import collect
 from voc_rl.data.vd4rl import import_vd4rl
-from voc_rl.occupancy import OccupancyModel
-from voc_rl.occupancy_train import occupancy_config_for, train_occupancy
+from voc_rl.occupancy import OccupancyConfig, OccupancyModel
+from voc_rl.occupancy_train import train_occupancy
 from voc_rl.tokenizers import make_tokenizer
 from voc_rl.tokenizers.cache import cache_dir, token_view
 from voc_rl.tokenizers.train import fit
@@ -114,7 +114,7 @@ def test_occupancy_fit_with_relative_paths(cwd: Path) -> None:
     fake_dataset()
     make_tokenizer("titok", size="tiny").save("tok.pt")
     view = token_view(open_dataset(FAKE), "tok.pt", progress=False)
-    model = OccupancyModel(occupancy_config_for(view, "tiny", steps=2))
+    model = OccupancyModel(OccupancyConfig.for_dataset(view, "tiny", steps=2))
     report, _ = train_occupancy(model, view, out="runs/occ", progress=False, device="cpu")
     assert report.steps == 2 and (cwd / "runs/occ/occupancy.pt").is_file()
     assert list((cwd / "runs/occ/tb").glob("events.*"))

@@ -173,8 +173,8 @@ def _cmd_tokenizer_encode(args: argparse.Namespace) -> int:
 
 def _cmd_occupancy_fit(args: argparse.Namespace) -> int:
     from voc_rl.data.dataset import open_dataset
-    from voc_rl.occupancy import OccupancyModel
-    from voc_rl.occupancy_train import occupancy_config_for, train_occupancy
+    from voc_rl.occupancy import OccupancyConfig, OccupancyModel
+    from voc_rl.occupancy_train import train_occupancy
     from voc_rl.tokenizers import Tokenizer
     from voc_rl.tokenizers.cache import token_view
 
@@ -183,7 +183,7 @@ def _cmd_occupancy_fit(args: argparse.Namespace) -> int:
     fields = {"gamma": args.gamma, "variant": args.variant, "n_step": args.n_step}
     if args.steps:  # the run length is part of the config: the learning-rate schedule follows it
         fields["steps"] = args.steps
-    config = occupancy_config_for(view, args.size, **fields)
+    config = OccupancyConfig.for_dataset(view, args.size, **fields)
     out = args.out or user_path(
         f"runs/occupancy/{ds.meta['name']}__{config.tokenizer}__g{args.gamma}__{args.size}"
     )

@@ -28,7 +28,6 @@ from voc_rl.token_trunk import (
     TokenModel,
     TokenModelConfig,
     TokenModelReport,
-    config_for,
     eval_index,
     fit_token_model,
     token_batch,
@@ -58,11 +57,6 @@ class CriticConfig(TokenModelConfig):
             raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
         if not 0.0 < self.target_rate <= 1.0:
             raise ValueError(f"target_rate must be in (0, 1], got {self.target_rate}")
-
-
-def critic_config_for(token_ds: PixelDataset, size: str = "small", **fields: Any) -> CriticConfig:
-    """A :class:`CriticConfig` preset whose vocabulary, tokens per frame and action size fit ``token_ds``."""
-    return config_for(CriticConfig, token_ds, size, fields)
 
 
 # ---------------------------------------------------------------------- model
@@ -146,7 +140,7 @@ def train_td_critic(
       is why states nearer the end are left out. ``mc_states`` counts the states used.
     """
     c = critic.config
-    check_model_fits(c, token_ds, "critic_config_for")
+    check_model_fits(c, token_ds, "CriticConfig.for_dataset")
     steps = steps or c.steps
     device = resolve_device(device)
     critic.to(device).train()

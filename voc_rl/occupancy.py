@@ -35,7 +35,9 @@ import torch
 from torch import nn
 
 from voc_rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from voc_rl.data.dataset import PixelDataset
 from voc_rl.presets import from_preset
+from voc_rl.tokenizers.cache import model_fields
 from voc_rl.transformer import GPT, GPTConfig, KVCache
 from voc_rl.utils import package_versions
 
@@ -114,6 +116,12 @@ class OccupancyConfig:
     @classmethod
     def preset(cls, size: str, **fields: Any) -> OccupancyConfig:
         return from_preset(cls, cls.presets, size, fields, cls.__name__)
+
+    @classmethod
+    def for_dataset(cls, token_ds: PixelDataset, size: str = "small", **fields: Any) -> OccupancyConfig:
+        """The ``size`` preset with the vocabulary, tokens per frame, action size and tokenizer of
+        the token dataset ``token_ds``, then ``fields``."""
+        return cls.preset(size, **{**model_fields(token_ds), **fields})
 
 
 class OccupancyModel(nn.Module):

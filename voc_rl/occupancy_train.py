@@ -36,15 +36,10 @@ from voc_rl.data.dataset import PixelDataset
 from voc_rl.data.sampler import TargetBatch, WindowBatch, WindowSampler
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel, td_loss
 from voc_rl.paths import optional_user_path
-from voc_rl.tokenizers.cache import check_model_fits, model_fields
+from voc_rl.tokenizers.cache import check_model_fits
 from voc_rl.utils import ema_update, make_target, resolve_device, restore_rngs, rng_states
 
 Policy = Callable[[torch.Tensor], torch.Tensor]  # tokens of s_{t+1} (B, n_context) -> a_{t+1} (B, A)
-
-
-def occupancy_config_for(token_ds: PixelDataset, size: str = "small", **fields: Any) -> OccupancyConfig:
-    """A config preset whose vocabulary, tokens per frame and action size come from a token dataset."""
-    return OccupancyConfig.preset(size, **{**model_fields(token_ds), **fields})
 
 
 @dataclass
@@ -139,12 +134,12 @@ def train_occupancy(
     from tqdm import tqdm
 
     c = model.config
-    check_model_fits(c, ds, "occupancy_config_for")
+    check_model_fits(c, ds, "OccupancyConfig.for_dataset")
     if policy is not None and c.n_step != 1:
         raise ValueError(
             f"the occupancy of another policy needs n_step=1 (got n_step={c.n_step}): the dataset's "
             "futures beyond s_{t+1} follow the behaviour policy, not this one; "
-            "use occupancy_config_for(..., n_step=1)"
+            "use OccupancyConfig.for_dataset(..., n_step=1)"
         )
     distributed.init()
     main, world = distributed.is_main(), distributed.world_size()

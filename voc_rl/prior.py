@@ -27,7 +27,6 @@ from voc_rl.token_trunk import (
     TokenModel,
     TokenModelConfig,
     TokenModelReport,
-    config_for,
     eval_index,
     fit_token_model,
     token_batch,
@@ -53,11 +52,6 @@ class BCConfig(TokenModelConfig):
         super().__post_init__()
         if not self.log_std_min < self.log_std_max:
             raise ValueError(f"need log_std_min < log_std_max, got {self.log_std_min}, {self.log_std_max}")
-
-
-def bc_config_for(token_ds: PixelDataset, size: str = "small", **fields: Any) -> BCConfig:
-    """A :class:`BCConfig` preset whose vocabulary, tokens per frame and action size fit ``token_ds``."""
-    return config_for(BCConfig, token_ds, size, fields)
 
 
 # ---------------------------------------------------------------------- model
@@ -138,7 +132,7 @@ def train_bc(
     predicting the mean action).
     """
     c = policy.config
-    check_model_fits(c, token_ds, "bc_config_for")
+    check_model_fits(c, token_ds, "BCConfig.for_dataset")
     steps = steps or c.steps
     device = resolve_device(device)
     policy.to(device).train()

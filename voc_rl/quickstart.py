@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from voc_rl.agents.base import play_episode
-from voc_rl.critic import TDCritic, critic_config_for, train_td_critic
+from voc_rl.critic import CriticConfig, TDCritic, train_td_critic
 from voc_rl.data.collect import collect
 from voc_rl.data.dataset import PixelDataset, open_dataset
 from voc_rl.envs import make_env
@@ -93,7 +93,7 @@ def return_error_table(
     tic = time.perf_counter()
     view = token_view(ds, agent.tokenizer.save(out / "tokenizer.pt"), progress=False)
     torch.manual_seed(agent.config.seed)
-    critic = TDCritic(critic_config_for(view, "small", gamma=gamma, steps=critic_steps))
+    critic = TDCritic(CriticConfig.for_dataset(view, "small", gamma=gamma, steps=critic_steps))
     critic_run = None if agent.run_dir is None else agent.run_dir / "critic"
     train_td_critic(critic, view, seed=agent.config.seed, out=critic_run, device=agent.device)
     critic.eval()

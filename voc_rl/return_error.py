@@ -45,14 +45,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from voc_rl.critic import TDCritic, critic_config_for, train_td_critic
+from voc_rl.critic import CriticConfig, TDCritic, train_td_critic
 from voc_rl.data import PixelDataset, open_dataset
 from voc_rl.data.collect import collect
 from voc_rl.ground_truth import simulator_q
-from voc_rl.occupancy import OccupancyModel
-from voc_rl.occupancy_train import occupancy_config_for, train_occupancy
+from voc_rl.occupancy import OccupancyConfig, OccupancyModel
+from voc_rl.occupancy_train import train_occupancy
 from voc_rl.paths import resolve_args
-from voc_rl.prior import BCPolicy, bc_config_for, train_bc
+from voc_rl.prior import BCConfig, BCPolicy, train_bc
 from voc_rl.registry import AGENT_TOKENS
 from voc_rl.report import command_line, machine_line, write_csv
 from voc_rl.tokenizers import Tokenizer, make_tokenizer
@@ -123,7 +123,7 @@ def tokenizer_for(ds: PixelDataset, backend: str, args: argparse.Namespace) -> P
 def occupancy_for(view: PixelDataset, gamma: float, seed: int, args: argparse.Namespace, **fields: Any):
     steps = {"steps": args.occ_steps} if args.occ_steps else {}
     fields = {"n_step": args.n_step, **fields}
-    config = occupancy_config_for(view, args.occ_size, gamma=gamma, **steps, **fields)
+    config = OccupancyConfig.for_dataset(view, args.occ_size, gamma=gamma, **steps, **fields)
     horizon = "mc" if config.n_step is None else config.n_step
     key = view.meta["tokens"]["key"][:8]
     name = f"{view.meta['name']}__{config.tokenizer}_{key}__occ_g{gamma}_n{horizon}_s{seed}_{args.occ_size}"
@@ -140,7 +140,7 @@ def occupancy_for(view: PixelDataset, gamma: float, seed: int, args: argparse.Na
 
 def critic_for(view: PixelDataset, gamma: float, seed: int, args: argparse.Namespace) -> TDCritic:
     steps = {"steps": args.critic_steps} if args.critic_steps else {}
-    config = critic_config_for(view, args.occ_size, gamma=gamma, **steps)
+    config = CriticConfig.for_dataset(view, args.occ_size, gamma=gamma, **steps)
     torch.manual_seed(seed)
     critic = TDCritic(config)
     out = args.runs / f"{view.meta['name']}__{view.meta['tokens']['backend']}__critic_g{gamma}_s{seed}"
@@ -151,7 +151,7 @@ def critic_for(view: PixelDataset, gamma: float, seed: int, args: argparse.Names
 def prior_for(view: PixelDataset, args: argparse.Namespace) -> BCPolicy:
     steps = {"steps": args.bc_steps} if args.bc_steps else {}
     torch.manual_seed(0)
-    policy = BCPolicy(bc_config_for(view, args.occ_size, **steps))
+    policy = BCPolicy(BCConfig.for_dataset(view, args.occ_size, **steps))
     out = args.runs / f"{view.meta['name']}__{view.meta['tokens']['backend']}__bc"
     train_bc(policy, view, seed=0, out=out, progress=not args.quiet)
     return policy.eval()

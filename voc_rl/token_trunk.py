@@ -80,11 +80,11 @@ class TokenModelConfig:
     def preset(cls, size: str, **fields: Any) -> Any:
         return from_preset(cls, cls.presets, size, fields, cls.__name__)
 
-
-def config_for(cls: type[C], token_ds: PixelDataset, size: str, fields: dict[str, Any]) -> C:
-    """The ``size`` preset of ``cls`` with the vocabulary, tokens per frame and action size of
-    ``token_ds``, then ``fields``."""
-    return cls.preset(size, **{**model_fields(token_ds), **fields})
+    @classmethod
+    def for_dataset(cls: type[C], token_ds: PixelDataset, size: str = "small", **fields: Any) -> C:
+        """The ``size`` preset with the vocabulary, tokens per frame, action size and tokenizer of
+        the token dataset ``token_ds``, then ``fields``."""
+        return cls.preset(size, **{**model_fields(token_ds), **fields})
 
 
 # ---------------------------------------------------------------------- models
