@@ -142,7 +142,7 @@ def test_fit_refuses_a_run_folder_of_another_config(ds: PixelDataset, tmp_path: 
     fit(make_tokenizer("vqvae", size="tiny", steps=2), ds, out=tmp_path, progress=False)
     with pytest.raises(CheckpointError, match=r"another config \(differs in \{'lr'"):
         fit(make_tokenizer("vqvae", size="tiny", steps=4, lr=1e-2), ds, out=tmp_path, progress=False)
-    with pytest.raises(CheckpointError, match="belongs to a vqvae tokenizer run, not titok"):
+    with pytest.raises(CheckpointError, match="belongs to a run of backend 'vqvae', not 'titok'"):
         fit(make_tokenizer("titok", size="tiny", steps=4), ds, out=tmp_path, progress=False)
 
 

@@ -27,13 +27,13 @@ from voc_rl.token_trunk import (
     Batch,
     TokenModel,
     TokenModelConfig,
-    TokenModelReport,
     eval_index,
     fit_token_model,
     token_batch,
     window_starts,
 )
 from voc_rl.tokenizers.cache import check_model_fits
+from voc_rl.train_loop import TrainReport
 from voc_rl.utils import make_target, resolve_device
 
 MC_TAIL = 0.05  # Monte-Carlo check: only states whose truncated tail weighs gamma^(T-t) <= this
@@ -121,7 +121,7 @@ def train_td_critic(
     eval_every: int = 1000,
     ckpt_every: int = 1000,
     callback: Callback | None = None,
-) -> TokenModelReport:
+) -> TrainReport:
     """Fit ``critic`` by SARSA TD on the training episodes of ``token_ds`` (``ds.split(val_fraction,
     seed)``, the occupancy model's split) with an EMA target network; returns a report.
 

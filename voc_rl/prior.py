@@ -26,12 +26,12 @@ from voc_rl.token_trunk import (
     Batch,
     TokenModel,
     TokenModelConfig,
-    TokenModelReport,
     eval_index,
     fit_token_model,
     token_batch,
 )
 from voc_rl.tokenizers.cache import check_model_fits
+from voc_rl.train_loop import TrainReport
 from voc_rl.utils import resolve_device
 
 ACTION_EPS = 1e-4  # dataset actions are clamped to [-1 + eps, 1 - eps] before atanh
@@ -124,7 +124,7 @@ def train_bc(
     eval_every: int = 1000,
     ckpt_every: int = 1000,
     callback: Callback | None = None,
-) -> TokenModelReport:
+) -> TrainReport:
     """Fit ``policy`` by maximum likelihood (beta-NLL weighted, ``config.nll_beta``) on the training
     episodes' actions (the occupancy model's split); returns a report. Held-out metrics: ``nll``
     (per state, of actions clamped to ``[-1 + 1e-4, 1 - 1e-4]``), ``mode_mse`` (mean over action

@@ -1,21 +1,18 @@
 """The token trunk that the behaviour prior (:mod:`voc_rl.prior`) and the TD critic
-(:mod:`voc_rl.critic`) share, and the training loop they both run.
+(:mod:`voc_rl.critic`) share, and their batches and training.
 
 Both models read the token ids of a frame stack s (``n_context = frame_stack * tokens_per_frame``)
 through their own :class:`TokenModel`: an ``nn.Embedding(vocab, emb_dim)`` of every token, flattened
 and layer-normalised, then an MLP with two hidden layers whose input and output sizes each model sets.
 :class:`TokenModelConfig` holds the fields both configs share and their size presets.
 
-:func:`fit_token_model` is their loop; it follows :func:`voc_rl.occupancy_train.train_occupancy`: the
-same episode split, TensorBoard logs, atomic checkpoints and exact resume from ``out/train_state.pt``.
+:func:`token_batch` turns flat frame indices into their tensors; :func:`fit_token_model` trains either
+model in the shared loop (:mod:`voc_rl.train_loop`) on such batches.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +25,10 @@ from torch import nn
 from voc_rl.checkpoint import Callback, CheckpointError, load_checkpoint, save_checkpoint
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.data.sampler import WindowSampler
-from voc_rl.paths import optional_user_path
 from voc_rl.presets import from_preset
 from voc_rl.tokenizers.cache import model_fields
-from voc_rl.utils import ema_update
+from voc_rl.train_loop import Run, TrainReport, train
+from voc_rl.utils import ema_update, to_tensors
 
 EVAL_MAX = 4096  # held-out frames scored per evaluation (evenly spaced)
 C = TypeVar("C", bound="TokenModelConfig")
@@ -196,14 +193,6 @@ class TokenModel(nn.Module):
 
 
 # ---------------------------------------------------------------------- training
-@dataclass
-class TokenModelReport:
-    steps: int
-    seconds: float
-    final_loss: float
-    metrics: dict[str, float]
-
-
 Batch = dict[str, torch.Tensor]
 
 
@@ -213,20 +202,17 @@ def token_batch(
     """Token stacks, actions and rewards at flat frame indices (and at index + 1 where ``nxt``)."""
     arrays = ds.arrays
     if not nxt:
-        obs = ds.stacks(index, frame_stack)
-        return {
-            "obs": torch.from_numpy(obs.astype(np.int64)).to(device),
-            "action": torch.from_numpy(arrays["action"][index]).to(device),
-        }
-    stacks = ds.stacks(np.stack([index, index + 1], 1), frame_stack).astype(np.int64)  # (B, 2, n_context)
-    return {
-        "obs": torch.from_numpy(stacks[:, 0]).to(device),
-        "action": torch.from_numpy(arrays["action"][index]).to(device),
-        "reward": torch.from_numpy(arrays["reward"][index]).to(device),
-        "next_obs": torch.from_numpy(stacks[:, 1]).to(device),
-        "next_action": torch.from_numpy(arrays["action"][index + 1]).to(device),
-        "next_terminal": torch.from_numpy(arrays["is_terminal"][index + 1]).to(device),
+        return to_tensors({"obs": ds.stacks(index, frame_stack), "action": arrays["action"][index]}, device)
+    stacks = ds.stacks(np.stack([index, index + 1], 1), frame_stack)  # (B, 2, n_context)
+    batch = {
+        "obs": stacks[:, 0],
+        "action": arrays["action"][index],
+        "reward": arrays["reward"][index],
+        "next_obs": stacks[:, 1],
+        "next_action": arrays["action"][index + 1],
+        "next_terminal": arrays["is_terminal"][index + 1],
     }
+    return to_tensors(batch, device)
 
 
 def window_starts(ds: PixelDataset, episodes: np.ndarray, nxt: bool) -> np.ndarray:
@@ -261,89 +247,29 @@ def fit_token_model(
     ckpt_every: int,
     progress: bool,
     callback: Callback | None,
-) -> TokenModelReport:
-    """The loop of the prior and the critic: schedule, logs, evaluation, checkpoints, exact resume."""
-    from tqdm import tqdm
-
-    c, device = model.config, model.device
-    opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    torch.manual_seed(seed)
-    out = optional_user_path(out)
-    writer = None
+) -> TrainReport:
+    """Train the prior or the critic in the shared loop (:func:`voc_rl.train_loop.train`: warm-up
+    then cosine, clipping at 10, a guard against rare spikes only) on batches of ``sampler``."""
+    c = model.config
     modules = {"model": model} if target is None else {"model": model, "target": target}
-    if out is not None:
-        from torch.utils.tensorboard import SummaryWriter
 
-        state_file = out / "train_state.pt"
-        if state_file.exists():
-            state = load_checkpoint(state_file, required=("config", *modules, "optimizer", "step"))
-            if state["config"] != dataclasses.asdict(c):
-                diff = {k: v for k, v in state["config"].items() if dataclasses.asdict(c).get(k) != v}
-                raise CheckpointError(
-                    f"{state_file} belongs to a run with another config (differs in {diff}); "
-                    "use another output folder or the same config"
-                )
-            for key, module in modules.items():
-                module.load_state_dict(state[key])
-            opt.load_state_dict(state["optimizer"])
-            model.step = int(state["step"])
-            sampler.rng.bit_generator.state = json.loads(state["sampler_rng"])
-            torch.set_rng_state(state["torch_rng"])
-            if state.get("cuda_rng") is not None and device.type == "cuda":
-                torch.cuda.set_rng_state(state["cuda_rng"], device)
-            print(f"resumed {name} at step {model.step} from {state_file}")
-        writer = SummaryWriter(str(out / "tb"))
-        writer.add_text("config", json.dumps(dataclasses.asdict(c), indent=1))
-    start, loss_value, tic = time.perf_counter(), float("nan"), time.perf_counter()
-    bar = tqdm(total=steps, initial=model.step, disable=not progress, desc=f"fit {name}", unit="step")
-    while model.step < steps:
-        # warm-up, then cosine to 10% over the config's steps (``steps`` only says where to stop)
-        cos = math.cos(math.pi * min(model.step / c.steps, 1.0))
-        lr = c.lr * min(1.0, (model.step + 1) / 100) * (0.55 + 0.45 * cos)
-        for group in opt.param_groups:
-            group["lr"] = lr
+    def step() -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         index = sampler.sample_indices(c.batch_size, 0.0)[0]
-        loss, logs = loss_fn(token_batch(ds, index, c.frame_stack, device, nxt))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)  # a guard against rare spikes only
-        opt.step()
-        if target is not None:
-            ema_update(target, model, c.target_rate)
-        model.step += 1
-        loss_value = float(loss.detach())
-        bar.update(1)
-        stop = callback is not None and callback(model.step, {"loss": loss_value, **logs}) is False
-        if model.step % log_every == 0:
-            rate = log_every / (time.perf_counter() - tic)
-            tic = time.perf_counter()
-            bar.set_postfix(loss=f"{loss_value:.4g}")
-            if writer is not None:
-                for k, v in {**logs, "lr": lr, "steps_per_s": rate}.items():
-                    writer.add_scalar(f"train/{k}", v, model.step)
-        if writer is not None and (model.step % eval_every == 0 or model.step == steps):
-            for k, v in evaluate().items():
-                writer.add_scalar(f"val/{k}", v, model.step)
-            model.train()
-        if out is not None and (model.step % ckpt_every == 0 or model.step == steps or stop):
-            save_checkpoint(
-                {
-                    "config": dataclasses.asdict(c),
-                    **{k: m.state_dict() for k, m in modules.items()},
-                    "optimizer": opt.state_dict(),
-                    "step": model.step,
-                    "sampler_rng": json.dumps(sampler.rng.bit_generator.state),
-                    "torch_rng": torch.get_rng_state(),  # token dropout draws from it
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                },
-                out / "train_state.pt",
-            )
-            model.save(out / f"{name}.pt")
-        if stop:
-            break
-    bar.close()
-    metrics = evaluate()
-    if writer is not None:
-        writer.close()
-    model.eval()
-    return TokenModelReport(model.step, time.perf_counter() - start, loss_value, metrics)
+        loss, logs = loss_fn(token_batch(ds, index, c.frame_stack, model.device, nxt))
+        return {"loss": loss}, logs
+
+    run = Run(
+        name=name,
+        config=c,
+        modules=modules,
+        optimizers={"loss": torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)},
+        step=step,
+        rngs=[sampler.rng],
+        data_seed=seed,
+        device=model.device,
+        save=lambda folder: model.save(folder / f"{name}.pt"),
+        clip=10.0,
+        after_step=None if target is None else lambda: ema_update(target, model, c.target_rate),
+        validate=evaluate,
+    )
+    return train(run, steps, out, log_every, eval_every, ckpt_every, progress, callback)

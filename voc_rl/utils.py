@@ -1,6 +1,6 @@
 """Small helpers that several of voc_rl's trainers and models share: choosing the torch device, EMA
-target networks, the random states a checkpoint keeps for an exact resume, and the package versions
-that checkpoints and datasets record.
+target networks, the random states a checkpoint keeps for an exact resume, numpy batches as tensors,
+and the package versions that checkpoints and datasets record.
 
 torch is imported inside the helpers that use it, so that the dataset code (which records package
 versions) can import this module and still never pay for importing torch.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -94,6 +94,19 @@ def restore_rngs(
     torch.set_rng_state(mine["torch_rng"])
     if device.type == "cuda" and "cuda_rng" in mine:
         torch.cuda.set_rng_state(mine["cuda_rng"], device)
+
+
+def to_tensors(arrays: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """A batch of numpy arrays as tensors on ``device``: integer arrays (token ids, indices) as int64,
+    the others (float actions and rewards, bool flags) with their own dtype."""
+    import torch
+
+    return {
+        key: torch.from_numpy(
+            np.asarray(x, dtype=np.int64) if np.issubdtype(np.asarray(x).dtype, np.integer) else np.asarray(x)
+        ).to(device)
+        for key, x in arrays.items()
+    }
 
 
 def package_versions() -> dict[str, str]:

@@ -1,21 +1,17 @@
 """Training and measuring tokenizers on pixel datasets.
 
-``fit`` trains any backend on the training episodes of a dataset (episodes split by seed), logs to
-TensorBoard (``losses/*``, ``charts/codebook_usage``, ``charts/perplexity``, reconstructions beside
-originals where a decoder exists), checkpoints atomically and resumes exactly (the weights, optimiser
-and every random state; a run folder of another config is refused). ``evaluate`` measures on
-held-out episodes: codebook usage and perplexity, reconstruction MSE / PSNR, a linear probe from
-token embeddings of a frame stack to the proprioceptive state (R^2), and encode throughput.
-
-Under ``torchrun``, ``fit`` trains on every process (see :mod:`voc_rl.distributed`): gradients
-averaged over ranks, each rank sampling its own frames, buffers that training changes (codebooks)
-taken from rank 0 after every step; rank 0 alone logs, checkpoints and evaluates; the checkpoint
-keeps every rank's RNG states, so a run resumed with as many processes continues exactly.
+``fit`` trains any backend on the training episodes of a dataset (episodes split by seed) through
+the shared loop (:mod:`voc_rl.train_loop`: TensorBoard, atomic checkpoints, exact resume, torchrun).
+Besides the losses it logs the training batch's ``train/codebook_usage`` and ``train/perplexity``,
+and every ``eval_every`` steps ``val/codebook_usage`` and reconstructions beside originals where a
+decoder exists. Under ``torchrun`` the buffers that training changes (codebooks) are taken from rank
+0 after every step, as DDP would. ``evaluate`` measures on held-out episodes: codebook usage and
+perplexity, reconstruction MSE / PSNR, a linear probe from token embeddings of a frame stack to the
+proprioceptive state (R^2), and encode throughput; ``fit`` reports it at the end (``val/*``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -23,15 +19,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from voc_rl import distributed
-from voc_rl.checkpoint import Callback, CheckpointError, load_checkpoint, save_checkpoint
+from voc_rl.checkpoint import Callback
 from voc_rl.data.dataset import PixelDataset
-from voc_rl.paths import optional_user_path
-from voc_rl.tokenizers.base import FitReport, Tokenizer, probe_r2_cv, psnr, to_float
+from voc_rl.tokenizers.base import Tokenizer, probe_r2_cv, psnr, to_float
 from voc_rl.tokenizers.quantizer import codebook_stats
-from voc_rl.utils import restore_rngs, rng_states
+from voc_rl.train_loop import Run, TrainReport, train
 
 COLLAPSE_USAGE = 0.05  # below this fraction of codes in use on held-out frames, the codebook collapsed
 
@@ -52,130 +46,56 @@ def fit(
     ckpt_every: int = 500,
     progress: bool = True,
     callback: Callback | None = None,
-) -> FitReport:
-    """Train ``tok`` on ``ds``; with ``out`` (a folder) also TensorBoard logs, checkpoints and resume.
+) -> TrainReport:
+    """Train ``tok`` on ``ds`` with :func:`voc_rl.train_loop.train` (warm-up then a constant rate,
+    clipping at 1); with ``out`` (a folder) also TensorBoard logs, checkpoints and resume.
 
     ``callback(step, logs)`` runs after every step; returning ``False`` stops (after a checkpoint).
     """
-    steps = steps or tok.config.steps
     if tuple(ds.frames.shape[1:]) != (3, tok.config.image_size, tok.config.image_size):
         raise ValueError(
             f"dataset frames are {tuple(ds.frames.shape[1:])}; expected 3x{tok.config.image_size}px"
         )
     distributed.init()
-    main = distributed.is_main()
-    distributed.broadcast_module(tok)  # every rank starts from rank 0's weights
     train_eps, val_eps = ds.split(val_fraction, seed)
     train_frames = _frames_of(ds, train_eps)
     data_seed = distributed.rank_seed(seed)  # = seed on one process
     rng = np.random.default_rng(data_seed)
-    torch.manual_seed(data_seed)
     opt = torch.optim.AdamW(
         [p for p in tok.parameters() if p.requires_grad], lr=tok.config.lr, weight_decay=0.01
     )
-    out = optional_user_path(out)
-    writer = None
-    if out is not None:
-        from torch.utils.tensorboard import SummaryWriter
 
-        state_file = out / "train_state.pt"
-        if state_file.exists():
-            state = load_checkpoint(state_file, required=("model", "optimizer", "step"))
-            _check_same_run(state, tok, state_file)
-            tok.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            tok.step = int(state["step"])
-            if "torch_rng" in state:
-                restore_rngs(state, [rng], data_seed, tok.device)
-            else:  # written before the random states were kept: resumes, but not exactly
-                rng = np.random.default_rng([data_seed, tok.step])
-            if main:
-                print(f"resumed {tok.backend} tokenizer at step {tok.step} from {state_file}")
-        distributed.check_agree(tok.step, "step to start from")
-        if main:
-            writer = SummaryWriter(str(out / "tb"))
-            writer.add_text("config", str(tok.config))
-    tok.train()
-    start, loss_value = time.perf_counter(), float("nan")
-    bar = tqdm(
-        total=steps, initial=tok.step, disable=not (progress and main), desc=f"fit {tok.backend}", unit="step"
-    )
-    while tok.step < steps:
-        for group in opt.param_groups:
-            group["lr"] = tok.config.lr * min(1.0, (tok.step + 1) / 100)
+    def step() -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         batch = {k: v.to(tok.device) for k, v in tok.sample_batch(ds, train_frames, rng).items()}
         loss, logs, codes = tok.loss(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        distributed.all_reduce_grads(tok.parameters())  # every rank then takes the same step
-        torch.nn.utils.clip_grad_norm_(tok.parameters(), 1.0)
-        opt.step()
+        stats = codebook_stats(codes, tok.vocab_size)  # this rank's batch
+        return {"loss": loss}, {**logs, "codebook_usage": stats["usage"], "perplexity": stats["perplexity"]}
+
+    def after_step() -> None:
         tok.after_step()
         distributed.broadcast_buffers(tok)  # codebook EMA, restarts: rank 0's, as DDP would
-        tok.step += 1
-        loss_value = float(loss.detach())
-        bar.update(1)
-        stop = callback is not None and callback(tok.step, {"loss": loss_value, **logs}) is False
-        stop = distributed.any_rank(stop)  # all ranks stop at the same step
-        if tok.step % log_every == 0:
-            stats = codebook_stats(codes, tok.vocab_size)  # this rank's batch
-            scalars = distributed.mean_scalars({"total": loss_value, **logs})
-            bar.set_postfix(loss=f"{scalars['total']:.4f}", usage=f"{stats['usage']:.2f}")
-            if writer is not None:
-                for k, v in scalars.items():
-                    writer.add_scalar(f"losses/{k}", v, tok.step)
-                writer.add_scalar("charts/codebook_usage", stats["usage"], tok.step)
-                writer.add_scalar("charts/perplexity", stats["perplexity"], tok.step)
-        if writer is not None and (tok.step % eval_every == 0 or tok.step == steps):
-            _log_eval(tok, ds, val_eps, writer)
-        if out is not None and (tok.step % ckpt_every == 0 or tok.step == steps or stop):
-            distributed.assert_in_sync(tokenizer=tok)
-            rngs = distributed.gather_objects(rng_states([rng], tok.device))  # [rank 0's, rank 1's, ...]
-            if main:
-                save_checkpoint(
-                    {
-                        "backend": tok.backend,
-                        "config": dataclasses.asdict(tok.config),
-                        "model": tok.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "step": tok.step,
-                        **rngs[0],
-                        **({"rank_rngs": rngs} if len(rngs) > 1 else {}),
-                    },
-                    out / "train_state.pt",
-                )
-                tok.save(out / "tokenizer.pt")
-        if stop:
-            break
-    bar.close()
-    tok.eval()
-    metrics: dict[str, float] = {}
-    if main:  # the ranks hold the same weights: one evaluation serves all
+
+    def final() -> dict[str, float]:
         episodes = val_eps if len(val_eps) else train_eps
-        metrics = evaluate(tok, ds, episodes, train_episodes=train_eps, seed=seed)
-    metrics = distributed.broadcast_object(metrics)
-    if writer is not None:
-        for k, v in metrics.items():
-            writer.add_scalar(f"eval/{k}", v, tok.step)
-        writer.close()
-    return FitReport(tok.step, time.perf_counter() - start, loss_value, metrics)
+        return evaluate(tok, ds, episodes, train_episodes=train_eps, seed=seed)
 
-
-def _check_same_run(state: dict[str, Any], tok: Tokenizer, state_file: Path) -> None:
-    """Refuse to resume a run folder written for another backend or config (a checkpoint written
-    before they were recorded is taken as it is)."""
-    if "backend" in state and state["backend"] != tok.backend:
-        raise CheckpointError(
-            f"{state_file} belongs to a {state['backend']} tokenizer run, not {tok.backend}; "
-            "use another output folder"
-        )
-    config = dataclasses.asdict(tok.config)
-    if "config" in state and state["config"] != config:
-        diff = {k: v for k, v in state["config"].items() if config.get(k) != v}
-        raise CheckpointError(
-            f"{state_file} belongs to a run with another config (differs in {diff}); "
-            "use another output folder or the same config"
-        )
+    run = Run(
+        name=f"{tok.backend} tokenizer",
+        config=tok.config,
+        identity={"backend": tok.backend},
+        modules={"model": tok},
+        optimizers={"loss": opt},
+        step=step,
+        rngs=[rng],
+        data_seed=data_seed,
+        device=tok.device,
+        save=lambda folder: tok.save(folder / "tokenizer.pt"),
+        schedule="constant",
+        after_step=after_step,
+        final=final,
+        media=lambda writer, _: _log_eval(tok, ds, val_eps, writer),
+    )
+    return train(run, steps or tok.config.steps, out, log_every, eval_every, ckpt_every, progress, callback)
 
 
 def _log_eval(tok: Tokenizer, ds: PixelDataset, val_eps: np.ndarray, writer: Any) -> None:
@@ -183,12 +103,11 @@ def _log_eval(tok: Tokenizer, ds: PixelDataset, val_eps: np.ndarray, writer: Any
     pick = np.asarray(ds.frames[frames[:: max(len(frames) // 8, 1)][:8]])  # (8, 3, H, W)
     codes = tok.encode(pick)
     stats = codebook_stats(codes, tok.vocab_size)
-    writer.add_scalar("eval/codebook_usage", stats["usage"], tok.step)
+    writer.add_scalar("val/codebook_usage", stats["usage"], tok.step)
     if tok.has_decoder:
         recon = tok.decode(codes)[:, 0]
         grid = torch.cat([torch.from_numpy(pick), recon], dim=2)  # originals above reconstructions
-        writer.add_images("eval/reconstructions", grid, tok.step)
-    tok.train()
+        writer.add_images("val/reconstructions", grid, tok.step)
 
 
 @torch.no_grad()
