@@ -44,7 +44,7 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
 
 def measure(backend: str, size: str, quick: bool) -> list[dict[str, object]]:
     tok_size = "tiny" if quick else "small"
-    tok = make_tokenizer(backend, size=tok_size, **({"action_dim": 6} if backend == "musik" else {}))
+    tok = make_tokenizer(backend, size=tok_size)  # musik's default action size is DMC's 6
     cfg = OccupancyConfig.preset(
         size, vocab_size=tok.vocab_size, tokens_per_frame=tok.tokens_per_frame, action_dim=6, gamma=0.9
     )

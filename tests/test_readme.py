@@ -371,7 +371,7 @@ def write_tokenizer(target: Path, argv: list[str], work: Path) -> None:
 
     backend = next((p for p in target.parent.name.split("__") if p in BACKENDS), None)
     assert backend, f"cannot tell the tokenizer backend of {target} (folder NAME__BACKEND__SIZE)"
-    make_tokenizer(backend, size="tiny", **({"action_dim": 6} if backend == "musik" else {})).save(target)
+    make_tokenizer(backend, size="tiny").save(target)  # musik's default action size is DMC's 6
 
 
 def write_policy(target: Path, argv: list[str], work: Path) -> None:

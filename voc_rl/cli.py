@@ -145,10 +145,8 @@ def _cmd_tokenizer_fit(args: argparse.Namespace) -> int:
     from voc_rl.tokenizers.train import fit
 
     ds = open_dataset(args.dataset)
-    overrides = {"action_dim": int(ds.arrays["action"].shape[1])} if args.backend == "musik" else {}
-    if args.steps:  # the run length is part of the config: schedules (DINO's teacher momentum) follow it
-        overrides["steps"] = args.steps
-    tok = make_tokenizer(args.backend, size=args.size, **overrides)
+    # the run length is part of the config: schedules (DINO's teacher momentum) follow it
+    tok = make_tokenizer(args.backend, args.size, ds, **({"steps": args.steps} if args.steps else {}))
     out = args.out or user_path(f"runs/tokenizers/{ds.meta['name']}__{args.backend}__{args.size}")
     report = fit(tok, ds, seed=args.seed, out=out)
     print(

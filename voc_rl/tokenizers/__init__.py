@@ -12,7 +12,7 @@ import difflib
 import importlib
 from typing import Any
 
-from voc_rl.presets import from_preset
+from voc_rl.data.dataset import PixelDataset
 from voc_rl.tokenizers.base import Tokenizer, TokenizerConfig
 
 BACKENDS: dict[str, str] = {
@@ -37,12 +37,13 @@ def get_backend(name: str) -> type[Tokenizer]:
     return getattr(importlib.import_module(module), attr)
 
 
-def make_tokenizer(name: str, size: str = "small", **overrides: Any) -> Tokenizer:
-    """A fresh (untrained) tokenizer of backend ``name`` at preset ``size``, fields overridden by kwargs."""
+def make_tokenizer(
+    name: str, size: str = "small", dataset: PixelDataset | None = None, **overrides: Any
+) -> Tokenizer:
+    """A fresh (untrained) tokenizer of backend ``name`` at preset ``size``, with the fields the pixel
+    ``dataset`` fixes (MUSIK's action size; see :meth:`Tokenizer.config_for`), overridden by kwargs."""
     cls = get_backend(name)
-    return cls(
-        from_preset(cls.config_cls, cls.presets, size, overrides, f"{name} tokenizer", "config fields")
-    )
+    return cls(cls.config_for(dataset, size, **overrides))
 
 
 __all__ = [

@@ -22,6 +22,7 @@ from torch import nn
 
 from voc_rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from voc_rl.data.dataset import PixelDataset
+from voc_rl.presets import from_preset
 from voc_rl.tokenizers.quantizer import codebook_stats
 
 FORMAT = "voc_rl.tokenizer/1"
@@ -77,6 +78,20 @@ class Tokenizer(nn.Module):
         super().__init__()
         self.config = config
         self.step = 0
+
+    @classmethod
+    def config_for(cls, ds: PixelDataset | None, size: str = "small", **fields: Any) -> TokenizerConfig:
+        """The ``size`` preset, then what the pixel dataset ``ds`` fixes (:meth:`dataset_fields`), then
+        ``fields``: the one place a tokenizer's config meets the data it trains on."""
+        fields = {**(cls.dataset_fields(ds) if ds is not None else {}), **fields}
+        return from_preset(
+            cls.config_cls, cls.presets, size, fields, f"{cls.backend} tokenizer", "config fields"
+        )
+
+    @classmethod
+    def dataset_fields(cls, ds: PixelDataset) -> dict[str, Any]:
+        """Config fields the dataset fixes; none for most backends (MUSIK: the action size)."""
+        return {}
 
     # ------------------------------------------------------------------ backend hooks
     @property

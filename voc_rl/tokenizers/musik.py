@@ -21,7 +21,7 @@ meant for longer runs, keeps 15, the published choice).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -91,6 +91,11 @@ class MUSIKTokenizer(GridCodes, Tokenizer):
             "hidden": 512,
         },
     }
+
+    @classmethod
+    def dataset_fields(cls, ds: PixelDataset) -> dict[str, Any]:
+        """The inverse head predicts the dataset's actions: their size."""
+        return {"action_dim": int(ds.arrays["action"].shape[1])}
 
     def __init__(self, config: MUSIKConfig):
         super().__init__(config)
