@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from voc_rl.agents.base import Agent
+from voc_rl.agents.base import Agent, PartFitting
 from voc_rl.checkpoint import CheckpointError
-from voc_rl.critic import CriticConfig, TDCritic, train_td_critic
+from voc_rl.critic import CriticConfig, TDCritic
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
-from voc_rl.occupancy_train import train_occupancy
+from voc_rl.parts import fit_critic, fit_occupancy
 from voc_rl.value import pool_q, rollout_q
 
 
@@ -36,8 +36,8 @@ class BCAgent(Agent):
         action = action.cpu().numpy()
         return (action[0] if single else action), None
 
-    def _fit_scorer(self, view: PixelDataset, run: Path, cap: Any, hook: Any, common: dict) -> None:
-        pass
+    def _fit_scorer(self, view: PixelDataset, fit: PartFitting) -> None:
+        pass  # the prior is all it has
 
 
 class _OccupancyAgent(Agent):
@@ -56,21 +56,15 @@ class _OccupancyAgent(Agent):
     def target_frames_of(self) -> int:
         return self.config.target_frames
 
-    def _fit_scorer(self, view: PixelDataset, run: Path, cap: Any, hook: Any, common: dict) -> None:
+    def _fit_scorer(self, view: PixelDataset, fit: PartFitting) -> None:
         c = self.config
-        if self.occupancy is None:
-            torch.manual_seed(c.seed)
-            config = OccupancyConfig.for_dataset(
-                view,
-                c.size,
-                gamma=self.gamma_of(),
-                target_frames=self.target_frames_of(),
-                **{**c.occupancy_kwargs, **cap(c.occupancy_steps)},
-            )
-            self.occupancy = OccupancyModel(config)
-        _, self.reward = train_occupancy(
-            self.occupancy, view, out=run / "occupancy", tokenizer=self.tokenizer, reward=self.reward,
-            callback=hook("occupancy"), device=self.device, **common,
+        config = OccupancyConfig.for_dataset(
+            view, c.size, gamma=self.gamma_of(), target_frames=self.target_frames_of(),
+            **{**c.occupancy_kwargs, **fit.cap(c.occupancy_steps)},
+        )  # fmt: skip
+        self.occupancy, self.reward = fit_occupancy(
+            view, config, model=self.occupancy, reward=self.reward, tokenizer=self.tokenizer,
+            **fit.options("occupancy"),
         )  # fmt: skip
 
     def _save_part(self, part: str, path: Path) -> None:
@@ -151,16 +145,10 @@ class TDCriticAgent(Agent):
         super().__init__(config, name)
         self.critic: TDCritic | None = None
 
-    def _fit_scorer(self, view: PixelDataset, run: Path, cap: Any, hook: Any, common: dict) -> None:
+    def _fit_scorer(self, view: PixelDataset, fit: PartFitting) -> None:
         c = self.config
-        if self.critic is None:
-            torch.manual_seed(c.seed)
-            self.critic = TDCritic(
-                CriticConfig.for_dataset(view, c.size, gamma=c.gamma, **cap(c.critic_steps))
-            )
-        train_td_critic(
-            self.critic, view, out=run / "critic", callback=hook("critic"), device=self.device, **common
-        )
+        config = CriticConfig.for_dataset(view, c.size, gamma=c.gamma, **fit.cap(c.critic_steps))
+        self.critic = fit_critic(view, config, model=self.critic, **fit.options("critic"))
 
     def _load_part(self, part: str, path: Path) -> None:
         if part == "critic":

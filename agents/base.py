@@ -14,6 +14,7 @@ import json
 import tempfile
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +24,40 @@ import torch
 from voc_rl.checkpoint import Callback, CheckpointError, atomic_write
 from voc_rl.data.dataset import PixelDataset, open_dataset
 from voc_rl.envs import make_env
+from voc_rl.parts import CHECKPOINT, fit_prior, fit_tokenizer
 from voc_rl.paths import user_path
-from voc_rl.prior import BCConfig, BCPolicy, train_bc
+from voc_rl.prior import BCConfig, BCPolicy
 from voc_rl.registry import REGISTRY, AgentConfig, load_class
-from voc_rl.tokenizers import Tokenizer, make_tokenizer
+from voc_rl.tokenizers import Tokenizer
 from voc_rl.tokenizers.cache import token_view
-from voc_rl.tokenizers.train import fit
 from voc_rl.utils import package_versions, resolve_device
 
 FORMAT = "voc_rl.agent/1"
+
+
+@dataclass(frozen=True)
+class PartFitting:
+    """How ``learn`` fits each part: in ``run/<part>``, with the agent's seed and device, each part's
+    steps capped by ``learn``'s ``steps``, and ``callback`` told which part a step belongs to."""
+
+    run: Path
+    seed: int
+    device: torch.device
+    progress: bool
+    steps: int | None
+    callback: Callback | None
+
+    def cap(self, own: int | None) -> dict[str, int]:
+        """The ``steps`` config field of a part: ``learn``'s cap, else the part's own (if set)."""
+        n = self.steps if self.steps is not None else own
+        return {} if n is None else {"steps": n}
+
+    def options(self, part: str) -> dict[str, Any]:
+        """The keyword arguments of ``voc_rl.parts.fit_<part>``: folder, seed, device, callback."""
+        callback = self.callback
+        hook = None if callback is None else lambda step, logs: callback(step, {"part": part, **logs})
+        return {"out": self.run / part, "seed": self.seed, "device": self.device, "progress": self.progress,
+                "callback": hook}  # fmt: skip
 
 
 class Agent:
@@ -85,37 +111,20 @@ class Agent:
         (run / "config.json").write_text(
             json.dumps({"agent": self.name, "task": task, "dataset": str(ds.path), **self._config_json()})
         )
-
-        def cap(own: int | None) -> dict[str, int]:
-            n = steps if steps is not None else own
-            return {} if n is None else {"steps": n}
-
-        def hook(part: str) -> Callback | None:
-            return None if callback is None else lambda step, logs: callback(step, {"part": part, **logs})
-
-        common = {"seed": c.seed, "progress": progress}
-        tok_ckpt = run / "tokenizer" / "tokenizer.pt"
+        fit = PartFitting(run, c.seed, self.device, progress, steps, callback)
         if tokenizer is not None:
-            self.tokenizer = Tokenizer.load(tokenizer, backend=c.tokenizer)
+            self.tokenizer = Tokenizer.load(tokenizer, backend=c.tokenizer).to(self.device)
             tok_ckpt = user_path(tokenizer)
-        elif self.tokenizer is None or self.tokenizer.step < self.tokenizer.config.steps:
-            extra = {"action_dim": int(ds.arrays["action"].shape[1])} if c.tokenizer == "musik" else {}
-            torch.manual_seed(c.seed)
-            tok = self.tokenizer or make_tokenizer(
-                c.tokenizer, c.size, **{**extra, **c.tokenizer_kwargs, **cap(c.tokenizer_steps)}
-            )
-            fit(tok.to(self.device), ds, out=run / "tokenizer", callback=hook("tokenizer"), **common)
-            self.tokenizer = tok.eval()
         else:
-            self.tokenizer.save(tok_ckpt)
+            fields = {**c.tokenizer_kwargs, **fit.cap(c.tokenizer_steps)}
+            self.tokenizer = fit_tokenizer(
+                ds, c.tokenizer, c.size, fields=fields, model=self.tokenizer, **fit.options("tokenizer")
+            )
+            tok_ckpt = run / "tokenizer" / CHECKPOINT["tokenizer"]
         view = token_view(ds, tok_ckpt, progress=progress)
-        if self.prior is None:
-            torch.manual_seed(c.seed)
-            self.prior = BCPolicy(BCConfig.for_dataset(view, c.size, **cap(c.prior_steps)))
-        train_bc(self.prior, view, out=run / "prior", callback=hook("prior"), device=self.device, **common)
-        self._fit_scorer(view, run, cap, hook, common)
-        for part in self.parts:
-            getattr(self, part).eval()
+        config = BCConfig.for_dataset(view, c.size, **fit.cap(c.prior_steps))
+        self.prior = fit_prior(view, config, model=self.prior, **fit.options("prior"))
+        self._fit_scorer(view, fit)
         return self
 
     def load_parts(self, task: str, **paths: str | Path) -> Agent:
@@ -129,10 +138,9 @@ class Agent:
         self._check_parts(user_path(paths[self.parts[-1]]))
         return self
 
-    def _fit_scorer(self, view: PixelDataset, run: Path, cap: Any, hook: Any, common: dict) -> None:
-        raise NotImplementedError(
-            f"{type(self).__name__}._fit_scorer(view, run, cap, hook, common) is not implemented"
-        )
+    def _fit_scorer(self, view: PixelDataset, fit: PartFitting) -> None:
+        """Fit (or reuse) the scorer's parts on the token dataset ``view`` as ``fit`` says."""
+        raise NotImplementedError(f"{type(self).__name__}._fit_scorer(view, fit) is not implemented")
 
     # ------------------------------------------------------------------ acting
     def _context(self, obs: Any) -> tuple[torch.Tensor, bool]:

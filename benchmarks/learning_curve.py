@@ -50,16 +50,14 @@ import numpy as np
 import torch
 
 from voc_rl.critic import CriticConfig, TDCritic, train_td_critic
-from voc_rl.data import PixelDataset, open_dataset
-from voc_rl.data.collect import collect
+from voc_rl.data import PixelDataset
+from voc_rl.evaluation import nmse, spearman, states_by_level, states_of
 from voc_rl.ground_truth import simulator_q
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
 from voc_rl.occupancy_train import train_occupancy, validate, validation_batch
+from voc_rl.parts import SharedParts, collect_or_open
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
-from voc_rl.return_error import nmse, spearman, states_of
-from voc_rl.tokenizers import Tokenizer, make_tokenizer
 from voc_rl.tokenizers.cache import token_view
-from voc_rl.tokenizers.train import fit
 from voc_rl.value import density_q, pool_q, sample_q
 
 COLUMNS = [
@@ -71,35 +69,12 @@ METHODS = (*N_STEP, "td-critic")
 
 
 # ---------------------------------------------------------------------------------------------- data
-def dataset_for(args: argparse.Namespace) -> PixelDataset:
-    name = f"{args.task}-{args.dataset}" + ("-quick" if args.quick else "")
-    path = args.data_root / "voc_rl" / f"{name}-v0"
-    if not path.exists():
-        collect(args.task, args.dataset, episodes=args.episodes, out=args.data_root, name=name)
-    return open_dataset(path)
-
-
 def tokenizer_for(ds: PixelDataset, args: argparse.Namespace) -> Path:
     """One 16-token VQ-VAE (``downsample=4``: a 4x4 grid of codes per 64px frame) for every method."""
     if args.tokenizer is not None:
         return args.tokenizer
-    out = args.runs / f"{ds.meta['name']}__vqvae16"
-    ckpt = out / "tokenizer.pt"
     size, steps = ("tiny", 30) if args.quick else ("small", 1000)
-    if not ckpt.exists() or Tokenizer.load(ckpt).step < steps:
-        fit(make_tokenizer("vqvae", size=size, downsample=4, steps=steps), ds, seed=0, out=out)
-    return ckpt
-
-
-def held_out_states(ds: PixelDataset, episodes: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """``n`` frames of held-out ``episodes``, the same number from every behaviour level present."""
-    level = ds.arrays["policy_id"][ds.ep_start[episodes]]
-    kinds = np.unique(level)
-    parts = [
-        states_of(ds, episodes[level == k], n // len(kinds) + (i < n % len(kinds)), seed + i)
-        for i, k in enumerate(kinds)
-    ]
-    return np.sort(np.concatenate(parts))
+    return SharedParts(args.runs, tok_size=size, steps={"tokenizer": steps}).tokenizer(ds, "vqvae")
 
 
 class Bench:
@@ -107,11 +82,12 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        ds = dataset_for(args)
+        name = f"{args.task}-{args.dataset}" + ("-quick" if args.quick else "")
+        ds = collect_or_open(args.data_root, args.task, args.dataset, args.episodes, name)
         self.ds = ds
         self.view = token_view(ds, tokenizer_for(ds, args))
         self.train_eps, self.val_eps = ds.split(0.1, 0)  # the split every trainer uses (seed 0)
-        self.idx = held_out_states(ds, self.val_eps, args.n_states, seed=1)
+        self.idx = states_by_level(ds, self.val_eps, args.n_states, seed=1)
         rng = np.random.default_rng(2)
         train_frames = states_of(ds, self.train_eps, 10**9, seed=3)
         others = ds.arrays["action"][rng.choice(train_frames, (len(self.idx), args.actions - 1))]

@@ -33,13 +33,14 @@ import torch
 import voc_rl
 from voc_rl.agents import Agent
 from voc_rl.agents.base import play_episode
-from voc_rl.data.collect import collect
-from voc_rl.data.dataset import PixelDataset, open_dataset
+from voc_rl.data.dataset import PixelDataset
+from voc_rl.evaluation import states_of
 from voc_rl.ground_truth import simulator_q
+from voc_rl.parts import SharedParts, collect_or_open
 from voc_rl.paths import resolve_args
-from voc_rl.registry import agent_spec
+from voc_rl.registry import AGENT_TOKENS, agent_spec
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
-from voc_rl.return_error import states_of
+from voc_rl.tokenizers.cache import token_view
 
 COLUMNS = (
     "task",
@@ -55,32 +56,26 @@ COLUMNS = (
 TOP1 = ("task", "dataset", "agent", "seed", "states", "candidates", "top1_agreement", "chance")
 
 
-def dataset(task: str, kind: str, args: argparse.Namespace) -> PixelDataset:
-    path = args.data_root / "voc_rl" / f"{task}-{kind}-v0"
-    if not path.exists():
-        collect(task, kind, episodes=args.collect_episodes, out=args.data_root)
-    return open_dataset(path)
-
-
 def from_return_error(name: str, ds: PixelDataset, seed: int, args: argparse.Namespace) -> Agent:
-    """An agent assembled from the parts a return-error run trained (titok tokens, same split)."""
-    runs, ds_name = args.from_return_error, ds.meta["name"]
+    """An agent assembled from the parts a return-error run left in ``--from-return-error`` (same
+    split; its defaults: tokenizers at the agents' 16 tokens, Monte-Carlo occupancy models)."""
+    shared = SharedParts(args.from_return_error, tok_size=args.size, size=args.size)
     spec = agent_spec(name)
     backend = spec.config.tokenizer if name.startswith("voc-") else args.baseline_tokenizer
-    prefix = runs / f"{ds_name}__{backend}"
-    parts = {
-        "tokenizer": runs / f"{ds_name}__tok_{backend}_{args.size}" / "tokenizer.pt",
-        "prior": Path(f"{prefix}__bc") / "bc.pt",
-    }
+    tokenizer = shared.checkpoint("tokenizer", ds, backend=backend)
+    if not tokenizer.exists():
+        raise FileNotFoundError(f"{tokenizer} does not exist: no return-error run of {backend} tokens here")
+    view = token_view(ds, tokenizer)
+    parts = {"tokenizer": tokenizer, "prior": shared.checkpoint("prior", view)}
     if spec.config.kind == "voc":
-        parts["occupancy"] = Path(f"{prefix}__occ_g{args.gamma}_s{seed}_{args.size}") / "occupancy.pt"
+        parts["occupancy"] = shared.checkpoint("occupancy", view, gamma=args.gamma, seed=seed)
     elif spec.config.kind == "wm-rollout":
-        parts["occupancy"] = Path(f"{prefix}__occ_g0.0_s0_{args.size}") / "occupancy.pt"
+        parts["occupancy"] = shared.checkpoint("occupancy", view, gamma=0.0, seed=0)
     elif spec.config.kind == "td-critic":
-        parts["critic"] = Path(f"{prefix}__critic_g{args.gamma}_s{seed}") / "critic.pt"
+        parts["critic"] = shared.checkpoint("critic", view, gamma=args.gamma, seed=seed)
     agent = voc_rl.make_agent(
-        name, size=args.size, seed=seed, tokenizer=backend, tokenizer_kwargs={}, gamma=args.gamma,
-        target_frames=0, **args.agent_overrides,
+        name, size=args.size, seed=seed, tokenizer=backend, tokenizer_kwargs=AGENT_TOKENS[backend],
+        gamma=args.gamma, target_frames=0, **args.agent_overrides,
     )  # fmt: skip
     return agent.load_parts(ds.meta.get("task", ds.env_id), **parts)
 
@@ -188,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     rows, agreement = [], []
     for task in args.tasks:
         for kind in args.datasets:
-            ds = dataset(task, kind, args)
+            ds = collect_or_open(args.data_root, task, kind, args.collect_episodes)
             ids, returns = ds.arrays["policy_id"][ds.ep_start], ds.episode_returns()
             for pid, desc in sorted(ds.meta.get("policies", {}).items()):
                 r = returns[ids == int(pid)]

@@ -1,9 +1,351 @@
-"""Return-estimation error table: the same as ``voc-rl bench return-error`` (see voc_rl/return_error.py).
+"""Return-estimation error on held-out episodes: writes results/return_error.md, .csv and scatter plots.
 
-python benchmarks/return_error.py --quick
+For every task, dataset and tokenizer it trains (or reuses from ``--runs``) a tokenizer, a behaviour-
+cloning prior, a one-step world model (gamma 0) and, per gamma and seed, an occupancy model and a
+TD critic, all on the training episodes. On ``--n-states`` states of held-out episodes it compares
+Q(s_t, a_t) estimates with the simulator ground truth (restore the physics state, take a_t, follow
+the episode's behaviour policy until gamma^H < 1e-3, averaged over rollouts; its standard error is
+reported):
+
+- ``sample``: N occupancy samples; ``density``: self-normalised weights over M training states
+  (uniform proposal); ``pool``: a pool shared by K candidate actions (a_t and K - 1 from the prior);
+- ``mean``: the mean simulator Q of training states; ``td-critic``: SARSA fitted Q evaluation on the
+  same tokens; ``wm-rollout-1x`` / ``-3x``: the gamma-0 model rolled out 1/(1-gamma) or 3/(1-gamma)
+  steps with the reward model and the prior;
+- ``paper-style``: VOC scored as the published code does (top-k 50, 100 samples) against its
+  truncated target (the next min(1/(1-gamma), 10) rewards of the dataset), and against the simulator.
+
+Occupancy models train with ``--n-step`` (default ``mc``: the dataset's futures, bootstrapped only
+past an episode's end; ``1``: one-step generative TD) on 16-token tokenizers (``--tokens agent``, the
+agents' geometry). ``reward_nmse`` is the reward model's held-out NMSE (r(s_{t+1}) against r_t at
+the same states) on the rows that use it.
+
+CSV columns: task,dataset,gamma,tokenizer,method,n_states,nmse,rmse,spearman,evals_per_s,ground_truth,
+reward_nmse (means over seeds; ``return_error_seeds.csv`` has every seed, the markdown mean +- std).
+
+Parts are kept in ``--runs`` (:class:`voc_rl.parts.SharedParts`: a later run, or the policy benchmark's
+``--from-return-error``, reuses them); the estimates are :func:`voc_rl.evaluation.q_estimates`.
+
+    voc-rl bench return-error --quick                    # a tiny version in minutes
+    python benchmarks/return_error.py --data-root datasets --tasks cheetah-run --gammas 0.9 0.99
 """
 
-from voc_rl.return_error import main
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse
+import csv
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from voc_rl.evaluation import (
+    METHODS,
+    VOC_METHODS,
+    Models,
+    nmse,
+    paper_target,
+    q_estimates,
+    reward_nmse,
+    rmse,
+    spearman,
+    states_of,
+)
+from voc_rl.ground_truth import simulator_q
+from voc_rl.parts import SharedParts, collect_or_open
+from voc_rl.paths import resolve_args
+from voc_rl.report import command_line, machine_line, write_csv
+from voc_rl.tokenizers.cache import token_view
+
+COLUMNS = [
+    "task", "dataset", "gamma", "tokenizer", "method", "n_states",
+    "nmse", "rmse", "spearman", "evals_per_s", "ground_truth", "reward_nmse",
+]  # fmt: skip
+Plots = dict[tuple, list[tuple[str, np.ndarray, np.ndarray]]]  # (task, dataset, gamma, tokenizer) -> pairs
+
+
+# ---------------------------------------------------------------------------------------------- the table
+def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Plots]:
+    """Per-seed rows of metrics, and (method, predicted, true) of the first seed for the plots."""
+    rows: list[dict[str, Any]] = []
+    plots: Plots = {}
+    for task in args.tasks:
+        for kind in args.datasets:
+            evaluate_dataset(task, kind, args, rows, plots)
+    return rows, plots
+
+
+def shared_parts(args: argparse.Namespace) -> SharedParts:
+    steps = {"tokenizer": args.tok_steps, "prior": args.bc_steps, "occupancy": args.occ_steps,
+             "critic": args.critic_steps}  # fmt: skip
+    return SharedParts(
+        args.runs, args.tok_size, args.occ_size, agent_tokens=args.tokens == "agent", n_step=args.n_step,
+        steps={part: n for part, n in steps.items() if n}, progress=not args.quiet,
+    )  # fmt: skip
+
+
+def evaluate_dataset(task: str, kind: str, args: argparse.Namespace, rows: list, plots: Plots) -> None:
+    name = f"{task}-{kind}" + ("-quick" if args.quick else "")
+    ds = collect_or_open(args.data_root, task, kind, args.episodes, name, progress=not args.quiet)
+    train_eps, val_eps = ds.split(0.1, 0)
+    idx = states_of(ds, val_eps, args.n_states, seed=1)
+    train_idx = states_of(ds, train_eps, 10**9, seed=2)
+    mean_idx = states_of(ds, train_eps, max(args.n_states // 2, 8), seed=3)
+    sim = {"rollouts": args.rollouts, "processes": args.processes, "progress": not args.quiet}
+    truth, train_truth = (
+        simulator_q(ds, idx, args.gammas, **sim),
+        simulator_q(ds, mean_idx, args.gammas, **sim),
+    )
+    parts = shared_parts(args)
+    methods = [m for m in METHODS if m not in args.skip]
+    for backend in args.tokenizers:
+        view = token_view(ds, parts.tokenizer(ds, backend), progress=not args.quiet)
+        world, world_reward = parts.occupancy(view, 0.0, 0)
+        prior = parts.prior(view)
+        for gamma in args.gammas:
+            q_true, q_err = truth.at(gamma)
+            targets = {"simulator": q_true, "paper-truncated": paper_target(ds, idx, gamma)}
+            for seed in args.seeds:
+                occ, reward = parts.occupancy(view, gamma, seed)
+                r_nmse = reward_nmse(view, idx, occ, reward)
+                models = Models(
+                    occ, reward, prior, parts.critic(view, gamma, seed), world, world_reward,
+                    train_mean=float(train_truth.at(gamma)[0].mean()),
+                )  # fmt: skip
+                candidates = np.random.default_rng(seed).choice(
+                    train_idx, size=min(args.candidates, len(train_idx)), replace=False
+                )
+                estimates = q_estimates(
+                    view, idx, gamma, models, methods, candidates=candidates, samples=args.samples,
+                    pool_actions=args.pool_actions, pool_size=args.pool_size, rollouts=args.rollouts_wm,
+                    seed=seed,
+                )  # fmt: skip
+                for method, (pred, rate) in estimates.items():
+                    if seed == args.seeds[0]:
+                        plots.setdefault((task, kind, gamma, backend), []).append((method, pred, q_true))
+                    for truth_name in ["simulator"] + (
+                        ["paper-truncated"] if method == "paper-style" else []
+                    ):
+                        true = targets[truth_name]
+                        rows.append(
+                            {
+                                "task": task,
+                                "dataset": kind,
+                                "gamma": gamma,
+                                "tokenizer": backend,
+                                "method": method,
+                                "n_states": len(idx),
+                                "seed": seed,
+                                "nmse": nmse(pred, true),
+                                "rmse": rmse(pred, true),
+                                "spearman": spearman(pred, true),
+                                "evals_per_s": rate,
+                                "ground_truth": truth_name,
+                                "truth_stderr": float(np.mean(q_err)),
+                                "truth_std": float(true.std()),
+                                "reward_nmse": r_nmse if method in VOC_METHODS else "",
+                            }
+                        )
+                        print(f"{task} {kind} gamma {gamma} {backend} {method} seed {seed} vs {truth_name}: "
+                              f"NMSE {rows[-1]['nmse']:.3f}", flush=True)  # fmt: skip
+                write(
+                    rows, plots, args, time.perf_counter() - args.start, partial=True
+                )  # a long run leaves results
+
+
+# ---------------------------------------------------------------------------------------------- output
+KEYS = ("task", "dataset", "gamma", "tokenizer", "method", "ground_truth")
+
+
+def kept_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Rows of an earlier run in ``--out-dir`` for (task, dataset, gamma, tokenizer) not redone now."""
+    path = args.out_dir / "return_error_seeds.csv"
+    if not path.exists():
+        return []
+    redo = {
+        (t, d, g, k) for t in args.tasks for d in args.datasets for g in args.gammas for k in args.tokenizers
+    }
+    out = []
+    with path.open() as f:
+        for r in csv.DictReader(f):
+            text = ("task", "dataset", "tokenizer", "method", "ground_truth")
+            row: dict[str, Any] = {k: (v if k in text or v == "" else float(v)) for k, v in r.items()}
+            row["n_states"], row["seed"] = int(row["n_states"]), int(row["seed"])
+            if (row["task"], row["dataset"], row["gamma"], row["tokenizer"]) not in redo:
+                out.append(row)
+    return out
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in KEYS), []).append(r)
+    out = []
+    for key, rs in groups.items():
+        agg: dict[str, Any] = dict(zip(KEYS, key, strict=True))
+        agg["n_states"] = rs[0]["n_states"]
+        agg["seeds"] = len(rs)
+        for m in ("nmse", "rmse", "spearman", "evals_per_s"):
+            vals = np.array([r[m] for r in rs], dtype=np.float64)
+            agg[m], agg[f"{m}_std"] = float(vals.mean()), float(vals.std())
+        agg["truth_stderr"], agg["truth_std"] = rs[0]["truth_stderr"], rs[0]["truth_std"]
+        rewards = [r["reward_nmse"] for r in rs if r.get("reward_nmse", "") != ""]
+        agg["reward_nmse"] = float(np.mean(rewards)) if rewards else ""
+        out.append(agg)
+    return out
+
+
+def fmt(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}g}"
+
+
+def write(
+    rows: list[dict[str, Any]], plots: Plots, args: argparse.Namespace, seconds: float, partial: bool = False
+) -> None:
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [*getattr(args, "kept", []), *rows]
+    agg = aggregate(rows)
+    write_csv(args.out_dir / "return_error.csv", agg, COLUMNS)
+    write_csv(args.out_dir / "return_error_seeds.csv", rows, [*COLUMNS, "seed", "truth_stderr", "truth_std"])
+    scatter(plots, args)
+    head = (
+        "| task | dataset | gamma | tokenizer | method | ground truth | NMSE | RMSE | Spearman | Q evals/s "
+        "| reward NMSE "
+    )
+    head += "| seeds |"
+    lines = [
+        "# Return-estimation error on held-out episodes",
+        "",
+        f"Command: `{command_line()}`  ",
+        machine_line(),
+        f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; run {seconds / 60:.0f} min"
+        + ("  \n**--quick: tiny data, models and steps; figures not meaningful**" if args.quick else "")
+        + ("  \n**partial: the run is still going; rows so far**" if partial else "")
+        + (
+            f"  \n{len(args.kept)} per-seed rows kept from an earlier run (`--keep`): its command is in the "
+            "git history of this file"
+            if getattr(args, "kept", [])
+            else ""
+        ),
+        "",
+        f"States: {args.n_states} per dataset from held-out episodes. Ground truth `simulator`: "
+        f"{args.rollouts} rollouts per state of the episode's behaviour policy from the restored physics "
+        "state until gamma^H < 1e-3, past the time limit (mean standard error per table row below). "
+        "`paper-truncated`: the next min(1/(1-gamma), 10) dataset rewards, the published code's target. "
+        "NMSE = MSE / Var(true); mean +- std over seeds.",
+        "",
+        head,
+        "|" + "---|" * (head.count("|") - 1),
+    ]
+    for r in agg:
+        lines.append(
+            f"| {r['task']} | {r['dataset']} | {r['gamma']} | {r['tokenizer']} | {r['method']} | "
+            f"{r['ground_truth']} (se {fmt(r['truth_stderr'], 2)}) | "
+            f"{fmt(r['nmse'])} +- {fmt(r['nmse_std'], 2)} | "
+            f"{fmt(r['rmse'])} | {fmt(r['spearman'])} | {fmt(r['evals_per_s'])} | "
+            f"{'' if r['reward_nmse'] == '' else fmt(r['reward_nmse'])} | {r['seeds']} |"
+        )
+    (args.out_dir / "return_error.md").write_text("\n".join(lines) + "\n")
+
+
+def scatter(plots: Plots, args: argparse.Namespace) -> None:
+    """One figure per (task, dataset, gamma, tokenizer): predicted against simulator Q, per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for (task, kind, gamma, backend), pairs in plots.items():
+        fig, axes = plt.subplots(1, len(pairs), figsize=(3 * len(pairs), 3), squeeze=False)
+        for ax, (method, pred, true) in zip(axes[0], pairs, strict=True):
+            ax.scatter(true, pred, s=6)
+            lo, hi = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+            ax.set_title(method, fontsize=9)
+            ax.set_xlabel("true Q")
+        axes[0][0].set_ylabel("predicted Q")
+        fig.suptitle(f"{task} {kind} gamma {gamma} {backend}", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(args.out_dir / f"return_error_{task}_{kind}_g{gamma}_{backend}.png", dpi=80)
+        plt.close(fig)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    p = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--tasks", nargs="+", default=["cheetah-run", "walker-walk"])
+    p.add_argument("--datasets", nargs="+", default=["medium", "mixed"])
+    p.add_argument("--gammas", nargs="+", type=float, default=[0.8, 0.9, 0.95, 0.99])
+    p.add_argument("--tokenizers", nargs="+", default=["vqvae", "dino", "musik", "titok"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--n-states", type=int, default=200)
+    p.add_argument("--episodes", type=int, default=200, help="episodes per dataset collected if missing")
+    p.add_argument("--rollouts", type=int, default=8, help="simulator rollouts per state")
+    p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--samples", type=int, default=32, help="N of the sample estimator")
+    p.add_argument("--candidates", type=int, default=256, help="M of the density estimator")
+    p.add_argument("--pool-actions", type=int, default=8, help="K of the pool estimator")
+    p.add_argument("--pool-size", type=int, default=64)
+    p.add_argument("--rollouts-wm", type=int, default=4, help="world-model rollouts per state")
+    p.add_argument("--tok-size", default="small")
+    p.add_argument("--tok-steps", type=int)
+    p.add_argument("--occ-size", default="small")
+    p.add_argument("--occ-steps", type=int)
+    p.add_argument(
+        "--n-step",
+        type=lambda t: None if t.lower() in ("mc", "none") else int(t),
+        default=None,
+        help="horizon of the occupancy objective: mc (default) or N (1: one-step generative TD)",
+    )
+    p.add_argument(
+        "--tokens",
+        choices=("agent", "preset"),
+        default="agent",
+        help="tokens per frame: the agents' 16 (default) or the tokenizer preset's (64 for vqvae)",
+    )
+    p.add_argument("--critic-steps", type=int)
+    p.add_argument("--bc-steps", type=int)
+    p.add_argument("--data-root", type=Path, default=Path("datasets"))
+    p.add_argument("--runs", type=Path, default=Path("runs/return_error"))
+    p.add_argument("--out-dir", type=Path, default=Path("results"))
+    p.add_argument(
+        "--skip", nargs="*", default=[], choices=METHODS, help="methods to leave out, e.g. wm-rollout-3x"
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the rows of --out-dir's return_error_seeds.csv that this run does not redo",
+    )
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quick", action="store_true", help="tiny everything: checks the pipeline in minutes")
+    args = p.parse_args(argv)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    if args.quick:
+        scratch = Path(tempfile.mkdtemp(prefix="voc_rl_return_quick_"))
+        args.tasks, args.datasets, args.gammas = args.tasks[:1], ["mixed"], [0.8, 0.9]
+        args.tokenizers, args.seeds = ["titok"], [0]
+        args.n_states, args.episodes, args.rollouts, args.samples, args.candidates = 16, 3, 2, 4, 32
+        args.pool_size, args.rollouts_wm = 16, 1
+        args.tok_size, args.occ_size = "tiny", "tiny"
+        args.tok_steps = args.occ_steps = args.critic_steps = args.bc_steps = 20
+        args.data_root, args.runs = scratch / "datasets", scratch / "runs"
+        if args.out_dir == Path("results"):
+            args.out_dir = scratch / "results"
+    resolve_args(args, "data_root", "runs", "out_dir")
+    args.start = time.perf_counter()
+    args.kept = kept_rows(args) if args.keep else []
+    rows, plots = run(args)
+    write(rows, plots, args, time.perf_counter() - args.start)
+    print(f"wrote {args.out_dir / 'return_error.md'}")
+
 
 if __name__ == "__main__":
     main()

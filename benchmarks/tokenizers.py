@@ -24,8 +24,7 @@ from pathlib import Path
 
 import torch
 
-from voc_rl.data import open_dataset
-from voc_rl.data.collect import collect
+from voc_rl.parts import collect_or_open
 from voc_rl.paths import resolve_args
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.tokenizers import make_tokenizer
@@ -45,24 +44,13 @@ COLUMNS = [
 ]
 
 
-def dataset_for(task: str, root: Path, quick: bool) -> Path:
-    """The task's mixed dataset under ``root`` (collected first if missing; tiny with --quick)."""
-    name = f"{task}-mixed" if not quick else f"{task}-mixed-quick"
-    path = root / "voc_rl" / f"{name}-v0"
-    if not path.exists():
-        collect(task, "mixed", episodes=200 if not quick else 3, out=root, name=name)
-    return path
-
-
 def run(args: argparse.Namespace) -> list[dict[str, object]]:
     rows = []
     for task in args.tasks:
-        ds = open_dataset(dataset_for(task, args.data_root, args.quick))
+        name = f"{task}-mixed" + ("-quick" if args.quick else "")  # tiny with --quick
+        ds = collect_or_open(args.data_root, task, "mixed", 3 if args.quick else 200, name)
         for backend in args.backends:
-            extra = {"action_dim": int(ds.arrays["action"].shape[1])} if backend == "musik" else {}
-            if args.steps:
-                extra["steps"] = args.steps
-            tok = make_tokenizer(backend, size=args.size, **extra)
+            tok = make_tokenizer(backend, args.size, ds, **({"steps": args.steps} if args.steps else {}))
             out = args.runs / f"{task}__{backend}__{args.size}"
             row_file = out / f"row_{tok.config.steps}.json"
             if row_file.exists():  # finished by an earlier (or parallel) invocation: reuse its row

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
-BENCH = Path(__file__).parents[1] / "benchmarks" / "learning_curve.py"
+from voc_rl.benchmarks import learning_curve as bench
 
 
 def test_learning_curve_writes_every_method_and_column(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("learning_curve_bench", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     bench.main(
         ["--quick", "--quiet", "--task", "fake-pixels", "--dataset", "random",
          "--data-root", str(tmp_path / "d"), "--runs", str(tmp_path / "runs"),

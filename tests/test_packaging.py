@@ -1,4 +1,5 @@
-"""Packaging: envs/ and agents/ ship as voc_rl.envs and voc_rl.agents only; the CLI works."""
+"""Packaging: envs/, agents/ and benchmarks/ ship as voc_rl.envs, voc_rl.agents and voc_rl.benchmarks
+only; the CLI works."""
 
 from __future__ import annotations
 
@@ -20,12 +21,12 @@ def _run(args: list[str], cwd: Path, **kw: object) -> subprocess.CompletedProces
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False, **kw)
 
 
-def test_wheel_installs_envs_and_agents_only_under_voc_rl(tmp_path: Path) -> None:
+def test_wheel_installs_envs_agents_and_benchmarks_only_under_voc_rl(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     for name in ["pyproject.toml", "README.md"]:
         shutil.copy(ROOT / name, src / name)
-    for pkg in ["voc_rl", "envs", "agents"]:
+    for pkg in ["voc_rl", "envs", "agents", "benchmarks"]:
         shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     built = _run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), "."],
@@ -40,6 +41,7 @@ def test_wheel_installs_envs_and_agents_only_under_voc_rl(tmp_path: Path) -> Non
         "voc_rl/envs/__init__.py",
         "voc_rl/envs/dmc.py",
         "voc_rl/agents/__init__.py",
+        "voc_rl/benchmarks/return_error.py",  # voc-rl bench return-error
         "voc_rl/py.typed",
     ]
     assert set(expected) <= set(names)
@@ -47,13 +49,13 @@ def test_wheel_installs_envs_and_agents_only_under_voc_rl(tmp_path: Path) -> Non
     assert b"voc-rl = voc_rl.cli:main" in entry_points
 
 
-def test_installed_package_has_no_top_level_envs_or_agents(tmp_path: Path) -> None:
-    code = "import importlib.util as u, voc_rl.envs, voc_rl.agents; " + (
-        "print(u.find_spec('envs'), u.find_spec('agents'), voc_rl.envs.__name__)"
+def test_installed_package_has_no_top_level_envs_agents_or_benchmarks(tmp_path: Path) -> None:
+    code = "import importlib.util as u, voc_rl.envs, voc_rl.agents, voc_rl.benchmarks.return_error; " + (
+        "print(u.find_spec('envs'), u.find_spec('agents'), u.find_spec('benchmarks'), voc_rl.envs.__name__)"
     )
     out = _run([sys.executable, "-c", code], cwd=tmp_path)  # outside the repo: no '' path entry to the source
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["None", "None", "voc_rl.envs"]
+    assert out.stdout.split() == ["None", "None", "None", "voc_rl.envs"]
     assert Path(voc_rl.envs.__file__).parent.name == "envs"
 
 

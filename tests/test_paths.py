@@ -10,7 +10,6 @@ other test passes absolute temporary paths, so none caught it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -30,7 +29,6 @@ from voc_rl.tokenizers import make_tokenizer
 from voc_rl.tokenizers.cache import cache_dir, token_view
 from voc_rl.tokenizers.train import fit
 
-BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 FAKE = "datasets/voc_rl/fake-pixels-random-v0"  # what collect("fake-pixels", "random", out="datasets") writes
 
 
@@ -165,9 +163,8 @@ def test_quickstart_with_a_relative_out(cwd: Path) -> None:
 
 # ------------------------------------------------------------------------------ benchmarks
 def test_a_benchmark_with_relative_data_root_runs_and_out_dir(cwd: Path) -> None:
-    spec = importlib.util.spec_from_file_location("policy_bench", BENCHMARKS / "policy.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from voc_rl.benchmarks import policy as bench
+
     bench.main(
         ["--tasks", "fake-pixels", "--datasets", "random", "--agents", "bc", "--seeds", "0",
          "--episodes", "1", "--size", "tiny", "--collect-episodes", "3", "--top1-states", "2",

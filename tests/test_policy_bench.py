@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
-BENCH = Path(__file__).parents[1] / "benchmarks" / "policy.py"
+from voc_rl.benchmarks import policy as bench
 
 
 def test_policy_benchmark_writes_every_column(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("policy_bench", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     bench.main(
         ["--tasks", "fake-pixels", "--datasets", "random", "--agents", "bc", "voc-titok", "--seeds", "0",
          "--episodes", "1", "--size", "tiny", "--set", "candidates=3", "pool_size=3",

@@ -1,4 +1,5 @@
-"""The return-error table end to end at --quick size (real cheetah-run data, tiny models)."""
+"""The return-error table end to end at --quick size (real cheetah-run data, tiny models), and the
+metrics and targets of voc_rl.evaluation that it reports."""
 
 from __future__ import annotations
 
@@ -7,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
+from voc_rl.benchmarks.return_error import COLUMNS, kept_rows
 from voc_rl.cli import main
-from voc_rl.return_error import COLUMNS, kept_rows, nmse, paper_target, spearman
-
-METHODS = {"sample", "density", "pool", "paper-style", "td-critic", "wm-rollout-1x", "wm-rollout-3x", "mean"}
+from voc_rl.evaluation import METHODS, nmse, paper_target, rmse, spearman
 
 
 def test_metrics() -> None:
     true = np.array([1.0, 2.0, 3.0, 4.0])
     assert nmse(true, true) == 0 and abs(nmse(np.full(4, true.mean()), true) - 1) < 1e-12
+    assert rmse(true + 2, true) == 2
     assert spearman(true**3, true) == 1 and spearman(-true, true) == -1
     constant = np.full(99, 5.862)  # its float std is about 1e-15, not 0
     assert np.isnan(spearman(constant, np.arange(99.0)))
@@ -26,7 +27,7 @@ def test_quick_table_has_every_column(tmp_path: Path) -> None:
     with open(tmp_path / "return_error.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == COLUMNS
-    assert {r["method"] for r in rows} == METHODS
+    assert {r["method"] for r in rows} == set(METHODS)
     assert {r["ground_truth"] for r in rows} == {"simulator", "paper-truncated"}
     for r in rows:
         uses_reward = r["method"] in ("sample", "density", "pool", "paper-style")

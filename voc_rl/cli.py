@@ -197,7 +197,7 @@ def _cmd_occupancy_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from voc_rl.return_error import main as return_error
+    from voc_rl.benchmarks.return_error import main as return_error
 
     return_error(args.args, prog="voc-rl bench return-error")
     return 0

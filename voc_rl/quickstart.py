@@ -18,21 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from voc_rl.agents.base import play_episode
-from voc_rl.critic import CriticConfig, TDCritic, train_td_critic
-from voc_rl.data.collect import collect
-from voc_rl.data.dataset import PixelDataset, open_dataset
+from voc_rl.critic import CriticConfig
+from voc_rl.data.dataset import PixelDataset
 from voc_rl.envs import make_env
+from voc_rl.evaluation import Models, nmse, q_estimates, rmse, spearman, states_of
 from voc_rl.ground_truth import simulator_q
+from voc_rl.parts import collect_or_open, fit_critic
 from voc_rl.paths import user_path
 from voc_rl.registry import load_agent, make_agent
 from voc_rl.report import markdown_table
-from voc_rl.return_error import nmse, spearman, states_of
 from voc_rl.tokenizers.cache import token_view
-from voc_rl.value import density_q, pool_q, sample_q
 
 # Short training for a first look in minutes on 2 CPU cores (the presets train for hours). The
 # default agent is voc-vqvae: its convolutional tokenizer trains several times faster per step than
@@ -57,13 +55,6 @@ class MainJobReport:
     seconds: float
 
 
-def dataset_for(task: str, episodes: int, out: Path, seed: int) -> PixelDataset:
-    path = out / "datasets" / "voc_rl" / f"{task}-quickstart-v0"
-    if not path.exists():
-        collect(task, "mixed", episodes=episodes, out=out / "datasets", name=f"{task}-quickstart", seed=seed)
-    return open_dataset(path)
-
-
 TABLE = ("method", "nmse", "rmse", "spearman", "Q evals/s")
 
 
@@ -82,8 +73,8 @@ def return_error_table(
     in proportion). ``phases`` collects the seconds of each step."""
     phases = {} if phases is None else phases
     tic = time.perf_counter()
-    occ, reward, gamma = agent.occupancy, agent.reward, agent.config.gamma
-    train_eps, val_eps = ds.split(0.1, agent.config.seed)  # the split every part trained on
+    gamma, c = agent.config.gamma, agent.config
+    train_eps, val_eps = ds.split(0.1, c.seed)  # the split every part trained on
     idx = states_of(ds, val_eps, n_states, seed=seed + 1)
     mean_idx = states_of(ds, train_eps, n_states // 2, seed=seed + 2)
     sim = {"rollouts": rollouts, "processes": 2, "progress": True}
@@ -92,48 +83,34 @@ def return_error_table(
     phases["simulator ground truth"] = time.perf_counter() - tic
     tic = time.perf_counter()
     view = token_view(ds, agent.tokenizer.save(out / "tokenizer.pt"), progress=False)
-    torch.manual_seed(agent.config.seed)
-    critic = TDCritic(CriticConfig.for_dataset(view, "small", gamma=gamma, steps=critic_steps))
+    config = CriticConfig.for_dataset(view, "small", gamma=gamma, steps=critic_steps)
     critic_run = None if agent.run_dir is None else agent.run_dir / "critic"
-    train_td_critic(critic, view, seed=agent.config.seed, out=critic_run, device=agent.device)
-    critic.eval()
+    critic = fit_critic(view, config, critic_run, seed=c.seed, device=agent.device)
     phases["td-critic"] = time.perf_counter() - tic
     tic = time.perf_counter()
-    c = occ.config
-    ctx = torch.from_numpy(view.stacks(idx, c.frame_stack).astype(np.int64)).to(agent.device)
-    act = torch.from_numpy(ds.arrays["action"][idx]).to(agent.device)
-    pool_idx = states_of(view, train_eps, 256, seed=seed + 3)
-    cands = torch.from_numpy(view.stacks(pool_idx, c.frame_stack)[:, -c.n_target :].astype(np.int64))
-    g = torch.Generator(device=agent.device).manual_seed(seed)
-
-    def pooled() -> torch.Tensor:
-        actions = torch.cat([act[:, None], agent.prior.sample(ctx, agent.config.candidates - 1, g)], 1)
-        return pool_q(occ, reward, ctx, actions, pool_size=agent.config.pool_size, generator=g)[:, 0]
-
-    methods = {
-        "sample (N=32)": lambda: sample_q(occ, reward, ctx, act, n=32, generator=g),
-        f"pool (K={agent.config.candidates}, {agent.config.pool_size})": pooled,
-        "density over 256 dataset states (baseline)": lambda: density_q(
-            occ, reward, ctx, act, cands.to(agent.device)
-        ),
-        f"td-critic ({critic_steps} steps)": lambda: critic.q_values(ctx, act),
-        "mean (of training states)": lambda: torch.full((len(idx),), train_mean),
+    labels = {
+        "sample": "sample (N=32)",
+        "pool": f"pool (K={c.candidates}, {c.pool_size})",
+        "density": "density over 256 dataset states (baseline)",
+        "td-critic": f"td-critic ({critic_steps} steps)",
+        "mean": "mean (of training states)",
     }
-    rows = []
-    for name, fn in methods.items():
-        start = time.perf_counter()
-        with torch.no_grad():
-            pred = fn().cpu().numpy().astype(np.float64)
-        rate = len(idx) / (time.perf_counter() - start)
-        rows.append(
-            {
-                "method": name,
-                "nmse": round(nmse(pred, q_true), 3),
-                "rmse": round(float(np.sqrt(((pred - q_true) ** 2).mean())), 2),
-                "spearman": "–" if np.ptp(pred) == 0 else round(spearman(pred, q_true), 3),  # a constant
-                "Q evals/s": round(rate, 1),
-            }
-        )
+    models = Models(agent.occupancy, agent.reward, agent.prior, critic, train_mean=train_mean)
+    estimates = q_estimates(
+        view, idx, gamma, models, list(labels), candidates=states_of(view, train_eps, 256, seed=seed + 3),
+        samples=32, pool_actions=c.candidates, pool_size=c.pool_size, seed=seed, chunk=len(idx),
+        device=agent.device,
+    )  # fmt: skip
+    rows = [
+        {
+            "method": labels[method],
+            "nmse": round(nmse(pred, q_true), 3),
+            "rmse": round(rmse(pred, q_true), 2),
+            "spearman": "–" if np.ptp(pred) == 0 else round(spearman(pred, q_true), 3),  # a constant
+            "Q evals/s": round(rate, 1),
+        }
+        for method, (pred, rate) in estimates.items()
+    ]
     phases["Q estimates"] = time.perf_counter() - tic
     levels = ds.arrays["policy_id"][idx]
     names = {str(k): v.get("level", k) for k, v in ds.meta.get("policies", {}).items()}
@@ -206,7 +183,7 @@ def main_job(
     out.mkdir(parents=True, exist_ok=True)
     phases: dict[str, float] = {}
     tic = time.perf_counter()
-    ds = dataset_for(task, episodes, out, seed)
+    ds = collect_or_open(out / "datasets", task, "mixed", episodes, f"{task}-quickstart", seed)
     phases["dataset"] = time.perf_counter() - tic
     tic = time.perf_counter()
     saved = out / "agent.zip"

@@ -1,0 +1,249 @@
+"""Fit or reuse the parts an agent is made of, for a dataset and a config: the tokenizer, the
+behaviour prior, the occupancy model (with its reward model) and the TD critic; and the dataset.
+
+Every caller that trains a part goes through here: an agent's ``learn`` (each part in a subfolder of
+the agent's run folder), the return-error and policy benchmarks (parts shared in one folder and
+named by what they are, :class:`SharedParts`), the main job and the learning-curve benchmark.
+
+Each ``fit_*`` function takes a part's config and the folder ``out`` it trains in. It reuses the
+checkpoint in ``out`` when that was trained for the config's steps with the same config; otherwise
+it trains there, and a run that stopped part way resumes exactly from ``out/train_state.pt`` (the
+trainers' own resume, which refuses a folder of another config). ``out=None`` trains in memory.
+``model`` continues a model in hand (an agent's part, on a second ``learn``) instead of a new one,
+which is made after ``torch.manual_seed(seed)``. The part comes back in eval mode on ``device``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from voc_rl.checkpoint import Callback
+from voc_rl.critic import CriticConfig, TDCritic, train_td_critic
+from voc_rl.data.collect import collect
+from voc_rl.data.dataset import PixelDataset, open_dataset
+from voc_rl.data.storage import dataset_dir
+from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
+from voc_rl.occupancy_train import train_occupancy
+from voc_rl.paths import PathLike, optional_user_path, user_path
+from voc_rl.prior import BCConfig, BCPolicy, train_bc
+from voc_rl.registry import AGENT_TOKENS
+from voc_rl.tokenizers import Tokenizer, get_backend
+from voc_rl.tokenizers.train import fit
+from voc_rl.utils import resolve_device
+
+CHECKPOINT = {  # the file of each part in its run folder, as its trainer writes it
+    "tokenizer": "tokenizer.pt",
+    "prior": "bc.pt",
+    "occupancy": "occupancy.pt",
+    "critic": "critic.pt",
+}
+
+
+def collect_or_open(
+    root: PathLike,
+    task: str,
+    kind: str,
+    episodes: int,
+    name: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> PixelDataset:
+    """The dataset ``root/voc_rl/{name}-v0`` (``name`` defaults to ``{task}-{kind}``), collected first
+    (``episodes`` episodes of the ``kind`` policy, see :func:`voc_rl.data.collect.collect`) if missing."""
+    name = name or f"{task}-{kind}"
+    path = dataset_dir(user_path(root), name)
+    if not path.exists():
+        collect(task, kind, episodes=episodes, out=root, name=name, seed=seed, progress=progress)
+    return open_dataset(path)
+
+
+# ---------------------------------------------------------------------------------------------- parts
+def _finished(path: Path | None, config: Any, load: Callable[[Path], Any]) -> Any | None:
+    """``load(path)`` when ``path`` holds a model trained for ``config``'s steps with ``config``."""
+    if path is None or not path.exists():
+        return None
+    loaded = load(path)
+    model = loaded[0] if isinstance(loaded, tuple) else loaded
+    return loaded if model.step >= config.steps and model.config == config else None
+
+
+def fit_tokenizer(
+    ds: PixelDataset,
+    backend: str,
+    size: str = "small",
+    out: PathLike | None = None,
+    fields: Mapping[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    model: Tokenizer | None = None,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    callback: Callback | None = None,
+) -> Tokenizer:
+    """A ``backend`` tokenizer of the pixel dataset ``ds``: the ``size`` preset with what ``ds`` fixes
+    and ``fields`` (:meth:`~voc_rl.tokenizers.Tokenizer.config_for`). ``out`` ends up with its
+    ``tokenizer.pt``, the checkpoint that keys the dataset's token view."""
+    cls, out, device = get_backend(backend), optional_user_path(out), resolve_device(device)
+    config = cls.config_for(ds, size, **(fields or {}))
+    ckpt = None if out is None else out / CHECKPOINT["tokenizer"]
+    if model is None and (done := _finished(ckpt, config, Tokenizer.load)) is not None:
+        return done.to(device).eval()
+    if model is None:
+        torch.manual_seed(seed)
+        model = cls(config)
+    fit(model.to(device), ds, seed=seed, out=out, progress=progress, callback=callback)
+    if ckpt is not None and not ckpt.exists():  # a model in hand that needed no more steps
+        model.save(ckpt)
+    return model.eval()
+
+
+def fit_prior(
+    view: PixelDataset,
+    config: BCConfig,
+    out: PathLike | None = None,
+    *,
+    seed: int = 0,
+    model: BCPolicy | None = None,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    callback: Callback | None = None,
+) -> BCPolicy:
+    """The behaviour prior of ``config`` on the token dataset ``view``."""
+    out = optional_user_path(out)
+    ckpt = None if out is None else out / CHECKPOINT["prior"]
+    if model is None and (done := _finished(ckpt, config, BCPolicy.load)) is not None:
+        return done.to(resolve_device(device)).eval()
+    if model is None:
+        torch.manual_seed(seed)
+        model = BCPolicy(config)
+    train_bc(model, view, seed=seed, out=out, device=device, progress=progress, callback=callback)
+    return model.eval()
+
+
+def fit_occupancy(
+    view: PixelDataset,
+    config: OccupancyConfig,
+    out: PathLike | None = None,
+    *,
+    seed: int = 0,
+    model: OccupancyModel | None = None,
+    reward: RewardModel | None = None,
+    tokenizer: Tokenizer | None = None,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    callback: Callback | None = None,
+) -> tuple[OccupancyModel, RewardModel]:
+    """The occupancy model of ``config`` on the token dataset ``view`` and its reward model
+    (``reward`` continues one in hand; ``tokenizer`` decodes samples for TensorBoard)."""
+    out = optional_user_path(out)
+    ckpt = None if out is None else out / CHECKPOINT["occupancy"]
+    if model is None and (done := _finished(ckpt, config, OccupancyModel.load)) is not None:
+        device = resolve_device(device)
+        return done[0].to(device).eval(), done[1].to(device).eval()
+    if model is None:
+        torch.manual_seed(seed)
+        model = OccupancyModel(config)
+    _, reward = train_occupancy(
+        model, view, seed=seed, out=out, tokenizer=tokenizer, reward=reward, device=device,
+        progress=progress, callback=callback,
+    )  # fmt: skip
+    return model.eval(), reward.eval()
+
+
+def fit_critic(
+    view: PixelDataset,
+    config: CriticConfig,
+    out: PathLike | None = None,
+    *,
+    seed: int = 0,
+    model: TDCritic | None = None,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    callback: Callback | None = None,
+) -> TDCritic:
+    """The SARSA TD critic of ``config`` on the token dataset ``view``."""
+    out = optional_user_path(out)
+    ckpt = None if out is None else out / CHECKPOINT["critic"]
+    if model is None and (done := _finished(ckpt, config, TDCritic.load)) is not None:
+        return done.to(resolve_device(device)).eval()
+    if model is None:
+        torch.manual_seed(seed)
+        model = TDCritic(config)
+    train_td_critic(model, view, seed=seed, out=out, device=device, progress=progress, callback=callback)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------- shared
+@dataclass(frozen=True)
+class SharedParts:
+    """Parts kept in one folder, ``root``, each in a subfolder named by what it is (:meth:`folder`):
+    the return-error benchmark trains them there, the policy benchmark assembles agents from them,
+    and a later run reuses them.
+
+    ``tok_size`` and ``size`` are the presets of the tokenizers and of the token models; with
+    ``agent_tokens`` a tokenizer has the agents' geometry (16 tokens per frame,
+    :data:`voc_rl.registry.AGENT_TOKENS`) instead of its preset's; ``n_step`` is the occupancy
+    models' horizon (None: Monte-Carlo); ``steps`` overrides the presets' steps per part.
+    """
+
+    root: Path
+    tok_size: str = "small"
+    size: str = "small"
+    agent_tokens: bool = True
+    n_step: int | None = None
+    steps: Mapping[str, int] = field(default_factory=dict)
+    progress: bool = True
+
+    def folder(
+        self, part: str, ds: PixelDataset, backend: str | None = None, gamma: float = 0.0, seed: int = 0
+    ) -> Path:
+        """The run folder of ``part`` on ``ds`` (a pixel dataset and a ``backend`` for the tokenizer,
+        the token view for the others): the one place these names are made. The prior's and the
+        critic's names predate the size and the tokenizer key that the occupancy models' carry."""
+        name = ds.meta["name"]
+        if part == "tokenizer":
+            return self.root / f"{name}__tok_{backend}_{self.tok_size}{'_16' if self.agent_tokens else ''}"
+        tokens = ds.meta["tokens"]
+        horizon = "mc" if self.n_step is None else self.n_step
+        names = {
+            "prior": f"{name}__{tokens['backend']}__bc",
+            "critic": f"{name}__{tokens['backend']}__critic_g{gamma}_s{seed}",
+            "occupancy": f"{name}__{tokens['backend']}_{tokens['key'][:8]}__occ_g{gamma}_n{horizon}_s{seed}_"
+            f"{self.size}",
+        }
+        return self.root / names[part]
+
+    def checkpoint(self, part: str, ds: PixelDataset, **where: Any) -> Path:
+        """The checkpoint of ``part`` in :meth:`folder` (``where``: its ``backend``, ``gamma``, ``seed``)."""
+        return self.folder(part, ds, **where) / CHECKPOINT[part]
+
+    def _steps(self, part: str) -> dict[str, int]:
+        return {"steps": self.steps[part]} if self.steps.get(part) else {}
+
+    def tokenizer(self, ds: PixelDataset, backend: str) -> Path:
+        """The checkpoint of the ``backend`` tokenizer of the pixel dataset ``ds``, fitted if needed."""
+        fields = {**(AGENT_TOKENS[backend] if self.agent_tokens else {}), **self._steps("tokenizer")}
+        out = self.folder("tokenizer", ds, backend)
+        fit_tokenizer(ds, backend, self.tok_size, out, fields, progress=self.progress)
+        return out / CHECKPOINT["tokenizer"]
+
+    def prior(self, view: PixelDataset) -> BCPolicy:
+        config = BCConfig.for_dataset(view, self.size, **self._steps("prior"))
+        return fit_prior(view, config, self.folder("prior", view), progress=self.progress)
+
+    def occupancy(self, view: PixelDataset, gamma: float, seed: int) -> tuple[OccupancyModel, RewardModel]:
+        config = OccupancyConfig.for_dataset(
+            view, self.size, gamma=gamma, n_step=self.n_step, **self._steps("occupancy")
+        )
+        out = self.folder("occupancy", view, gamma=gamma, seed=seed)
+        return fit_occupancy(view, config, out, seed=seed, progress=self.progress)
+
+    def critic(self, view: PixelDataset, gamma: float, seed: int) -> TDCritic:
+        config = CriticConfig.for_dataset(view, self.size, gamma=gamma, **self._steps("critic"))
+        out = self.folder("critic", view, gamma=gamma, seed=seed)
+        return fit_critic(view, config, out, seed=seed, progress=self.progress)
