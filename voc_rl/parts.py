@@ -1,16 +1,17 @@
 """Fit or reuse the parts an agent is made of, for a dataset and a config: the tokenizer, the
 behaviour prior, the occupancy model (with its reward model) and the TD critic; and the dataset.
 
-Every caller that trains a part goes through here: an agent's ``learn`` (each part in a subfolder of
+Whatever needs a trained part goes through here: an agent's ``learn`` (each part in a subfolder of
 the agent's run folder), the return-error and policy benchmarks (parts shared in one folder and
-named by what they are, :class:`SharedParts`), the main job and the learning-curve benchmark.
+named by what they are, :class:`SharedParts`), the main job and the learning-curve benchmark. (The
+CLI's ``fit`` commands and the benchmarks that time training call the trainers themselves.)
 
 Each ``fit_*`` function takes a part's config and the folder ``out`` it trains in. It reuses the
 checkpoint in ``out`` when that was trained for the config's steps with the same config; otherwise
 it trains there, and a run that stopped part way resumes exactly from ``out/train_state.pt`` (the
 trainers' own resume, which refuses a folder of another config). ``out=None`` trains in memory.
-``model`` continues a model in hand (an agent's part, on a second ``learn``) instead of a new one,
-which is made after ``torch.manual_seed(seed)``. The part comes back in eval mode on ``device``.
+What trains is ``model``, a model in hand (an agent's part, on a second ``learn``), or else a new one
+made after ``torch.manual_seed(seed)``. The part comes back in eval mode on ``device``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -63,13 +64,26 @@ def collect_or_open(
 
 
 # ---------------------------------------------------------------------------------------------- parts
-def _finished(path: Path | None, config: Any, load: Callable[[Path], Any]) -> Any | None:
-    """``load(path)`` when ``path`` holds a model trained for ``config``'s steps with ``config``."""
-    if path is None or not path.exists():
-        return None
-    loaded = load(path)
-    model = loaded[0] if isinstance(loaded, tuple) else loaded
-    return loaded if model.step >= config.steps and model.config == config else None
+M = TypeVar("M")
+
+
+def _fit_or_reuse(
+    part: str, config: Any, out: Path | None, load: Callable[[Path], M], train: Callable[[], M]
+) -> M:
+    """What every ``fit_*`` does: ``load`` the checkpoint of ``part`` in ``out`` when it was trained for
+    ``config``'s steps with ``config``, else ``train()`` (in ``out``, resuming a run stopped there)."""
+    ckpt = None if out is None else out / CHECKPOINT[part]
+    if ckpt is not None and ckpt.exists():
+        loaded = load(ckpt)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # the occupancy model and its reward model
+        if model.step >= config.steps and model.config == config:
+            return loaded
+    return train()
+
+
+def _new(cls: Callable[[Any], M], config: Any, seed: int) -> M:
+    torch.manual_seed(seed)
+    return cls(config)
 
 
 def fit_tokenizer(
@@ -90,16 +104,15 @@ def fit_tokenizer(
     ``tokenizer.pt``, the checkpoint that keys the dataset's token view."""
     cls, out, device = get_backend(backend), optional_user_path(out), resolve_device(device)
     config = cls.config_for(ds, size, **(fields or {}))
-    ckpt = None if out is None else out / CHECKPOINT["tokenizer"]
-    if model is None and (done := _finished(ckpt, config, Tokenizer.load)) is not None:
-        return done.to(device).eval()
-    if model is None:
-        torch.manual_seed(seed)
-        model = cls(config)
-    fit(model.to(device), ds, seed=seed, out=out, progress=progress, callback=callback)
-    if ckpt is not None and not ckpt.exists():  # a model in hand that needed no more steps
-        model.save(ckpt)
-    return model.eval()
+
+    def train() -> Tokenizer:
+        tok = (model or _new(cls, config, seed)).to(device)
+        fit(tok, ds, seed=seed, out=out, progress=progress, callback=callback)
+        if out is not None and not (out / CHECKPOINT["tokenizer"]).exists():  # in hand, needing no steps
+            tok.save(out / CHECKPOINT["tokenizer"])
+        return tok
+
+    return _fit_or_reuse("tokenizer", config, out, Tokenizer.load, train).to(device).eval()
 
 
 def fit_prior(
@@ -114,15 +127,41 @@ def fit_prior(
     callback: Callback | None = None,
 ) -> BCPolicy:
     """The behaviour prior of ``config`` on the token dataset ``view``."""
+    return _fit_token_model(
+        "prior", BCPolicy, train_bc, view, config, out, seed, model, device, progress, callback
+    )
+
+
+def fit_critic(
+    view: PixelDataset,
+    config: CriticConfig,
+    out: PathLike | None = None,
+    *,
+    seed: int = 0,
+    model: TDCritic | None = None,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    callback: Callback | None = None,
+) -> TDCritic:
+    """The SARSA TD critic of ``config`` on the token dataset ``view``."""
+    return _fit_token_model(
+        "critic", TDCritic, train_td_critic, view, config, out, seed, model, device, progress, callback
+    )
+
+
+def _fit_token_model(
+    part: str, cls: Any, trainer: Callable[..., Any], view: PixelDataset, config: Any, out: PathLike | None,
+    seed: int, model: Any, device: str | torch.device, progress: bool, callback: Callback | None,
+) -> Any:  # fmt: skip
+    """The prior and the critic: token models with the same trainer signature."""
     out = optional_user_path(out)
-    ckpt = None if out is None else out / CHECKPOINT["prior"]
-    if model is None and (done := _finished(ckpt, config, BCPolicy.load)) is not None:
-        return done.to(resolve_device(device)).eval()
-    if model is None:
-        torch.manual_seed(seed)
-        model = BCPolicy(config)
-    train_bc(model, view, seed=seed, out=out, device=device, progress=progress, callback=callback)
-    return model.eval()
+
+    def train() -> Any:
+        new = model or _new(cls, config, seed)
+        trainer(new, view, seed=seed, out=out, device=device, progress=progress, callback=callback)
+        return new
+
+    return _fit_or_reuse(part, config, out, cls.load, train).to(resolve_device(device)).eval()
 
 
 def fit_occupancy(
@@ -141,41 +180,18 @@ def fit_occupancy(
     """The occupancy model of ``config`` on the token dataset ``view`` and its reward model
     (``reward`` continues one in hand; ``tokenizer`` decodes samples for TensorBoard)."""
     out = optional_user_path(out)
-    ckpt = None if out is None else out / CHECKPOINT["occupancy"]
-    if model is None and (done := _finished(ckpt, config, OccupancyModel.load)) is not None:
-        device = resolve_device(device)
-        return done[0].to(device).eval(), done[1].to(device).eval()
-    if model is None:
-        torch.manual_seed(seed)
-        model = OccupancyModel(config)
-    _, reward = train_occupancy(
-        model, view, seed=seed, out=out, tokenizer=tokenizer, reward=reward, device=device,
-        progress=progress, callback=callback,
-    )  # fmt: skip
-    return model.eval(), reward.eval()
 
+    def train() -> tuple[OccupancyModel, RewardModel]:
+        occ = model or _new(OccupancyModel, config, seed)
+        _, trained_reward = train_occupancy(
+            occ, view, seed=seed, out=out, tokenizer=tokenizer, reward=reward, device=device,
+            progress=progress, callback=callback,
+        )  # fmt: skip
+        return occ, trained_reward
 
-def fit_critic(
-    view: PixelDataset,
-    config: CriticConfig,
-    out: PathLike | None = None,
-    *,
-    seed: int = 0,
-    model: TDCritic | None = None,
-    device: str | torch.device = "auto",
-    progress: bool = True,
-    callback: Callback | None = None,
-) -> TDCritic:
-    """The SARSA TD critic of ``config`` on the token dataset ``view``."""
-    out = optional_user_path(out)
-    ckpt = None if out is None else out / CHECKPOINT["critic"]
-    if model is None and (done := _finished(ckpt, config, TDCritic.load)) is not None:
-        return done.to(resolve_device(device)).eval()
-    if model is None:
-        torch.manual_seed(seed)
-        model = TDCritic(config)
-    train_td_critic(model, view, seed=seed, out=out, device=device, progress=progress, callback=callback)
-    return model.eval()
+    occ, trained_reward = _fit_or_reuse("occupancy", config, out, OccupancyModel.load, train)
+    device = resolve_device(device)
+    return occ.to(device).eval(), trained_reward.to(device).eval()
 
 
 # ---------------------------------------------------------------------------------------------- shared
