@@ -304,16 +304,7 @@ def probe_r2_cv(
     return linear_probe_r2(x_train, y_train, x_test, y_test, best), best
 
 
-@dataclass
-class FitReport:
-    steps: int
-    seconds: float
-    final_loss: float
-    metrics: dict[str, float]
-
-
 __all__ = [
-    "FitReport",
     "Tokenizer",
     "TokenizerConfig",
     "codebook_stats",
