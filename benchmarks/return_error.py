@@ -38,6 +38,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import csv
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -165,20 +166,20 @@ KEYS = ("task", "dataset", "gamma", "tokenizer", "method", "ground_truth")
 
 
 def kept_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Rows of an earlier run in ``--out-dir`` for (task, dataset, gamma, tokenizer) not redone now."""
+    """Rows of an earlier run in ``--out-dir`` for (task, dataset, gamma, tokenizer, seed) not redone now
+    (all of them with ``--report-only``)."""
     path = args.out_dir / "return_error_seeds.csv"
     if not path.exists():
         return []
-    redo = {
-        (t, d, g, k) for t in args.tasks for d in args.datasets for g in args.gammas for k in args.tokenizers
-    }
+    grid = (args.tasks, args.datasets, args.gammas, args.tokenizers, args.seeds)
+    redo = set() if getattr(args, "report_only", False) else set(itertools.product(*grid))
     out = []
     with path.open() as f:
         for r in csv.DictReader(f):
             text = ("task", "dataset", "tokenizer", "method", "ground_truth")
             row: dict[str, Any] = {k: (v if k in text or v == "" else float(v)) for k, v in r.items()}
             row["n_states"], row["seed"] = int(row["n_states"]), int(row["seed"])
-            if (row["task"], row["dataset"], row["gamma"], row["tokenizer"]) not in redo:
+            if (row["task"], row["dataset"], row["gamma"], row["tokenizer"], row["seed"]) not in redo:
                 out.append(row)
     return out
 
@@ -229,11 +230,12 @@ def write(
         + ("  \n**--quick: tiny data, models and steps; figures not meaningful**" if args.quick else "")
         + ("  \n**partial: the run is still going; rows so far**" if partial else "")
         + (
-            f"  \n{len(args.kept)} per-seed rows kept from an earlier run (`--keep`): its command is in the "
-            "git history of this file"
-            if getattr(args, "kept", [])
+            f"  \n{len(args.kept)} per-seed rows kept from earlier runs (`--keep`): their commands are in "
+            "the git history of this file"
+            if getattr(args, "kept", []) and not getattr(args, "note", "")
             else ""
-        ),
+        )
+        + (f"  \n{args.note}" if getattr(args, "note", "") else ""),
         "",
         f"States: {args.n_states} per dataset from held-out episodes. Ground truth `simulator`: "
         f"{args.rollouts} rollouts per state of the episode's behaviour policy from the restored physics "
@@ -322,8 +324,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p.add_argument(
         "--keep",
         action="store_true",
-        help="keep the rows of --out-dir's return_error_seeds.csv that this run does not redo",
+        help="keep the rows of --out-dir's return_error_seeds.csv that this run does not redo "
+        "(by task, dataset, gamma, tokenizer and seed)",
     )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train and evaluate nothing: rewrite the tables from --out-dir's return_error_seeds.csv",
+    )
+    p.add_argument("--note", default="", help="a line for the table's header (how the rows were made)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--quick", action="store_true", help="tiny everything: checks the pipeline in minutes")
     args = p.parse_args(argv)
@@ -341,8 +350,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             args.out_dir = scratch / "results"
     resolve_args(args, "data_root", "runs", "out_dir")
     args.start = time.perf_counter()
-    args.kept = kept_rows(args) if args.keep else []
-    rows, plots = run(args)
+    args.kept = kept_rows(args) if args.keep or args.report_only else []
+    rows, plots = ([], {}) if args.report_only else run(args)
     write(rows, plots, args, time.perf_counter() - args.start)
     print(f"wrote {args.out_dir / 'return_error.md'}")
 

@@ -57,10 +57,12 @@ def test_keep_retains_the_rows_a_new_run_does_not_redo(tmp_path: Path) -> None:
     base = {"task": "cheetah-run", "dataset": "mixed", "tokenizer": "titok", "method": "sample",
             "n_states": 10, "nmse": 0.5, "rmse": 1.0, "spearman": 0.9, "evals_per_s": 3.0,
             "ground_truth": "simulator", "seed": 0, "truth_stderr": 0.1, "truth_std": 2.0}  # fmt: skip
-    rows = [{**base, "gamma": 0.9}, {**base, "gamma": 0.99}]
+    rows = [{**base, "gamma": 0.9}, {**base, "gamma": 0.99}, {**base, "gamma": 0.99, "seed": 1}]
     write_csv(tmp_path / "return_error_seeds.csv", rows, [*COLUMNS, "seed", "truth_stderr", "truth_std"])
     args = argparse.Namespace(out_dir=tmp_path, tasks=["cheetah-run"], datasets=["mixed"], gammas=[0.99],
-                              tokenizers=["titok"])  # fmt: skip
-    (kept,) = kept_rows(args)
-    assert kept["gamma"] == 0.9 and kept["nmse"] == 0.5 and kept["seed"] == 0 and kept["method"] == "sample"
+                              tokenizers=["titok"], seeds=[1])  # fmt: skip
+    kept = kept_rows(args)  # a run of gamma 0.99 seed 1 keeps gamma 0.9 and gamma 0.99's seed 0
+    assert [(r["gamma"], r["seed"]) for r in kept] == [(0.9, 0), (0.99, 0)]
+    assert kept[0]["nmse"] == 0.5 and kept[0]["method"] == "sample"
     assert kept_rows(argparse.Namespace(**{**vars(args), "out_dir": tmp_path / "empty"})) == []
+    assert len(kept_rows(argparse.Namespace(**{**vars(args), "report_only": True}))) == 3
