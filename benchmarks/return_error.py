@@ -224,7 +224,7 @@ def write(
     lines = [
         "# Return-estimation error on held-out episodes",
         "",
-        f"Command: `{command_line()}`  ",
+        f"Command: `{command_line(hide=('--note',))}`  ",
         machine_line(),
         f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; run {seconds / 60:.0f} min"
         + ("  \n**--quick: tiny data, models and steps; figures not meaningful**" if args.quick else "")
