@@ -26,13 +26,15 @@ from voc_rl.data.dataset import PixelDataset, open_dataset
 from voc_rl.envs import make_env
 from voc_rl.parts import CHECKPOINT, fit_prior, fit_tokenizer
 from voc_rl.paths import user_path
-from voc_rl.prior import BCConfig, BCPolicy
+from voc_rl.prior import BCConfig, BCPolicy, advantage_weights, top_episode_weights
 from voc_rl.registry import REGISTRY, AgentConfig, load_class
+from voc_rl.token_trunk import window_starts
 from voc_rl.tokenizers import Tokenizer
 from voc_rl.tokenizers.cache import token_view
 from voc_rl.utils import package_versions, resolve_device
 
 FORMAT = "voc_rl.agent/1"
+EXTRACTION_BATCH = 256  # states scored at once when computing advantages
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Agent:
         self.prior: BCPolicy | None = None
         self.task: str | None = None
         self.run_dir: Path | None = None
+        self.extraction_info: dict[str, float] = {}  # awr: beta, ESS fraction, share clipped
         self.seed(config.seed)
 
     def seed(self, seed: int) -> None:
@@ -123,9 +126,40 @@ class Agent:
             tok_ckpt = run / "tokenizer" / CHECKPOINT["tokenizer"]
         view = token_view(ds, tok_ckpt, progress=progress)
         config = BCConfig.for_dataset(view, c.size, **fit.cap(c.prior_steps))
+        if c.extraction != "none" and self.prior is not None:  # a second learn: the BC prior is on disk
+            self.prior = None
         self.prior = fit_prior(view, config, model=self.prior, **fit.options("prior"))
         self._fit_scorer(view, fit)
+        if c.extraction != "none":
+            weights = self._extraction_weights(view)
+            self.prior = fit_prior(view, config, weights=weights, **fit.options("extracted"))
         return self
+
+    @torch.no_grad()
+    def _extraction_weights(self, view: PixelDataset) -> np.ndarray:
+        """One weight per frame of ``view`` for the prior's extraction step (the config's ``extraction``),
+        over the training episodes (the prior's own split); the current prior is the BC prior."""
+        c = self.config
+        train_eps, _ = view.split(0.1, c.seed)
+        if c.extraction == "pbc":
+            return top_episode_weights(view, train_eps, c.pbc_fraction)
+        index = window_starts(view, train_eps, False)
+        frames, actions = self.prior.config.frame_stack, view.arrays["action"]
+        q_data, q_prior = [], []
+        for start in range(0, len(index), EXTRACTION_BATCH):
+            idx = index[start : start + EXTRACTION_BATCH]
+            context = torch.as_tensor(view.stacks(idx, frames), device=self.device).long()
+            data = torch.as_tensor(actions[idx], device=self.device).float()[:, None]
+            samples = self.prior.sample(context, c.awr_samples, self.generator)
+            q = self._score(context, torch.cat([data, samples], 1)).cpu().numpy()  # (B, 1 + M)
+            q_data.append(q[:, 0])
+            q_prior.append(q[:, 1:])
+        q_data, q_prior = np.concatenate(q_data), np.concatenate(q_prior)
+        w, info = advantage_weights(q_data, q_prior, c.awr_temperature, c.awr_clip)
+        self.extraction_info = {"transitions": len(index), **info}
+        weights = np.zeros(len(actions), np.float32)
+        weights[index] = w
+        return weights
 
     def load_parts(self, task: str, **paths: str | Path) -> Agent:
         """Use separately trained parts instead of ``learn``: a checkpoint path per part (``tokenizer``,

@@ -210,3 +210,54 @@ def test_token_features_put_voc_rl_tokens_under_ppo(tmp_path: Path) -> None:
         import gymnasium as gym
 
         TokenFeatures(gym.spaces.Box(0, 255, (9, 32, 32), np.uint8), tok_path)
+
+
+# ------------------------------------------------------------------ policy extraction
+def test_advantage_weights_favour_actions_better_than_the_prior() -> None:
+    from voc_rl.prior import advantage_weights
+
+    rng = np.random.default_rng(0)
+    q_prior = rng.normal(size=(500, 8))
+    q_data = q_prior.mean(1) + np.linspace(-3, 3, 500)  # advantages rise along the rows
+    w, info = advantage_weights(q_data, q_prior, temperature=0.5, clip=20.0)
+    assert w.shape == (500,) and w.max() <= 20.0 and w.min() > 0
+    assert np.all(np.diff(w) >= 0) and w[-1] / w[0] > 100  # monotone in the advantage, and sharp
+    assert 0 < info["ess_fraction"] < 1 and info["clipped"] > 0
+    w2, _ = advantage_weights(10 * q_data, 10 * q_prior, temperature=0.5)  # scale-free: beta follows std(A)
+    np.testing.assert_allclose(w, w2, rtol=1e-5)
+    with pytest.raises(ValueError, match="NaN"):
+        advantage_weights(np.full(3, np.nan), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="q_prior"):
+        advantage_weights(np.zeros(3), np.zeros(3))
+
+
+def test_top_episode_weights_keep_the_best_returns(fake_ds_path: Path) -> None:
+    from voc_rl.data.dataset import open_dataset
+    from voc_rl.prior import top_episode_weights
+
+    ds = open_dataset(fake_ds_path)
+    episodes = np.arange(len(ds.ep_start))
+    w = top_episode_weights(ds, episodes, 0.5)
+    returns = ds.episode_returns()
+    kept = [e for e in episodes if w[ds.ep_start[e]] == 1.0]
+    assert len(kept) == round(0.5 * len(episodes))
+    assert min(returns[kept]) >= np.max(np.delete(returns, kept), initial=-np.inf)
+    with pytest.raises(ValueError, match="fraction"):
+        top_episode_weights(ds, episodes, 0.0)
+
+
+def test_extraction_agents_learn_save_and_load(trained: dict[str, Agent], tmp_path: Path) -> None:
+    awr, bc = trained["td-critic-awr"], trained["bc"]
+    assert awr.config.extraction == "awr" and awr.extraction_info["transitions"] > 0
+    assert awr.extraction_info["beta"] > 0 and 0 < awr.extraction_info["ess_fraction"] <= 1
+    assert (awr.run_dir / "extracted" / "bc.pt").exists() and (awr.run_dir / "prior" / "bc.pt").exists()
+    obs = _obs()
+    loaded = Agent.load(awr.save(tmp_path / "awr.zip"))
+    act = awr.predict(obs, deterministic=True)[0]
+    np.testing.assert_allclose(loaded.predict(obs, deterministic=True)[0], act)
+    assert (trained["pbc"].run_dir / "extracted" / "bc.pt").exists()
+    assert not np.allclose(act, bc.predict(obs, deterministic=True)[0])
+    with pytest.raises(ValueError, match="needs a Q"):
+        voc_rl.make_agent("bc", extraction="awr")
+    with pytest.raises(ValueError, match="unknown extraction"):
+        voc_rl.make_agent("td-critic", extraction="awrr")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 from voc_rl.checkpoint import Callback
@@ -125,11 +126,15 @@ def fit_prior(
     device: str | torch.device = "auto",
     progress: bool = True,
     callback: Callback | None = None,
+    weights: np.ndarray | None = None,
 ) -> BCPolicy:
-    """The behaviour prior of ``config`` on the token dataset ``view``."""
+    """The behaviour prior of ``config`` on the token dataset ``view``; with ``weights`` (one per frame)
+    the extracted prior (:func:`voc_rl.prior.train_bc`). A folder holds one or the other: the
+    checkpoint does not record the weights, so give an extracted prior its own ``out``."""
     return _fit_token_model(
-        "prior", BCPolicy, train_bc, view, config, out, seed, model, device, progress, callback
-    )
+        "prior", BCPolicy, train_bc, view, config, out, seed, model, device, progress, callback,
+        **({} if weights is None else {"weights": weights}),
+    )  # fmt: skip
 
 
 def fit_critic(
@@ -152,13 +157,15 @@ def fit_critic(
 def _fit_token_model(
     part: str, cls: Any, trainer: Callable[..., Any], view: PixelDataset, config: Any, out: PathLike | None,
     seed: int, model: Any, device: str | torch.device, progress: bool, callback: Callback | None,
+    **extra: Any,
 ) -> Any:  # fmt: skip
-    """The prior and the critic: token models with the same trainer signature."""
+    """The prior and the critic: token models with the same trainer signature (``extra``: the
+    trainer's own keywords)."""
     out = optional_user_path(out)
 
     def train() -> Any:
         new = model or _new(cls, config, seed)
-        trainer(new, view, seed=seed, out=out, device=device, progress=progress, callback=callback)
+        trainer(new, view, seed=seed, out=out, device=device, progress=progress, callback=callback, **extra)
         return new
 
     return _fit_or_reuse(part, config, out, cls.load, train).to(resolve_device(device)).eval()

@@ -8,6 +8,10 @@ wide std, hence small gradients, and can stay unlearned (measured on a determini
 dropout (0.2) and 2k steps by default: on 100k transitions its held-out NLL is best after 1-2k steps
 and rises later as the std shrinks on the training episodes. :func:`train_bc` fits it with
 :func:`voc_rl.token_trunk.fit_token_model`.
+
+Policy extraction trains the same model with a weight per transition (``train_bc(..., weights=)``):
+:func:`advantage_weights` (advantage-weighted regression, ``exp(A / beta)`` clipped) or
+:func:`top_episode_weights` (%BC: only the episodes of highest return).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from voc_rl.checkpoint import Callback
@@ -110,6 +115,45 @@ class BCPolicy(TokenModel):
         return torch.tanh(self(self.check_context(context))[0])
 
 
+# ---------------------------------------------------------------------- extraction weights
+def advantage_weights(
+    q_data: np.ndarray, q_prior: np.ndarray, temperature: float = 1.0, clip: float = 20.0
+) -> tuple[np.ndarray, dict[str, float]]:
+    """AWR weights ``exp(A / beta)`` clipped at ``clip``, with ``A = Q(s, a_t) - V(s)``, ``V(s)`` the mean
+    Q of the behaviour prior's samples at s (``q_prior`` (N, M)) and ``beta = temperature * std(A)``
+    (the advantages' own spread, so the weights do not depend on the reward's scale). Returns the
+    weights (N,) and a summary: beta, the effective sample size fraction, the share clipped."""
+    q_data, q_prior = np.asarray(q_data, np.float64), np.asarray(q_prior, np.float64)
+    if q_prior.ndim != 2 or q_data.shape != q_prior.shape[:1]:
+        raise ValueError(f"need q_data (N,) and q_prior (N, M), got {q_data.shape} and {q_prior.shape}")
+    if not (np.isfinite(q_data).all() and np.isfinite(q_prior).all()):
+        raise ValueError("Q estimates contain NaN or inf: the scorer is broken, weights would be too")
+    if temperature <= 0 or clip <= 1:
+        raise ValueError(f"need temperature > 0 and clip > 1, got {temperature}, {clip}")
+    adv = q_data - q_prior.mean(1)
+    beta = temperature * max(float(adv.std()), 1e-8)
+    raw = np.exp(np.minimum(adv / beta, np.log(clip) + 1.0))
+    weights = np.minimum(raw, clip)
+    ess = float(weights.sum() ** 2 / (weights**2).sum() / len(weights))
+    clipped = float((raw > clip).mean())
+    info = {"beta": beta, "adv_mean": float(adv.mean()), "ess_fraction": ess, "clipped": clipped}
+    return weights.astype(np.float32), info
+
+
+def top_episode_weights(ds: PixelDataset, episodes: np.ndarray, fraction: float) -> np.ndarray:
+    """%BC: weight 1 on every frame of the top ``fraction`` of ``episodes`` by return, 0 elsewhere
+    (flat over ``ds``'s frames; at least one episode is kept)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    episodes = np.asarray(episodes)
+    returns = ds.episode_returns()[episodes]
+    keep = episodes[np.argsort(-returns, kind="stable")[: max(1, round(fraction * len(episodes)))]]
+    weights = np.zeros(len(ds.arrays["action"]), np.float32)
+    for e in keep:
+        weights[ds.ep_start[e] : ds.ep_start[e] + ds.ep_len[e]] = 1.0
+    return weights
+
+
 # ---------------------------------------------------------------------- training
 def train_bc(
     policy: BCPolicy,
@@ -124,12 +168,14 @@ def train_bc(
     eval_every: int = 1000,
     ckpt_every: int = 1000,
     callback: Callback | None = None,
+    weights: np.ndarray | None = None,
 ) -> TrainReport:
     """Fit ``policy`` by maximum likelihood (beta-NLL weighted, ``config.nll_beta``) on the training
     episodes' actions (the occupancy model's split); returns a report. Held-out metrics: ``nll``
     (per state, of actions clamped to ``[-1 + 1e-4, 1 - 1e-4]``), ``mode_mse`` (mean over action
     dimensions of ``(tanh(mean) - a)^2``) and ``mode_nmse`` (the same over the actions' variance: 1 is
-    predicting the mean action).
+    predicting the mean action). ``weights`` (one float >= 0 per flat frame of ``token_ds``, e.g.
+    from :func:`advantage_weights`) weight each transition's term: the extraction step.
     """
     c = policy.config
     check_model_fits(c, token_ds, "BCConfig.for_dataset")
@@ -140,9 +186,23 @@ def train_bc(
     val_eps = val_eps if len(val_eps) else train_eps
     sampler = WindowSampler(token_ds, train_eps, c.frame_stack, seed, require_next_action=False)
     val = token_batch(token_ds, eval_index(token_ds, val_eps, False), c.frame_stack, device, False)
+    weight = None
+    if weights is not None:
+        weights = np.asarray(weights, np.float32)
+        if weights.shape != token_ds.arrays["action"].shape[:1] or not np.isfinite(weights).all():
+            raise ValueError(f"weights must be finite, one per frame: ({len(token_ds.arrays['action'])},), "
+                             f"got {weights.shape}")  # fmt: skip
+        if (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError("weights must be >= 0 with a positive sum")
+        weight = torch.from_numpy(weights).to(device)
 
     def loss_fn(b: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        loss = -policy._log_prob(b["obs"], b["action"], c.nll_beta).mean()
+        terms = policy._log_prob(b["obs"], b["action"], c.nll_beta)
+        if weight is None:
+            loss = -terms.mean()
+        else:  # normalised by the batch's weight, so the step size does not follow the weights' scale
+            w = weight[b["index"]]
+            loss = -(w * terms).sum() / w.sum().clamp_min(1e-8)
         return loss, {"beta_nll" if c.nll_beta else "nll": float(loss.detach())}
 
     @torch.no_grad()

@@ -19,6 +19,7 @@ from typing import Any
 
 SIZES = ("tiny", "small", "base")
 KINDS = ("voc", "wm-rollout", "td-critic", "bc")
+EXTRACTIONS = ("none", "awr", "pbc")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,20 @@ class AgentConfig:
     """wm-rollout: rolls ``ceil(horizon_factor / (1 - gamma))`` model steps."""
     rollouts: int = 1
     """wm-rollout: model rollouts per candidate."""
+    extraction: str = "none"
+    """The prior's improvement step after the scorer is trained: ``none`` (plain BC), ``awr``
+    (advantage-weighted regression with the agent's own Q: weights exp(A / beta) clipped at
+    ``awr_clip``, A = Q(s, a_t) - mean Q of ``awr_samples`` BC samples, beta = ``awr_temperature``
+    x std(A); it scores every training transition, cheap for td-critic, slow for voc) or ``pbc``
+    (%BC: the top ``pbc_fraction`` of training episodes by return)."""
+    awr_samples: int = 8
+    """awr: BC prior samples per state whose mean Q is the baseline V(s)."""
+    awr_temperature: float = 1.0
+    """awr: beta in units of the advantages' standard deviation."""
+    awr_clip: float = 20.0
+    """awr: largest weight."""
+    pbc_fraction: float = 0.33
+    """pbc: fraction of the training episodes kept, by return."""
     tokenizer_steps: int | None = None
     """Training steps of the tokenizer (None: its size preset's)."""
     occupancy_steps: int | None = None
@@ -78,6 +93,14 @@ class AgentConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.target_frames < 0:
             raise ValueError(f"target_frames must be >= 0, got {self.target_frames}")
+        if self.extraction not in EXTRACTIONS:
+            raise ValueError(f"unknown extraction {self.extraction!r}; choose from {EXTRACTIONS}")
+        if self.extraction == "awr" and self.kind == "bc":
+            raise ValueError("extraction='awr' needs a Q: a bc agent has none (use pbc, or td-critic/voc)")
+        if self.awr_samples < 1 or self.awr_temperature <= 0 or self.awr_clip <= 1:
+            raise ValueError("need awr_samples >= 1, awr_temperature > 0 and awr_clip > 1")
+        if not 0.0 < self.pbc_fraction <= 1.0:
+            raise ValueError(f"pbc_fraction must be in (0, 1], got {self.pbc_fraction}")
         if self.temperature <= 0 or self.horizon_factor <= 0:
             raise ValueError("temperature and horizon_factor must be > 0")
         for name in ("tokenizer_steps", "occupancy_steps", "prior_steps", "critic_steps"):
@@ -172,6 +195,15 @@ register("bc", _ENTRY + "BCAgent", _BASE, "behaviour cloning on tokens", kind="b
 register(
     "td-critic", _ENTRY + "TDCriticAgent", _BASE, "SARSA Q network on tokens scoring the prior's candidates",
     kind="td-critic",
+)  # fmt: skip
+register(
+    "pbc", _ENTRY + "BCAgent", _BASE, "%BC: behaviour cloning on the top third of episodes by return",
+    kind="bc", extraction="pbc",
+)  # fmt: skip
+register(
+    "td-critic-awr", _ENTRY + "TDCriticAgent", _BASE,
+    "prior extracted by advantage-weighted regression with a SARSA critic's Q; acts with its mode",
+    kind="td-critic", extraction="awr", candidates=1,
 )  # fmt: skip
 register(
     "wm-rollout", _ENTRY + "WMRolloutAgent", _BASE,

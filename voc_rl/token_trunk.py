@@ -255,7 +255,9 @@ def fit_token_model(
 
     def step() -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         index = sampler.sample_indices(c.batch_size, 0.0)[0]
-        loss, logs = loss_fn(token_batch(ds, index, c.frame_stack, model.device, nxt))
+        batch = token_batch(ds, index, c.frame_stack, model.device, nxt)
+        batch["index"] = torch.from_numpy(index).to(model.device)  # flat frame indices, for per-row weights
+        loss, logs = loss_fn(batch)
         return {"loss": loss}, logs
 
     run = Run(
