@@ -90,13 +90,16 @@ def trained(name: str, ds: PixelDataset, seed: int, args: argparse.Namespace) ->
 
 
 def _shared_tokenizer(agent: Agent, ds: PixelDataset, shared: Path) -> Path:
-    """The tokenizer of a bc agent trained first in ``shared/bc``: every agent reads its tokens."""
+    """The tokenizer of a bc agent trained first in ``shared/bc`` (with the agent's tokenizer
+    fields and the agent's steps, so that ``--agents bc`` later reuses that folder): every agent
+    reads its tokens."""
     path = shared / "bc" / "tokenizer" / "tokenizer.pt"
     if not path.exists():
         c = agent.config
         bc = voc_rl.make_agent(
-            "bc", size=c.size, seed=c.seed, tokenizer=c.tokenizer, tokenizer_kwargs=c.tokenizer_kwargs
-        )
+            "bc", size=c.size, seed=c.seed, tokenizer=c.tokenizer, tokenizer_kwargs=c.tokenizer_kwargs,
+            tokenizer_steps=c.tokenizer_steps, prior_steps=c.prior_steps,
+        )  # fmt: skip
         bc.learn(ds, run_dir=shared / "bc")
     return path
 
