@@ -28,7 +28,7 @@ from voc_rl.parts import CHECKPOINT, fit_prior, fit_tokenizer
 from voc_rl.paths import user_path
 from voc_rl.prior import BCConfig, BCPolicy, advantage_weights, top_episode_weights
 from voc_rl.registry import REGISTRY, AgentConfig, load_class
-from voc_rl.token_trunk import window_starts
+from voc_rl.token_trunk import token_batch, window_starts
 from voc_rl.tokenizers import Tokenizer
 from voc_rl.tokenizers.cache import token_view
 from voc_rl.utils import package_versions, resolve_device
@@ -126,9 +126,8 @@ class Agent:
             tok_ckpt = run / "tokenizer" / CHECKPOINT["tokenizer"]
         view = token_view(ds, tok_ckpt, progress=progress)
         config = BCConfig.for_dataset(view, c.size, **fit.cap(c.prior_steps))
-        if c.extraction != "none" and self.prior is not None:  # a second learn: the BC prior is on disk
-            self.prior = None
-        self.prior = fit_prior(view, config, model=self.prior, **fit.options("prior"))
+        bc = None if c.extraction != "none" else self.prior  # with extraction, self.prior is the extracted
+        self.prior = fit_prior(view, config, model=bc, **fit.options("prior"))
         self._fit_scorer(view, fit)
         if c.extraction != "none":
             weights = self._extraction_weights(view)
@@ -144,20 +143,18 @@ class Agent:
         if c.extraction == "pbc":
             return top_episode_weights(view, train_eps, c.pbc_fraction)
         index = window_starts(view, train_eps, False)
-        frames, actions = self.prior.config.frame_stack, view.arrays["action"]
         q_data, q_prior = [], []
         for start in range(0, len(index), EXTRACTION_BATCH):
-            idx = index[start : start + EXTRACTION_BATCH]
-            context = torch.as_tensor(view.stacks(idx, frames), device=self.device).long()
-            data = torch.as_tensor(actions[idx], device=self.device).float()[:, None]
-            samples = self.prior.sample(context, c.awr_samples, self.generator)
-            q = self._score(context, torch.cat([data, samples], 1)).cpu().numpy()  # (B, 1 + M)
+            b = token_batch(view, index[start : start + EXTRACTION_BATCH], self.prior.config.frame_stack,
+                            self.device, False)  # fmt: skip
+            samples = self.prior.sample(b["obs"], c.awr_samples, self.generator)
+            q = self._score(b["obs"], torch.cat([b["action"][:, None], samples], 1)).cpu().numpy()  # (B, 1+M)
             q_data.append(q[:, 0])
             q_prior.append(q[:, 1:])
         q_data, q_prior = np.concatenate(q_data), np.concatenate(q_prior)
         w, info = advantage_weights(q_data, q_prior, c.awr_temperature, c.awr_clip)
         self.extraction_info = {"transitions": len(index), **info}
-        weights = np.zeros(len(actions), np.float32)
+        weights = np.zeros(len(view.arrays["action"]), np.float32)
         weights[index] = w
         return weights
 

@@ -133,7 +133,7 @@ def fit_prior(
     checkpoint does not record the weights, so give an extracted prior its own ``out``."""
     return _fit_token_model(
         "prior", BCPolicy, train_bc, view, config, out, seed, model, device, progress, callback,
-        **({} if weights is None else {"weights": weights}),
+        weights=weights,
     )  # fmt: skip
 
 

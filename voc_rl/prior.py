@@ -132,10 +132,10 @@ def advantage_weights(
         raise ValueError(f"need temperature > 0 and clip > 1, got {temperature}, {clip}")
     adv = q_data - q_prior.mean(1)
     beta = temperature * max(float(adv.std()), 1e-8)
-    raw = np.exp(np.minimum(adv / beta, np.log(clip) + 1.0))
-    weights = np.minimum(raw, clip)
+    z = adv / beta
+    weights = np.exp(np.minimum(z, np.log(clip)))
     ess = float(weights.sum() ** 2 / (weights**2).sum() / len(weights))
-    clipped = float((raw > clip).mean())
+    clipped = float((z > np.log(clip)).mean())
     info = {"beta": beta, "adv_mean": float(adv.mean()), "ess_fraction": ess, "clipped": clipped}
     return weights.astype(np.float32), info
 
