@@ -10,15 +10,18 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from voc_rl.agents.base import Agent, PartFitting
 from voc_rl.checkpoint import CheckpointError
-from voc_rl.critic import CriticConfig, TDCritic
+from voc_rl.critic import CriticConfig, TDCritic, distill_q
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
 from voc_rl.parts import fit_critic, fit_occupancy
 from voc_rl.value import pool_q, rollout_q
+
+VOC_SCORE_BATCH = 64  # states whose candidates the occupancy model scores at once in extraction
 
 
 class BCAgent(Agent):
@@ -98,7 +101,31 @@ class _OccupancyAgent(Agent):
 
 
 class VOCAgent(_OccupancyAgent):
-    """Scores K candidates with one pool of ``pool_size`` sampled futures shared by all (``pool_q``)."""
+    """Scores K candidates with one pool of ``pool_size`` sampled futures shared by all (``pool_q``).
+
+    Its ``awr`` extraction scores ``awr_states`` training states (dataset action and prior samples
+    on one pool each), distils those estimates into a token Q network (:func:`voc_rl.critic.distill_q`)
+    and takes every transition's advantage from that network: the occupancy model's Q, amortised.
+    """
+
+    def _awr_estimates(
+        self, view: PixelDataset, index: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        c = self.config
+        rng = np.random.default_rng(c.seed + 7)
+        subset = np.sort(rng.choice(index, min(c.awr_states, len(index)), replace=False))
+        obs, actions, q = [], [], []
+        for b, qb in self._score_batches(view, subset, VOC_SCORE_BATCH, self._score):
+            obs.append(b["obs"])
+            actions.append(b["actions"])
+            q.append(qb)
+        config = CriticConfig.for_dataset(view, c.size, gamma=c.gamma)
+        torch.manual_seed(c.seed)
+        net = TDCritic(config).to(self.device)
+        with torch.enable_grad():
+            info = distill_q(net, torch.cat(obs), torch.cat(actions), torch.cat(q), c.distill_steps, c.seed)
+        q_all = torch.cat([qb for _, qb in self._score_batches(view, index, 1024, net.q_values)])
+        return q_all[:, 0].cpu().numpy(), q_all[:, 1:].cpu().numpy(), {"scored_states": len(subset), **info}
 
     def _score(self, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return pool_q(

@@ -10,10 +10,12 @@ stable-baselines3, so ``evaluate_policy(agent, env)`` works.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,7 +132,7 @@ class Agent:
         self.prior = fit_prior(view, config, model=bc, **fit.options("prior"))
         self._fit_scorer(view, fit)
         if c.extraction != "none":
-            weights = self._extraction_weights(view)
+            weights = functools.partial(self._extraction_weights, view)  # scored only if it must train
             self.prior = fit_prior(view, config, weights=weights, **fit.options("extracted"))
         return self
 
@@ -143,20 +145,32 @@ class Agent:
         if c.extraction == "pbc":
             return top_episode_weights(view, train_eps, c.pbc_fraction)
         index = window_starts(view, train_eps, False)
-        q_data, q_prior = [], []
-        for start in range(0, len(index), EXTRACTION_BATCH):
-            b = token_batch(view, index[start : start + EXTRACTION_BATCH], self.prior.config.frame_stack,
-                            self.device, False)  # fmt: skip
-            samples = self.prior.sample(b["obs"], c.awr_samples, self.generator)
-            q = self._score(b["obs"], torch.cat([b["action"][:, None], samples], 1)).cpu().numpy()  # (B, 1+M)
-            q_data.append(q[:, 0])
-            q_prior.append(q[:, 1:])
-        q_data, q_prior = np.concatenate(q_data), np.concatenate(q_prior)
+        q_data, q_prior, fit_info = self._awr_estimates(view, index)
         w, info = advantage_weights(q_data, q_prior, c.awr_temperature, c.awr_clip)
-        self.extraction_info = {"transitions": len(index), **info}
+        self.extraction_info = {"transitions": len(index), **fit_info, **info}
         weights = np.zeros(len(view.arrays["action"]), np.float32)
         weights[index] = w
         return weights
+
+    def _awr_estimates(
+        self, view: PixelDataset, index: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        """Q of the dataset action (N,) and of ``awr_samples`` BC prior samples (N, M) at the flat
+        frames ``index`` of ``view``, by the agent's own scorer (and a summary, here empty)."""
+        q = torch.cat([q for _, q in self._score_batches(view, index, EXTRACTION_BATCH, self._score)])
+        return q[:, 0].cpu().numpy(), q[:, 1:].cpu().numpy(), {}
+
+    def _score_batches(
+        self, view: PixelDataset, index: np.ndarray, batch: int, score: Callable[..., torch.Tensor]
+    ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        """Per ``batch`` frames of ``index``: the token batch, its ``actions`` (B, 1 + M) [the dataset
+        action, M prior samples] among them, and ``score(obs, actions)``, their Q (B, 1 + M)."""
+        for start in range(0, len(index), batch):
+            b = token_batch(view, index[start : start + batch], self.prior.config.frame_stack, self.device,
+                            False)  # fmt: skip
+            samples = self.prior.sample(b["obs"], self.config.awr_samples, self.generator)
+            b["actions"] = torch.cat([b["action"][:, None], samples], 1)
+            yield b, score(b["obs"], b["actions"])
 
     def load_parts(self, task: str, **paths: str | Path) -> Agent:
         """Use separately trained parts instead of ``learn``: a checkpoint path per part (``tokenizer``,
@@ -360,8 +374,10 @@ class Agent:
         return f"{type(self).__name__}({self.name!r}, {state}, {self.config})"
 
 
-def play_episode(agent: Agent, task: str, seed: int, frames: list | None = None) -> tuple[float, int, float]:
-    """One episode of ``agent.predict(deterministic=True)`` on env seed ``seed``: (return, decisions,
+def play_episode(
+    agent: Agent, task: str, seed: int, frames: list | None = None, deterministic: bool = True
+) -> tuple[float, int, float]:
+    """One episode of ``agent.predict(deterministic=...)`` on env seed ``seed``: (return, decisions,
     seconds spent deciding). ``frames`` (a list) receives the newest frame of every observation."""
     env = make_env(task, seed=seed)
     obs, _ = env.reset(seed=seed)
@@ -373,7 +389,7 @@ def play_episode(agent: Agent, task: str, seed: int, frames: list | None = None)
         if done:
             break
         start = time.perf_counter()
-        action, _ = agent.predict(obs, deterministic=True)
+        action, _ = agent.predict(obs, deterministic=deterministic)
         spent += time.perf_counter() - start
         obs, reward, terminated, truncated, _ = env.step(action)
         total, decisions, done = total + reward, decisions + 1, terminated or truncated

@@ -21,7 +21,7 @@ samples, weighted by the exact mixture density; the estimator of record). ``ess`
 effective sample size of the weights; ``top1`` is how often the estimator's best of the K candidate
 actions (a_t and K - 1 actions of random training states) is the simulator's best.
 
-CSV columns: task,dataset,gamma,method,estimator,step,seconds,nll_future,unigram_nll,reward_nmse,
+CSV columns: task,dataset,gamma,method,estimator,step,seconds,nll_future,unigram_nll,action_info,reward_nmse,
 nmse,spearman,ess,n_states,top1,ms_per_state. Each method writes ``--runs/<method>.csv`` as it goes;
 the report merges whatever is there, so two invocations can run methods in parallel:
 
@@ -62,7 +62,7 @@ from voc_rl.value import density_q, pool_q, sample_q
 
 COLUMNS = [
     "task", "dataset", "gamma", "method", "estimator", "step", "seconds", "nll_future", "unigram_nll",
-    "reward_nmse", "nmse", "spearman", "ess", "n_states", "top1", "ms_per_state",
+    "action_info", "reward_nmse", "nmse", "spearman", "ess", "n_states", "top1", "ms_per_state",
 ]  # fmt: skip
 N_STEP = {"td1": 1, "nstep10": 10, "mc": None}
 METHODS = (*N_STEP, "td-critic")
@@ -128,7 +128,7 @@ def evaluate_occupancy(
     model.eval()
     reward.eval()
     metrics = validate(model, reward, val)
-    common = {k: metrics[k] for k in ("nll_future", "unigram_nll", "reward_nmse")}
+    common = {k: metrics[k] for k in ("nll_future", "unigram_nll", "action_info", "reward_nmse")}
     ctx = bench.context(c.frame_stack)
     act, acts = torch.from_numpy(bench.actions[:, 0]), torch.from_numpy(bench.actions)
     cands = bench.view.stacks(bench.cand_idx, c.frame_stack)[:, -c.n_target :]
@@ -250,7 +250,7 @@ def report(args: argparse.Namespace) -> None:
         except ValueError:
             return value
 
-    three = ("nll_future", "unigram_nll", "reward_nmse", "nmse", "spearman", "top1")
+    three = ("nll_future", "unigram_nll", "action_info", "reward_nmse", "nmse", "spearman", "top1")
     table = [
         {
             **r,
@@ -260,8 +260,8 @@ def report(args: argparse.Namespace) -> None:
         }
         for r in rows
     ]
-    cols = ["method", "estimator", "step", "seconds", "nll_future", "unigram_nll", "reward_nmse", "nmse",
-            "spearman", "ess", "top1", "ms_per_state"]  # fmt: skip
+    cols = ["method", "estimator", "step", "seconds", "nll_future", "unigram_nll", "action_info",
+            "reward_nmse", "nmse", "spearman", "ess", "top1", "ms_per_state"]  # fmt: skip
     r0 = rows[0]
     lines = [
         "# Learning curves: occupancy objectives against the TD critic, equal training time",
@@ -278,7 +278,9 @@ def report(args: argparse.Namespace) -> None:
         "`seconds` is training time on one thread: the process's CPU time, which equals wall-clock on an",
         "idle core and stays fair on a shared machine (evaluations excluded). `nll_future`: held-out",
         "NLL per token of the true discounted future s_{t+k}; `unigram_nll`: the same tokens under the",
-        "per-slot unigram of the training tokens (a model that ignores the context). `nmse`: MSE / Var of",
+        "per-slot unigram of the training tokens (a model that ignores the context). `action_info`: the",
+        "NLL with another row's action minus with the true one (nats/token; 0 ignores the action).",
+        "`nmse`: MSE / Var of",
         "the simulator Q (1.0 = predicting the mean). `ess`: mean effective sample size of the",
         "importance weights (`sample`: N). `top1`: the best of K candidate actions agrees with the",
         "simulator's best. `ms_per_state`: evaluation CPU time per state.",

@@ -1,27 +1,44 @@
-"""Control from offline pixel data: every agent's evaluation return, decision latency, and how often
-its chosen candidate is the simulator's best; writes results/policy.md, policy.csv, policy_top1.csv.
+"""Control from offline pixel data, with intervals that can tell agents apart: every agent's returns
+over seeds x episodes, aggregated with rliable; writes results/policy.md, .csv, _seeds.csv,
+_episodes.csv, .png (and policy_top1.csv with ``--top1-states``).
 
-For each task, dataset and seed, agents are trained on the dataset's training episodes (sharing
-the tokenizer and the behaviour prior when they use the same tokens), or assembled from the parts
-of a return-error run (``--from-return-error RUNS``: its tokenizer, BC prior, occupancy models and
-TD critic, trained on the same split). Each agent plays ``--episodes`` evaluation episodes with
-``predict(deterministic=True)`` on env seeds 1000, 1001, ...; score = return / 10 as the published
-pixel benchmark reports. The behaviour policies' own returns (recorded in the dataset) are rows too.
+For each task, dataset and training seed, agents are trained on the dataset's training episodes:
+all of a seed read one tokenizer (trained first, by ``bc``), and an extraction agent (``pbc``,
+``*-awr``) trains only its extracted prior in the folder of the agent it extends (``bc``, the same
+name without ``-awr``), so it shares that agent's prior and scorer. Or they are assembled from the
+parts of a return-error run (``--from-return-error RUNS``). Each agent plays ``--episodes``
+deterministic evaluation episodes (env seeds 1000, 1001, ...; the same for every agent and seed) in
+``--processes`` worker processes; ``--sampled AGENT`` adds that agent with ``deterministic=False``.
 
-Top-1 agreement: on ``--top1-states`` states of held-out episodes, K candidates (the prior's mode
-and K - 1 samples) are ranked by the simulator (restore the state, take the candidate, follow the
-behaviour policy; common random numbers across candidates) and by each agent's scores; the
-agreement is how often the agent's best is the simulator's best (chance 1/K).
+Aggregates (per task and dataset): the interquartile mean (IQM) and the mean of the returns with
+95% stratified-bootstrap intervals (rliable; a run is one (seed, episode) return, so the intervals
+cover episode-to-episode and seed-to-seed variation as sampled; the per-seed table shows the
+latter), and the probability of improvement over ``bc`` (P(X > Y) over pairs of returns) with its
+interval: "better"/"worse" when that interval excludes 0.5, else "within noise". Cost columns:
+training minutes (the shared tokenizer, the parts the agent reuses and its own; 0 where parts came
+from ``--from-return-error``) and milliseconds per decision. Results are rewritten after every
+agent; a rerun with the same ``--runs`` reuses the trained agents (where their config is unchanged)
+and the episodes recorded beside them.
+
+Top-1 agreement (``--top1-states N``): on N held-out states, K candidates (the prior's mode and K - 1
+samples) are ranked by the simulator (restore the state, take the candidate, follow the behaviour
+policy; common random numbers) and by each agent's scores: how often the agent's best is the
+simulator's best (chance 1/K).
 
     python benchmarks/policy.py --data-root datasets                       # the full grid
-    python benchmarks/policy.py --tasks cheetah-run --datasets mixed --agents bc voc-titok --seeds 0
+    python benchmarks/policy.py --tasks cheetah-run --agents bc td-critic-awr --seeds 0 --episodes 5
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import multiprocessing
 import os
 import time
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +50,7 @@ import torch
 import voc_rl
 from voc_rl.agents import Agent
 from voc_rl.agents.base import play_episode
+from voc_rl.checkpoint import atomic_write
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.evaluation import states_of
 from voc_rl.ground_truth import simulator_q
@@ -43,17 +61,25 @@ from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.tokenizers.cache import token_view
 
 COLUMNS = (
-    "task",
-    "dataset",
-    "agent",
-    "seed",
-    "episodes",
-    "return_mean",
-    "return_std",
-    "score",
-    "ms_per_decision",
-)
+    "task", "dataset", "agent", "runs", "iqm", "iqm_ci", "mean", "mean_ci", "p_better_than_bc",
+    "p_ci", "vs_bc", "train_min", "ms_per_decision",
+)  # fmt: skip
+SEED_COLUMNS = ("task", "dataset", "agent", "seed", "episodes", "return_mean", "return_std", "train_min",
+                "ms_per_decision")  # fmt: skip
+EPISODE_COLUMNS = ("task", "dataset", "agent", "seed", "episode", "return", "decisions", "seconds")
+BEHAVIOUR_COLUMNS = ("task", "dataset", "level", "episodes", "return_mean", "return_std")
+BEHAVIOUR_COLUMNS = ("task", "dataset", "level", "episodes", "return_mean", "return_std")
 TOP1 = ("task", "dataset", "agent", "seed", "states", "candidates", "top1_agreement", "chance")
+SAMPLED = " (sampled)"
+REPS = 2000  # bootstrap resamples
+
+
+# ---------------------------------------------------------------------- agents
+def base_of(name: str) -> str:
+    """The agent whose folder (prior, scorer) an extraction agent extends: pbc -> bc, x-awr -> x."""
+    if agent_spec(name).config.extraction == "pbc":
+        return "bc"
+    return name.removesuffix("-awr") if name.endswith("-awr") else name
 
 
 def from_return_error(name: str, ds: PixelDataset, seed: int, args: argparse.Namespace) -> Agent:
@@ -80,91 +106,155 @@ def from_return_error(name: str, ds: PixelDataset, seed: int, args: argparse.Nam
     return agent.load_parts(ds.meta.get("task", ds.env_id), **parts)
 
 
-def trained(name: str, ds: PixelDataset, seed: int, args: argparse.Namespace) -> Agent:
-    agent = voc_rl.make_agent(name, size=args.size, seed=seed, gamma=args.gamma, **args.agent_overrides)
-    c = agent.config
-    shared = (
-        args.runs / f"{ds.meta['name']}__{c.tokenizer}__s{seed}"
-    )  # parts shared by agents on these tokens
-    return agent.learn(ds, run_dir=shared / name, tokenizer=_shared_tokenizer(agent, ds, shared))
+class Trainer:
+    """Trains (or reuses) the agents of one dataset and seed in ``runs/{dataset}__{tokens}__s{seed}``,
+    each saved as ``{agent}.zip`` there, with the seconds each one's training took in
+    ``train_seconds.json`` (so that a rerun reports the cost of the run that trained it)."""
 
+    def __init__(self, ds: PixelDataset, seed: int, args: argparse.Namespace):
+        self.ds, self.seed, self.args = ds, seed, args
 
-def _shared_tokenizer(agent: Agent, ds: PixelDataset, shared: Path) -> Path:
-    """The tokenizer of a bc agent trained first in ``shared/bc`` (with the agent's tokenizer
-    fields and the agent's steps, so that ``--agents bc`` later reuses that folder): every agent
-    reads its tokens."""
-    path = shared / "bc" / "tokenizer" / "tokenizer.pt"
-    if not path.exists():
+    def folder(self, agent: Agent) -> Path:
+        return self.args.runs / f"{self.ds.meta['name']}__{agent.config.tokenizer}__s{self.seed}"
+
+    def make(self, name: str) -> Agent:
+        return voc_rl.make_agent(name, size=self.args.size, seed=self.seed, gamma=self.args.gamma,
+                                 **self.args.agent_overrides)  # fmt: skip
+
+    def _seconds(self, shared: Path) -> dict[str, float]:
+        path = shared / "train_seconds.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _learn(self, agent: Agent, shared: Path, name: str, tokenizer: Path | None) -> Path:
+        """``shared/{name}.zip``: trained in ``shared/{base_of(name)}`` unless it is there already with
+        this config (a retrained agent's recorded episodes are deleted)."""
+        zipped = shared / f"{name}.zip"
+        if not (zipped.exists() and same_config(zipped, agent)):
+            for old in shared.glob(f"{name}.*episodes.json"):
+                old.unlink()
+            start = time.perf_counter()
+            agent.learn(self.ds, run_dir=shared / base_of(name), tokenizer=tokenizer, progress=False)
+            seconds = self._seconds(shared) | {name: round(time.perf_counter() - start, 1)}
+            (shared / "train_seconds.json").write_text(json.dumps(seconds, indent=1))
+            agent.save(zipped)
+        return zipped
+
+    def train(self, name: str) -> tuple[Path, float]:
+        """The agent's saved zip and its training minutes (tokenizer, reused parts and its own)."""
+        agent = self.make(name)
+        shared = self.folder(agent)
+        shared.mkdir(parents=True, exist_ok=True)
         c = agent.config
         bc = voc_rl.make_agent(
             "bc", size=c.size, seed=c.seed, tokenizer=c.tokenizer, tokenizer_kwargs=c.tokenizer_kwargs,
             tokenizer_steps=c.tokenizer_steps, prior_steps=c.prior_steps,
         )  # fmt: skip
-        bc.learn(ds, run_dir=shared / "bc")
-    return path
+        self._learn(bc, shared, "bc", None)  # the tokenizer every agent of the seed reads
+        tokenizer = shared / "bc" / "tokenizer" / "tokenizer.pt"
+        if base_of(name) != name:
+            self._learn(self.make(base_of(name)), shared, base_of(name), tokenizer)
+        zipped = self._learn(agent, shared, name, tokenizer)
+        seconds = self._seconds(shared)
+        used = {"bc", base_of(name), name}
+        return zipped, round(sum(seconds.get(n, 0.0) for n in used) / 60, 1)
 
 
-def evaluate(agent: Agent, task: str, episodes: int) -> tuple[list[float], float]:
-    """Returns of ``episodes`` deterministic episodes, and milliseconds per decision."""
-    returns, spent, decisions = [], 0.0, 0
-    for e in range(episodes):
-        total, n, seconds = play_episode(agent, task, 1000 + e)
-        spent, decisions = spent + seconds, decisions + n
-        returns.append(total)
-        print(f"  {agent.name} episode {e}: return {total:.1f}", flush=True)
-    return returns, 1000 * spent / max(decisions, 1)
+def same_config(zipped: Path, agent: Agent) -> bool:
+    with zipfile.ZipFile(zipped) as z:
+        saved = json.loads(z.read("agent.json"))["config"]
+    return json.dumps(saved, sort_keys=True) == json.dumps(dataclasses.asdict(agent.config), sort_keys=True)
 
 
-def top1(agents: dict[str, Agent], ds: PixelDataset, seed: int, args: argparse.Namespace) -> dict[str, float]:
-    """Agreement of each agent's best candidate with the simulator's best (chance 1 / K)."""
-    _, val_eps = ds.split(0.1, seed)
-    idx = states_of(ds, val_eps, args.top1_states, seed=seed + 11)
-    first = next(iter(agents.values()))
-    first.seed(seed)
-    obs = ds.stacks(idx, first.prior.config.frame_stack)  # (N, 3F, H, W)
-    with torch.no_grad():
-        context, _ = first._context(obs)
-        cands = first._candidates(context)  # (N, K, A), shared by every agent
-    k = cands.shape[1]
-    truth = simulator_q(
-        ds, np.repeat(idx, k), [args.gamma], rollouts=args.top1_rollouts, processes=args.processes,
-        actions=cands.reshape(-1, cands.shape[2]).cpu().numpy(),
-    ).at(args.gamma)[0].reshape(len(idx), k)  # fmt: skip
-    best = truth.argmax(1)
-    out = {}
-    for name, agent in agents.items():
-        if agent.config.kind == "bc":
-            choice = np.zeros(len(idx), dtype=int)  # bc acts with the prior's mode: candidate 0
-        else:
-            agent.seed(seed)
-            choice = agent.q_values(obs, cands.cpu().numpy()).argmax(1)
-        out[name] = float((choice == best).mean())
+def assembled(name: str, ds: PixelDataset, seed: int, args: argparse.Namespace) -> tuple[Path, float]:
+    """``--from-return-error``: the assembled agent saved for the workers (no training cost here)."""
+    folder = args.runs / f"{ds.meta['name']}__assembled__s{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob(f"{name}.*episodes.json"):  # the parts may have changed since
+        old.unlink()
+    return from_return_error(name, ds, seed, args).save(folder / f"{name}.zip"), 0.0
+
+
+# ---------------------------------------------------------------------- episodes
+_LOADED: dict[str, Agent] = {}
+
+
+def _episode(zipped: str, task: str, seed: int, deterministic: bool) -> tuple[float, int, float]:
+    """In a worker process: one evaluation episode of the agent saved at ``zipped``."""
+    torch.set_num_threads(1)
+    if zipped not in _LOADED:
+        _LOADED.clear()
+        _LOADED[zipped] = Agent.load(zipped, device="cpu")
+    return play_episode(_LOADED[zipped], task, seed, deterministic=deterministic)
+
+
+def episodes_of(
+    pool: ProcessPoolExecutor, zipped: Path, task: str, episodes: int, deterministic: bool
+) -> list[list[float]]:
+    """[return, decisions, seconds deciding] of ``episodes`` episodes on env seeds 1000 + e, run by the
+    workers; recorded beside the agent's zip, so that a rerun plays only the episodes it lacks."""
+    record = zipped.with_name(f"{zipped.stem}.{'' if deterministic else 'sampled.'}episodes.json")
+    played = json.loads(record.read_text()) if record.exists() else []
+    if len(played) < episodes:
+        jobs = [pool.submit(_episode, str(zipped), task, 1000 + e, deterministic)
+                for e in range(len(played), episodes)]  # fmt: skip
+        played += [list(j.result()) for j in jobs]
+        atomic_write(record, lambda tmp: Path(tmp).write_text(json.dumps(played)))
+    return played[:episodes]
+
+
+# ---------------------------------------------------------------------- statistics
+def aggregate(returns: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """IQM and mean with 95% stratified-bootstrap intervals per agent (``returns[agent]``: (runs,)
+    returns of one task), and the probability of improvement over ``bc`` where there is one."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    scores = {a: np.asarray(r, np.float64)[:, None] for a, r in returns.items()}  # (runs, 1 task)
+
+    def both(x: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])
+
+    point, interval = rly.get_interval_estimates(scores, both, reps=REPS)
+    out = {
+        a: {"iqm": point[a][0], "iqm_lo": interval[a][0, 0], "iqm_hi": interval[a][1, 0],
+            "mean": point[a][1], "mean_lo": interval[a][0, 1], "mean_hi": interval[a][1, 1]}
+        for a in scores
+    }  # fmt: skip
+    if "bc" in scores:
+        pairs = {a: (scores[a], scores["bc"]) for a in scores if a != "bc"}
+        if pairs:
+            p, p_ci = rly.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=REPS)
+            for a in pairs:
+                out[a] |= {"p": float(p[a]), "p_lo": float(p_ci[a][0, 0]), "p_hi": float(p_ci[a][1, 0])}
     return out
 
 
-def returns_row(agent: str, seed: Any, returns: Any, ms: Any) -> dict[str, Any]:
-    r = np.asarray(returns, dtype=np.float64)
-    return {"agent": agent, "seed": seed, "episodes": len(r), "return_mean": round(float(r.mean()), 1),
-            "return_std": round(float(r.std()), 1), "score": round(float(r.mean()) / 10, 1),
-            "ms_per_decision": ms}  # fmt: skip
+def verdict(stats: dict[str, float]) -> str:
+    if "p" not in stats:
+        return "-"
+    if stats["p_lo"] > 0.5:
+        return "better"
+    return "worse" if stats["p_hi"] < 0.5 else "within noise"
 
 
+# ---------------------------------------------------------------------- the run
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="+", default=["cheetah-run", "walker-walk"])
-    p.add_argument("--datasets", nargs="+", default=["medium", "mixed"])
-    p.add_argument("--agents", nargs="+", default=["bc", "td-critic", "wm-rollout", "voc-vqvae", "voc-dino",
-                                                   "voc-musik", "voc-titok"])  # fmt: skip
+    p.add_argument("--datasets", nargs="+", default=["mixed"])
+    p.add_argument("--agents", nargs="+", default=["bc", "pbc", "td-critic", "td-critic-awr", "voc-vqvae",
+                                                   "voc-vqvae-awr"])  # fmt: skip
+    p.add_argument(
+        "--sampled", nargs="*", default=["bc"], help="agents also evaluated with deterministic=False"
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--episodes-for", nargs="*", default=[], metavar="AGENT=N",
-                   help="fewer episodes for slow agents, e.g. wm-rollout=2")  # fmt: skip
     p.add_argument("--gamma", type=float, default=0.9)
     p.add_argument("--size", default="small")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="agent config overrides (int)")
-    p.add_argument("--top1-states", type=int, default=20)
+    p.add_argument("--top1-states", type=int, default=0)
     p.add_argument("--top1-rollouts", type=int, default=4)
-    p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="episode worker processes")
     p.add_argument("--collect-episodes", type=int, default=200)
     p.add_argument("--data-root", type=Path, default=Path("datasets"))
     p.add_argument("--runs", type=Path, default=Path("runs/policy"))
@@ -181,67 +271,200 @@ def main(argv: list[str] | None = None) -> None:
     args = resolve_args(p.parse_args(argv), "data_root", "runs", "from_return_error", "out_dir")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     args.agent_overrides = {k: int(v) for k, v in (s.split("=") for s in args.set)}
-    episodes_for = {k: int(v) for k, v in (s.split("=") for s in args.episodes_for)}
+    unknown = sorted(set(args.sampled) - set(args.agents))
+    if unknown:
+        p.error(f"--sampled {unknown}: not among --agents")
     start = time.perf_counter()
-    rows, agreement = [], []
-    for task in args.tasks:
-        for kind in args.datasets:
-            ds = collect_or_open(args.data_root, task, kind, args.collect_episodes)
-            ids, returns = ds.arrays["policy_id"][ds.ep_start], ds.episode_returns()
-            for pid, desc in sorted(ds.meta.get("policies", {}).items()):
-                r = returns[ids == int(pid)]
-                if len(r):
-                    name = f"behaviour ({desc.get('level', pid)})"
-                    rows.append({"task": task, "dataset": kind, **returns_row(name, "-", r, "-")})
-            for seed in args.seeds:
-                make = from_return_error if args.from_return_error else trained
-                agents = {name: make(name, ds, seed, args) for name in args.agents}
-                for name, agent in agents.items():
-                    rets, ms = evaluate(agent, task, episodes_for.get(name, args.episodes))
-                    rows.append(
-                        {"task": task, "dataset": kind, **returns_row(name, seed, rets, round(ms, 1))}
-                    )
-                    print(rows[-1], flush=True)
-                if args.top1_states:
-                    k = next(iter(agents.values())).config.candidates
-                    for name, rate in top1(agents, ds, seed, args).items():
-                        agreement.append(
-                            {"task": task, "dataset": kind, "agent": name, "seed": seed,
-                             "states": args.top1_states, "candidates": k, "top1_agreement": round(rate, 3),
-                             "chance": round(1 / k, 3)}
-                        )  # fmt: skip
-    write(rows, agreement, args, time.perf_counter() - start)
+    state = Results(args)
+    context = multiprocessing.get_context("spawn")  # MuJoCo's renderer does not survive a fork
+    with ProcessPoolExecutor(args.processes, mp_context=context) as pool:
+        for task in args.tasks:
+            for kind in args.datasets:
+                ds = collect_or_open(args.data_root, task, kind, args.collect_episodes)
+                state.behaviour(task, kind, ds)
+                for seed in args.seeds:
+                    trainer = Trainer(ds, seed, args)
+                    for name in args.agents:
+                        zipped, minutes = (
+                            assembled(name, ds, seed, args) if args.from_return_error else trainer.train(name)
+                        )
+                        for deterministic in (True, False) if name in args.sampled else (True,):
+                            label = name if deterministic else name + SAMPLED
+                            played = episodes_of(pool, zipped, task, args.episodes, deterministic)
+                            state.add(task, kind, label, seed, played, minutes)
+                            state.write(time.perf_counter() - start)
+                    if args.top1_states:
+                        state.top1 += top1_rows(task, kind, ds, seed, args, trainer)
+                        state.write(time.perf_counter() - start)
 
 
-def write(
-    rows: list[dict[str, Any]], agreement: list[dict[str, Any]], args: argparse.Namespace, seconds: float
-) -> None:
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(args.out_dir / "policy.csv", rows, COLUMNS)
-    if agreement:
-        write_csv(args.out_dir / "policy_top1.csv", agreement, TOP1)
-    lines = [
-        "# Control from offline pixel data",
-        "",
-        f"Command: `{command_line(hide=['--note'])}`  ",
-        f"{machine_line(int(os.environ['OMP_NUM_THREADS']), False)}  ",
-        f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; run {seconds / 60:.0f} min",
-        *([f"  \n{args.note}"] if args.note else []),
-        "",
-        "Deterministic evaluation episodes (500 agent steps, env seeds 1000+); score = return / 10.",
-        "Behaviour rows: the dataset's own episodes of each policy.",
-        "",
-        *markdown_table(rows, COLUMNS),
-    ]
-    if agreement:
-        lines += [
+def top1_rows(
+    task: str, kind: str, ds: PixelDataset, seed: int, args: argparse.Namespace, trainer: Trainer
+) -> list[dict[str, Any]]:
+    """Agreement of each agent's best candidate with the simulator's best (chance 1 / K)."""
+    agents = {name: Agent.load(trainer.train(name)[0]) for name in args.agents}
+    _, val_eps = ds.split(0.1, seed)
+    idx = states_of(ds, val_eps, args.top1_states, seed=seed + 11)
+    first = agents[args.agents[0]]
+    first.seed(seed)
+    obs = ds.stacks(idx, first.prior.config.frame_stack)  # (N, 3F, H, W)
+    with torch.no_grad():
+        context, _ = first._context(obs)
+        cands = first._candidates(context)  # (N, K, A), shared by every agent
+    k = cands.shape[1]
+    truth = simulator_q(
+        ds, np.repeat(idx, k), [args.gamma], rollouts=args.top1_rollouts, processes=args.processes,
+        actions=cands.reshape(-1, cands.shape[2]).cpu().numpy(),
+    ).at(args.gamma)[0].reshape(len(idx), k)  # fmt: skip
+    best, rows = truth.argmax(1), []
+    for name, agent in agents.items():
+        if agent.config.kind == "bc":
+            choice = np.zeros(len(idx), dtype=int)  # bc acts with the prior's mode: candidate 0
+        else:
+            agent.seed(seed)
+            choice = agent.q_values(obs, cands.cpu().numpy()).argmax(1)
+        rows.append({"task": task, "dataset": kind, "agent": name, "seed": seed, "states": args.top1_states,
+                     "candidates": k, "top1_agreement": round(float((choice == best).mean()), 3),
+                     "chance": round(1 / k, 3)})  # fmt: skip
+    return rows
+
+
+class Results:
+    """Every episode of the run (``policy_episodes.csv``) and the tables made from them."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.episodes: list[dict[str, Any]] = []
+        self.behaviour_rows: list[dict[str, Any]] = []
+        self.cost: dict[tuple[str, str, str, int], float] = {}
+        self.top1: list[dict[str, Any]] = []
+
+    def add(
+        self, task: str, kind: str, agent: str, seed: int, played: list[list[float]], minutes: float
+    ) -> None:
+        for e, (ret, decisions, seconds) in enumerate(played):
+            self.episodes.append({"task": task, "dataset": kind, "agent": agent, "seed": seed, "episode": e,
+                                  "return": round(ret, 2), "decisions": int(decisions),
+                                  "seconds": round(seconds, 3)})  # fmt: skip
+        self.cost[(task, kind, agent, seed)] = minutes
+        print(f"{task} {kind} {agent} seed {seed}: " + " ".join(f"{r[0]:.0f}" for r in played), flush=True)
+
+    def behaviour(self, task: str, kind: str, ds: PixelDataset) -> None:
+        ids, returns = ds.arrays["policy_id"][ds.ep_start], ds.episode_returns()
+        for pid, desc in sorted(ds.meta.get("policies", {}).items()):
+            r = returns[ids == int(pid)]
+            if len(r):
+                self.behaviour_rows.append({"task": task, "dataset": kind, "level": desc.get("level", pid),
+                                            "episodes": len(r), "return_mean": round(float(r.mean()), 1),
+                                            "return_std": round(float(r.std()), 1)})  # fmt: skip
+
+    def per_seed(self) -> list[dict[str, Any]]:
+        groups: dict[tuple, list[dict[str, Any]]] = {}
+        for r in self.episodes:
+            groups.setdefault((r["task"], r["dataset"], r["agent"], r["seed"]), []).append(r)
+        rows = []
+        for key, eps in groups.items():
+            ret = np.array([float(r["return"]) for r in eps])
+            ms = 1000 * sum(float(r["seconds"]) for r in eps) / max(sum(int(r["decisions"]) for r in eps), 1)
+            rows.append(dict(zip(SEED_COLUMNS[:4], key, strict=True)) | {
+                "episodes": len(ret), "return_mean": round(float(ret.mean()), 1),
+                "return_std": round(float(ret.std()), 1), "train_min": self.cost.get(key, "-"),
+                "ms_per_decision": round(ms, 1)})  # fmt: skip
+        return rows
+
+    def table(self, seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        rows = []
+        for task, kind in dict.fromkeys((r["task"], r["dataset"]) for r in seeds):
+            mine = [r for r in self.episodes if (r["task"], r["dataset"]) == (task, kind)]
+            returns: dict[str, list[float]] = {}
+            for r in mine:
+                returns.setdefault(r["agent"], []).append(float(r["return"]))
+            stats = aggregate({a: np.array(v) for a, v in returns.items()})
+            for agent, s in stats.items():
+                cost = [r for r in seeds if (r["task"], r["dataset"], r["agent"]) == (task, kind, agent)]
+                minutes = [r["train_min"] for r in cost if r["train_min"] != "-"]
+                rows.append({
+                    "task": task, "dataset": kind, "agent": agent, "runs": len(returns[agent]),
+                    "iqm": round(s["iqm"], 1), "iqm_ci": f"[{s['iqm_lo']:.1f}, {s['iqm_hi']:.1f}]",
+                    "mean": round(s["mean"], 1), "mean_ci": f"[{s['mean_lo']:.1f}, {s['mean_hi']:.1f}]",
+                    "p_better_than_bc": round(s["p"], 2) if "p" in s else "-",
+                    "p_ci": f"[{s['p_lo']:.2f}, {s['p_hi']:.2f}]" if "p" in s else "-",
+                    "vs_bc": verdict(s),
+                    "train_min": round(float(np.mean(minutes)), 1) if minutes else "-",
+                    "ms_per_decision": round(float(np.mean([r["ms_per_decision"] for r in cost])), 1),
+                })  # fmt: skip
+        return rows
+
+    def write(self, seconds: float) -> None:
+        out = self.args.out_dir
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv(out / "policy_episodes.csv", self.episodes, EPISODE_COLUMNS)
+        seeds = self.per_seed()
+        rows = self.table(seeds)
+        write_csv(out / "policy.csv", rows, COLUMNS)
+        write_csv(out / "policy_seeds.csv", seeds, SEED_COLUMNS)
+        if self.top1:
+            write_csv(out / "policy_top1.csv", self.top1, TOP1)
+        a = self.args
+        lines = [
+            "# Control from offline pixel data",
             "",
-            "## Top-1 agreement with the simulator's best candidate",
+            f"Command: `{command_line(hide=['--note'])}`  ",
+            f"{machine_line(int(os.environ['OMP_NUM_THREADS']), False)}  ",
+            f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; run {seconds / 60:.0f} min "
+            f"(episodes in {a.processes} processes)",
+            *([f"  \n{a.note}"] if a.note else []),
             "",
-            *markdown_table(agreement, TOP1),
+            f"Deterministic evaluation episodes (500 agent steps, env seeds 1000-{999 + a.episodes}) of "
+            f"agents trained with seeds {a.seeds}; `(sampled)`: `deterministic=False`. IQM and mean of the "
+            f"returns with 95% stratified-bootstrap intervals ({REPS} resamples, rliable) over the runs "
+            "(seed, episode); p_better_than_bc: probability of improvement over bc with its interval; "
+            "vs_bc: better/worse where that interval excludes 0.5, else within noise. train_min: the "
+            "shared tokenizer, the reused parts and the agent's own; ms_per_decision: one env, batch 1.",
+            "",
+            *markdown_table(rows, COLUMNS),
+            "",
+            "## Per seed",
+            "",
+            *markdown_table(seeds, SEED_COLUMNS),
+            "",
+            "## The datasets' behaviour policies (their recorded episodes)",
+            "",
+            *markdown_table(self.behaviour_rows, BEHAVIOUR_COLUMNS),
         ]
-    (args.out_dir / "policy.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out_dir / 'policy.md'}")
+        if self.top1:
+            lines += ["", "## Top-1 agreement with the simulator's best candidate", "",
+                      *markdown_table(self.top1, TOP1)]  # fmt: skip
+        (out / "policy.md").write_text("\n".join(lines) + "\n")
+        plot(rows, out / "policy.png")
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """IQM with its 95% interval per agent, one panel per task and dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys((r["task"], r["dataset"]) for r in rows))
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 0.5 * len(rows) / len(panels) + 1.5),
+                             squeeze=False)  # fmt: skip
+    for ax, (task, kind) in zip(axes[0], panels, strict=True):
+        mine = [r for r in rows if (r["task"], r["dataset"]) == (task, kind)]
+        lo = [r["iqm"] - float(r["iqm_ci"].strip("[]").split(",")[0]) for r in mine]
+        hi = [float(r["iqm_ci"].strip("[]").split(",")[1]) - r["iqm"] for r in mine]
+        y = np.arange(len(mine))
+        ax.errorbar([r["iqm"] for r in mine], y, xerr=[lo, hi], fmt="o", capsize=3)
+        ax.set_yticks(y, [r["agent"] for r in mine])
+        ax.invert_yaxis()
+        ax.set_xlabel("IQM return (95% CI)")
+        ax.set_title(f"{task} {kind}")
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,10 @@ def _obs(seed: int = 0) -> np.ndarray:
 def test_registry_lists_every_agent_of_the_issue() -> None:
     expected = {"voc-vqvae", "voc-dino", "voc-musik", "voc-titok", "bc", "td-critic", "wm-rollout"}
     assert expected <= set(voc_rl.list_agents())
-    assert voc_rl.list_agents("voc-*") == ["voc-dino", "voc-musik", "voc-titok", "voc-vqvae"]
+    backends = ["dino", "musik", "titok", "vqvae"]
+    assert voc_rl.list_agents("voc-*") == sorted(
+        [f"voc-{b}" for b in backends] + [f"voc-{b}-awr" for b in backends]
+    )
     agent = voc_rl.make_agent("voc-dino", size="tiny", gamma=0.8)
     assert isinstance(agent, VOCAgent) and agent.config.gamma == 0.8 and agent.config.size == "tiny"
     assert REGISTRY["voc-dino"].config.gamma != 0.8  # the registered spec stays frozen
@@ -246,6 +249,22 @@ def test_top_episode_weights_keep_the_best_returns(fake_ds_path: Path) -> None:
         top_episode_weights(ds, episodes, 0.0)
 
 
+def test_distill_q_amortises_a_scorer_into_a_token_q_network() -> None:
+    import torch
+
+    from voc_rl.critic import CriticConfig, TDCritic, distill_q
+
+    torch.manual_seed(0)
+    config = CriticConfig(vocab_size=8, tokens_per_frame=2, action_dim=2, gamma=0.9, hidden=64, lr=1e-3)
+    context = torch.randint(8, (600, config.n_context))
+    actions = torch.rand(600, 5, 2) * 2 - 1
+    q = 10 * (context[:, :1].float() / 8 + actions[..., 0] - 0.5 * actions[..., 1] ** 2)  # (N, K)
+    info = distill_q(TDCritic(config), context, actions, q, steps=1500)
+    assert info["distill_nmse"] < 0.1 and info["distill_diff_corr"] > 0.9  # it learns the action's part too
+    with pytest.raises(ValueError, match="q must be finite"):
+        distill_q(TDCritic(config), context, actions, q[:, :3], steps=1)
+
+
 def test_extraction_agents_learn_save_and_load(trained: dict[str, Agent], tmp_path: Path) -> None:
     awr, bc = trained["td-critic-awr"], trained["bc"]
     assert awr.config.extraction == "awr" and awr.extraction_info["transitions"] > 0
@@ -257,6 +276,10 @@ def test_extraction_agents_learn_save_and_load(trained: dict[str, Agent], tmp_pa
     np.testing.assert_allclose(loaded.predict(obs, deterministic=True)[0], act)
     assert (trained["pbc"].run_dir / "extracted" / "bc.pt").exists()
     assert not np.allclose(act, bc.predict(obs, deterministic=True)[0])
+    voc = trained["voc-vqvae-awr"]  # the occupancy model scored a subset, distilled into a Q network
+    info = voc.extraction_info
+    assert 2 <= info["scored_states"] <= info["transitions"] and np.isfinite(info["distill_nmse"])
+    assert (voc.run_dir / "extracted" / "bc.pt").exists() and voc.config.candidates == 1
     with pytest.raises(ValueError, match="needs a Q"):
         voc_rl.make_agent("bc", extraction="awr")
     with pytest.raises(ValueError, match="unknown extraction"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 from voc_rl.benchmarks import learning_curve as bench
@@ -23,6 +24,7 @@ def test_learning_curve_writes_every_method_and_column(tmp_path: Path) -> None:
         assert float(r["nmse"]) >= 0 and float(r["seconds"]) > 0 and int(r["n_states"]) == 6
         if r["method"] != "td-critic":  # the occupancy model's own curves beside the unigram
             assert float(r["nll_future"]) > 0 and float(r["unigram_nll"]) > 0 and r["reward_nmse"] != ""
+            assert math.isfinite(float(r["action_info"]))
         if r["estimator"] in ("density", "pool"):
             assert 1.0 <= float(r["ess"]) <= 64
         if r["estimator"] in ("pool", "critic"):

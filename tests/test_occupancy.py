@@ -21,7 +21,13 @@ from voc_rl.occupancy_train import train_occupancy
 def tiny_model(**fields: object) -> OccupancyModel:
     fields = {"vocab_size": 11, "tokens_per_frame": 3, "action_dim": 2, "frame_stack": 2, **fields}
     torch.manual_seed(0)
-    return OccupancyModel(OccupancyConfig.preset("tiny", **fields)).eval()
+    model = OccupancyModel(OccupancyConfig.preset("tiny", **fields)).eval()
+    if model.action_cond is not None:  # it starts at zero: give the test something to check
+        torch.nn.init.normal_(model.action_cond.weight)
+    return model
+
+
+CONDITIONING = pytest.mark.parametrize("conditioning", ["token", "every"])
 
 
 def inputs(model: OccupancyModel, b: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,9 +38,10 @@ def inputs(model: OccupancyModel, b: int, seed: int = 0) -> tuple[torch.Tensor, 
     ) * 2 - 1
 
 
+@CONDITIONING
 @pytest.mark.parametrize("n", [1, 3])  # one sample per context (as in training) skips the cache copy
-def test_kv_cache_sampling_matches_full_recompute(n: int) -> None:
-    model = tiny_model()
+def test_kv_cache_sampling_matches_full_recompute(n: int, conditioning: str) -> None:
+    model = tiny_model(action_conditioning=conditioning)
     ctx, act = inputs(model, 4)
     kw = {"n": n, "return_probs": True}
     fast, p_fast = model.sample(ctx, act, generator=torch.Generator().manual_seed(1), **kw)
@@ -49,8 +56,9 @@ def test_kv_cache_sampling_matches_full_recompute(n: int) -> None:
     torch.testing.assert_close(p_fast.flatten(0, 1), full, atol=1e-5, rtol=0)
 
 
-def test_log_prob_is_the_chain_rule_token_by_token() -> None:
-    model = tiny_model()
+@CONDITIONING
+def test_log_prob_is_the_chain_rule_token_by_token(conditioning: str) -> None:
+    model = tiny_model(action_conditioning=conditioning)
     ctx, act = inputs(model, 3)
     targets = torch.randint(model.config.vocab_size, (3, 5, model.config.n_target))
     lp = model.log_prob(ctx, act, targets, chunk=4)  # chunks cut across rows
@@ -61,7 +69,11 @@ def test_log_prob_is_the_chain_rule_token_by_token() -> None:
             seq = targets[i, m]
             for j in range(len(seq)):  # p(x_j | x_<j) from a fresh forward pass of the prefix alone
                 x = torch.cat(
-                    [model._prefix(ctx[i : i + 1], act[i : i + 1]), model.gpt.tok_emb(seq[None, :j])], 1
+                    [
+                        model._prefix(ctx[i : i + 1], act[i : i + 1]),
+                        model._targets_in(seq[None, :j], act[i : i + 1]),
+                    ],
+                    1,
                 )
                 manual[i, m] += torch.log_softmax(model.gpt.head(model.gpt(x)[0, -1]), -1)[seq[j]]
     torch.testing.assert_close(lp, manual, atol=1e-5, rtol=0)

@@ -11,15 +11,24 @@ from voc_rl.benchmarks import policy as bench
 def test_policy_benchmark_writes_every_column(tmp_path: Path) -> None:
     bench.main(
         ["--tasks", "fake-pixels", "--datasets", "random", "--agents", "bc", "voc-titok", "--seeds", "0",
-         "--episodes", "1", "--size", "tiny", "--set", "candidates=3", "pool_size=3",
-         "--collect-episodes", "3",
+         "--episodes", "2", "--size", "tiny", "--set", "candidates=3", "pool_size=3",
+         "--collect-episodes", "3", "--sampled", "bc",
          "--top1-states", "3", "--top1-rollouts", "1", "--processes", "1", "--data-root", str(tmp_path / "d"),
          "--runs", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out")]
     )  # fmt: skip
-    rows = list(csv.DictReader((tmp_path / "out" / "policy.csv").open()))
+    out = tmp_path / "out"
+    rows = list(csv.DictReader((out / "policy.csv").open()))
     assert list(rows[0]) == list(bench.COLUMNS)
-    assert {r["agent"] for r in rows} == {"behaviour (random)", "bc", "voc-titok"}
+    assert {r["agent"] for r in rows} == {"bc", "bc (sampled)", "voc-titok"}
     assert all(v != "" for r in rows for v in r.values())
+    by = {r["agent"]: r for r in rows}
+    assert by["bc"]["vs_bc"] == "-" and by["voc-titok"]["vs_bc"] in ("better", "worse", "within noise")
+    assert float(by["voc-titok"]["train_min"]) >= float(by["bc"]["train_min"]) >= 0
+    episodes = list(csv.DictReader((out / "policy_episodes.csv").open()))
+    assert len(episodes) == 3 * 2  # 3 rows x 2 episodes
+    seeds = list(csv.DictReader((out / "policy_seeds.csv").open()))
+    assert {r["agent"] for r in seeds} == {"bc", "bc (sampled)", "voc-titok"}
+    assert (out / "policy.png").stat().st_size > 0 and "Per seed" in (out / "policy.md").read_text()
     top1 = list(csv.DictReader((tmp_path / "out" / "policy_top1.csv").open()))
     assert {r["agent"] for r in top1} == {"bc", "voc-titok"}
     assert all(0.0 <= float(r["top1_agreement"]) <= 1.0 for r in top1)

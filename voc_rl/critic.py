@@ -190,3 +190,51 @@ def train_td_critic(
         log_every=log_every, eval_every=eval_every, ckpt_every=ckpt_every, progress=progress,
         callback=callback,
     )  # fmt: skip
+
+
+def distill_q(
+    critic: TDCritic,
+    context: torch.Tensor,
+    actions: torch.Tensor,
+    q: torch.Tensor,
+    steps: int = 2000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Amortise a slow scorer into ``critic``: regress its ``(1 - gamma) Q`` on the estimates ``q``
+    (N, K) of the actions ``actions`` (N, K, A) at the states ``context`` (N, n_context) by MSE, in
+    memory (the pairs fit there), on the critic's device. Returns the fit: ``distill_nmse`` on a
+    held-out tenth of the states, and ``distill_diff_corr``, the held-out correlation of the
+    within-state differences ``Q(s, a_k) - mean_k Q(s, a_k)`` (what advantage weights read) with
+    the scorer's."""
+    c, device = critic.config, critic.device
+    context, actions = critic.check_context(context), critic.check_actions(actions, len(context))
+    y = torch.as_tensor(q, dtype=torch.float32, device=device) * (1.0 - c.gamma)
+    if y.shape != actions.shape[:2] or not torch.isfinite(y).all():
+        raise ValueError(f"q must be finite, (N, K) = {tuple(actions.shape[:2])}; got {tuple(y.shape)}")
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(context), generator=gen).to(device)
+    n_val = max(1, len(context) // 10)
+    val, train = order[:n_val], order[n_val:]
+    k = actions.shape[1]
+    with torch.no_grad():
+        critic.mlp[-1].bias.fill_(float(y[train].mean()))
+    opt = torch.optim.AdamW(critic.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=0.1 * c.lr)
+    critic.train()
+    for _ in range(steps):
+        rows = train[torch.randint(len(train), (c.batch_size,), generator=gen).to(device)]
+        cols = torch.randint(k, (c.batch_size,), generator=gen).to(device)
+        loss = F.mse_loss(critic.normalized(context[rows], actions[rows, cols]), y[rows, cols])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    critic.eval()
+    critic.step += steps
+    with torch.no_grad():
+        pred = critic.q_values(context[val], actions[val]) * (1.0 - c.gamma)
+    target = y[val]
+    nmse = float((pred - target).pow(2).mean() / target.var(unbiased=False).clamp_min(1e-12))
+    dp, dt = pred - pred.mean(1, keepdim=True), target - target.mean(1, keepdim=True)
+    corr = float((dp * dt).sum() / (dp.norm() * dt.norm()).clamp_min(1e-12)) if k > 1 else float("nan")
+    return {"distill_nmse": nmse, "distill_diff_corr": corr}

@@ -43,6 +43,7 @@ from voc_rl.utils import package_versions
 
 FORMAT = "voc_rl.occupancy/1"
 VARIANTS = ("sample", "distill")
+CONDITIONINGS = ("token", "every")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class OccupancyConfig:
     gamma: float = 0.9
     variant: str = "distill"
     n_step: int | None = None  # horizon of the objective: None Monte-Carlo, 1 one-step generative TD
+    # how the action enters: "token" (one embedding token after the context) or "every" (that token,
+    # and a second embedding of it added to the input of every target position)
+    action_conditioning: str = "token"
     width: int = 128
     depth: int = 4
     heads: int = 4
@@ -94,6 +98,10 @@ class OccupancyConfig:
             raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.action_conditioning not in CONDITIONINGS:
+            raise ValueError(
+                f"action_conditioning must be one of {CONDITIONINGS}, got {self.action_conditioning!r}"
+            )
         if self.n_step is not None and (
             isinstance(self.n_step, bool) or not isinstance(self.n_step, int) or self.n_step < 1
         ):
@@ -135,6 +143,11 @@ class OccupancyModel(nn.Module):
             GPTConfig(c.vocab_size, c.n_context + 1 + c.n_target, c.width, c.depth, c.heads, c.dropout)
         )
         self.action_emb = nn.Linear(c.action_dim, c.width)
+        # "every": the action's embedding at each target input, zero at the start (then "token")
+        self.action_cond = nn.Linear(c.action_dim, c.width) if c.action_conditioning == "every" else None
+        if self.action_cond is not None:
+            nn.init.zeros_(self.action_cond.weight)
+            nn.init.zeros_(self.action_cond.bias)
         self.step = 0
 
     @property
@@ -175,9 +188,14 @@ class OccupancyModel(nn.Module):
     def _prefix(self, context: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.gpt.tok_emb(context), self.action_emb(action)[:, None]], dim=1)
 
+    def _targets_in(self, tokens: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of target tokens (B, L) of rows with actions (B, A)."""
+        x = self.gpt.tok_emb(tokens)
+        return x if self.action_cond is None else x + self.action_cond(action)[:, None]
+
     def logits(self, context: torch.Tensor, action: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: (B, n_target, vocab) logits of every target token given the ones before it."""
-        x = torch.cat([self._prefix(context, action), self.gpt.tok_emb(targets[:, :-1])], dim=1)
+        x = torch.cat([self._prefix(context, action), self._targets_in(targets[:, :-1], action)], dim=1)
         return self.gpt.head(self.gpt(x)[:, self.config.n_context :])
 
     @staticmethod
@@ -225,17 +243,20 @@ class OccupancyModel(nn.Module):
                 cache = cache.rows(torch.arange(b, device=self.device).repeat_interleave(n))
         else:
             prefix = prefix.repeat_interleave(n, 0)
+        row_action = action.repeat_interleave(n, 0)
         for j in range(c.n_target):
             if not use_cache:
                 logits = self.gpt.head(
-                    self.gpt(torch.cat([prefix, self.gpt.tok_emb(out[:, :j])], dim=1))[:, -1]
+                    self.gpt(torch.cat([prefix, self._targets_in(out[:, :j], row_action)], dim=1))[:, -1]
                 )
             p = self._probs(logits, temperature, top_k)
             out[:, j] = torch.multinomial(p, 1, generator=generator)[:, 0]
             if return_probs:
                 probs.append(p)
             if use_cache and j + 1 < c.n_target:
-                logits = self.gpt.head(self.gpt(self.gpt.tok_emb(out[:, j : j + 1]), cache)[:, -1])
+                logits = self.gpt.head(
+                    self.gpt(self._targets_in(out[:, j : j + 1], row_action), cache)[:, -1]
+                )
         tokens = out.view(b, n, c.n_target)
         if return_probs:
             return tokens, torch.stack(probs, 1).view(b, n, c.n_target, -1)
@@ -269,7 +290,7 @@ class OccupancyModel(nn.Module):
             tgt, r = flat[i : i + chunk], row[i : i + chunk]
             lp = first[r].gather(1, tgt[:, :1])[:, 0]
             if c.n_target > 1:
-                h = self.gpt(self.gpt.tok_emb(tgt[:, :-1]), cache.rows(r))
+                h = self.gpt(self._targets_in(tgt[:, :-1], action[r]), cache.rows(r))
                 logp = torch.log_softmax(self.gpt.head(h).float(), -1)
                 lp = lp + logp.gather(2, tgt[:, 1:, None])[..., 0].sum(1)
             out[i : i + chunk] = lp

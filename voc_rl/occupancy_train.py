@@ -180,17 +180,23 @@ def train_occupancy(
 @torch.no_grad()
 def validate(model: OccupancyModel, reward: RewardModel, val: dict[str, torch.Tensor]) -> dict[str, float]:
     """Held-out NLL per token of the true future s_{t+k} (and of the per-slot unigram on the same
-    tokens, with ``val["unigram"]``) and of s_{t+1}; reward-model NMSE."""
+    tokens, with ``val["unigram"]``) and of s_{t+1}; reward-model NMSE; and the action information,
+    how much the true action lowers the future's NLL against another row's action (nats per token:
+    0 for a model that ignores the action)."""
     model.eval()
     reward.eval()
     n = model.config.n_target
     ok = val["future_ok"]
     future = model.log_prob(val["obs"][ok], val["action"][ok], val["future_obs"][ok][:, None, -n:])
+    shuffled = model.log_prob(
+        val["obs"][ok], val["action"][ok].roll(1, 0), val["future_obs"][ok][:, None, -n:]
+    )
     nxt = model.log_prob(val["obs"], val["action"], val["next_obs"][:, None, -n:])
     r = val["reward"]
     nmse = float(F.mse_loss(reward(val["next_obs"][:, -n:]), r) / r.var().clamp_min(1e-8))
     metrics = {
         "nll_future": float(-future.mean()) / n,
+        "action_info": float((future - shuffled).mean()) / n,
         "nll_next": float(-nxt.mean()) / n,
         "reward_nmse": nmse,
     }

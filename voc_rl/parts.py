@@ -126,15 +126,20 @@ def fit_prior(
     device: str | torch.device = "auto",
     progress: bool = True,
     callback: Callback | None = None,
-    weights: np.ndarray | None = None,
+    weights: np.ndarray | Callable[[], np.ndarray] | None = None,
 ) -> BCPolicy:
-    """The behaviour prior of ``config`` on the token dataset ``view``; with ``weights`` (one per frame)
-    the extracted prior (:func:`voc_rl.prior.train_bc`). A folder holds one or the other: the
-    checkpoint does not record the weights, so give an extracted prior its own ``out``."""
+    """The behaviour prior of ``config`` on the token dataset ``view``; with ``weights`` (one per frame,
+    or a function computing them, called only when the prior must train) the extracted prior
+    (:func:`voc_rl.prior.train_bc`). A folder holds one or the other: the checkpoint does not record
+    the weights, so give an extracted prior its own ``out``."""
+
+    def trainer(new: BCPolicy, ds: PixelDataset, **kwargs: Any) -> Any:
+        w = weights() if callable(weights) else weights
+        return train_bc(new, ds, weights=w, **kwargs)
+
     return _fit_token_model(
-        "prior", BCPolicy, train_bc, view, config, out, seed, model, device, progress, callback,
-        weights=weights,
-    )  # fmt: skip
+        "prior", BCPolicy, trainer, view, config, out, seed, model, device, progress, callback
+    )
 
 
 def fit_critic(

@@ -54,14 +54,20 @@ class AgentConfig:
     """The prior's improvement step after the scorer is trained: ``none`` (plain BC), ``awr``
     (advantage-weighted regression with the agent's own Q: weights exp(A / beta) clipped at
     ``awr_clip``, A = Q(s, a_t) - mean Q of ``awr_samples`` BC samples, beta = ``awr_temperature``
-    x std(A); it scores every training transition, cheap for td-critic, slow for voc) or ``pbc``
-    (%BC: the top ``pbc_fraction`` of training episodes by return)."""
+    x std(A); td-critic scores every training transition, voc scores ``awr_states`` of them and
+    distils that into a token Q network which scores the rest) or ``pbc`` (%BC: the top
+    ``pbc_fraction`` of training episodes by return)."""
     awr_samples: int = 8
     """awr: BC prior samples per state whose mean Q is the baseline V(s)."""
     awr_temperature: float = 1.0
     """awr: beta in units of the advantages' standard deviation."""
     awr_clip: float = 20.0
     """awr: largest weight."""
+    awr_states: int = 2048
+    """awr, voc: training states the occupancy model scores (pool_q over the dataset action and the
+    prior samples) for the distilled Q network."""
+    distill_steps: int = 2000
+    """awr, voc: training steps of the distilled Q network."""
     pbc_fraction: float = 0.33
     """pbc: fraction of the training episodes kept, by return."""
     tokenizer_steps: int | None = None
@@ -99,6 +105,8 @@ class AgentConfig:
             raise ValueError("extraction='awr' needs a Q: a bc agent has none (use pbc, or td-critic/voc)")
         if self.awr_samples < 1 or self.awr_temperature <= 0 or self.awr_clip <= 1:
             raise ValueError("need awr_samples >= 1, awr_temperature > 0 and awr_clip > 1")
+        if self.awr_states < 2 or self.distill_steps < 1:
+            raise ValueError("need awr_states >= 2 and distill_steps >= 1")
         if not 0.0 < self.pbc_fraction <= 1.0:
             raise ValueError(f"pbc_fraction must be in (0, 1], got {self.pbc_fraction}")
         if self.temperature <= 0 or self.horizon_factor <= 0:
@@ -190,6 +198,12 @@ for _backend, _kwargs in AGENT_TOKENS.items():
         AgentConfig(kind="voc", tokenizer=_backend, tokenizer_kwargs=_kwargs),
         f"video occupancy model on {_backend} tokens; acts by pool-estimated Q over prior candidates",
     )
+    register(
+        f"voc-{_backend}-awr", _ENTRY + "VOCAgent",
+        AgentConfig(kind="voc", tokenizer=_backend, tokenizer_kwargs=_kwargs, extraction="awr", candidates=1),
+        f"prior extracted by advantage-weighted regression with the {_backend} occupancy model's Q "
+        "(distilled into a token Q network); acts with its mode",
+    )  # fmt: skip
 _BASE = AgentConfig(tokenizer="vqvae", tokenizer_kwargs=AGENT_TOKENS["vqvae"])
 register("bc", _ENTRY + "BCAgent", _BASE, "behaviour cloning on tokens", kind="bc")
 register(
