@@ -109,7 +109,7 @@ class VOCAgent(_OccupancyAgent):
     """
 
     def _awr_estimates(
-        self, view: PixelDataset, index: np.ndarray
+        self, view: PixelDataset, index: np.ndarray, fit: PartFitting
     ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
         c = self.config
         rng = np.random.default_rng(c.seed + 7)
@@ -123,7 +123,8 @@ class VOCAgent(_OccupancyAgent):
         torch.manual_seed(c.seed)
         net = TDCritic(config).to(self.device)
         with torch.enable_grad():
-            info = distill_q(net, torch.cat(obs), torch.cat(actions), torch.cat(q), c.distill_steps, c.seed)
+            steps = fit.cap(c.distill_steps)["steps"]
+            info = distill_q(net, torch.cat(obs), torch.cat(actions), torch.cat(q), steps, c.seed)
         q_all = torch.cat([qb for _, qb in self._score_batches(view, index, 1024, net.q_values)])
         return q_all[:, 0].cpu().numpy(), q_all[:, 1:].cpu().numpy(), {"scored_states": len(subset), **info}
 

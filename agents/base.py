@@ -76,7 +76,7 @@ class Agent:
         self.prior: BCPolicy | None = None
         self.task: str | None = None
         self.run_dir: Path | None = None
-        self.extraction_info: dict[str, float] = {}  # awr: beta, ESS fraction, share clipped
+        self.extraction_info: dict[str, float] = {}  # awr/qwr: beta, ESS fraction, share clipped, ...
         self.seed(config.seed)
 
     def seed(self, seed: int) -> None:
@@ -132,12 +132,18 @@ class Agent:
         self.prior = fit_prior(view, config, model=bc, **fit.options("prior"))
         self._fit_scorer(view, fit)
         if c.extraction != "none":
-            weights = functools.partial(self._extraction_weights, view)  # scored only if it must train
-            self.prior = fit_prior(view, config, weights=weights, **fit.options("extracted"))
+            weights = functools.partial(self._extraction_weights, view, fit)  # scored only if it must train
+            self.extraction_info = {}
+            self.prior = fit_prior(view, config, weights=weights, **fit.options(f"extracted-{c.extraction}"))
+            record = run / f"extracted-{c.extraction}" / "extraction_info.json"  # for a rerun that reuses it
+            if self.extraction_info:
+                record.write_text(json.dumps(self.extraction_info))
+            elif record.exists():
+                self.extraction_info = json.loads(record.read_text())
         return self
 
     @torch.no_grad()
-    def _extraction_weights(self, view: PixelDataset) -> np.ndarray:
+    def _extraction_weights(self, view: PixelDataset, fit: PartFitting) -> np.ndarray:
         """One weight per frame of ``view`` for the prior's extraction step (the config's ``extraction``),
         over the training episodes (the prior's own split); the current prior is the BC prior."""
         c = self.config
@@ -145,7 +151,9 @@ class Agent:
         if c.extraction == "pbc":
             return top_episode_weights(view, train_eps, c.pbc_fraction)
         index = window_starts(view, train_eps, False)
-        q_data, q_prior, fit_info = self._awr_estimates(view, index)
+        q_data, q_prior, fit_info = self._awr_estimates(view, index, fit)
+        if c.extraction == "qwr":  # the baseline is one constant: the mean Q of the data
+            q_prior = np.full((len(q_data), 1), q_data.mean())
         w, info = advantage_weights(q_data, q_prior, c.awr_temperature, c.awr_clip)
         self.extraction_info = {"transitions": len(index), **fit_info, **info}
         weights = np.zeros(len(view.arrays["action"]), np.float32)
@@ -153,10 +161,11 @@ class Agent:
         return weights
 
     def _awr_estimates(
-        self, view: PixelDataset, index: np.ndarray
+        self, view: PixelDataset, index: np.ndarray, fit: PartFitting
     ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-        """Q of the dataset action (N,) and of ``awr_samples`` BC prior samples (N, M) at the flat
-        frames ``index`` of ``view``, by the agent's own scorer (and a summary, here empty)."""
+        """Q of the dataset action (N,) and of ``awr_samples`` BC prior samples (N, M; M = 0 for
+        ``qwr``) at the flat frames ``index`` of ``view``, by the agent's own scorer (and a summary,
+        here empty); ``fit`` caps the steps of anything it trains."""
         q = torch.cat([q for _, q in self._score_batches(view, index, EXTRACTION_BATCH, self._score)])
         return q[:, 0].cpu().numpy(), q[:, 1:].cpu().numpy(), {}
 
@@ -164,12 +173,14 @@ class Agent:
         self, view: PixelDataset, index: np.ndarray, batch: int, score: Callable[..., torch.Tensor]
     ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         """Per ``batch`` frames of ``index``: the token batch, its ``actions`` (B, 1 + M) [the dataset
-        action, M prior samples] among them, and ``score(obs, actions)``, their Q (B, 1 + M)."""
+        action, and for ``awr`` M prior samples] among them, and ``score(obs, actions)``, their Q."""
         for start in range(0, len(index), batch):
             b = token_batch(view, index[start : start + batch], self.prior.config.frame_stack, self.device,
                             False)  # fmt: skip
-            samples = self.prior.sample(b["obs"], self.config.awr_samples, self.generator)
-            b["actions"] = torch.cat([b["action"][:, None], samples], 1)
+            b["actions"] = b["action"][:, None]
+            if self.config.extraction == "awr":
+                samples = self.prior.sample(b["obs"], self.config.awr_samples, self.generator)
+                b["actions"] = torch.cat([b["actions"], samples], 1)
             yield b, score(b["obs"], b["actions"])
 
     def load_parts(self, task: str, **paths: str | Path) -> Agent:
@@ -290,6 +301,7 @@ class Agent:
             "task": self.task,
             "parts": list(self.parts),
             "versions": package_versions(),
+            "extraction_info": self.extraction_info,
             **self._config_json(),
         }
         with tempfile.TemporaryDirectory() as tmp:
@@ -350,6 +362,7 @@ class Agent:
                 raise CheckpointError(f"{path}: its agent config is invalid: {exc}") from exc
             agent = agent_cls(config, name=meta["agent"])
             agent.task = meta["task"]
+            agent.extraction_info = dict(meta.get("extraction_info", {}))
             for part in agent.parts:
                 try:
                     z.extract(f"{part}.pt", tmp)

@@ -79,7 +79,10 @@ def base_of(name: str) -> str:
     """The agent whose folder (prior, scorer) an extraction agent extends: pbc -> bc, x-awr -> x."""
     if agent_spec(name).config.extraction == "pbc":
         return "bc"
-    return name.removesuffix("-awr") if name.endswith("-awr") else name
+    for suffix in ("-awr", "-qwr"):
+        if name.endswith(suffix):
+            return name.removesuffix(suffix)
+    return name
 
 
 def from_return_error(name: str, ds: PixelDataset, seed: int, args: argparse.Namespace) -> Agent:

@@ -43,7 +43,7 @@ def test_registry_lists_every_agent_of_the_issue() -> None:
     assert expected <= set(voc_rl.list_agents())
     backends = ["dino", "musik", "titok", "vqvae"]
     assert voc_rl.list_agents("voc-*") == sorted(
-        [f"voc-{b}" for b in backends] + [f"voc-{b}-awr" for b in backends]
+        f"voc-{b}{x}" for b in backends for x in ("", "-awr", "-qwr")
     )
     agent = voc_rl.make_agent("voc-dino", size="tiny", gamma=0.8)
     assert isinstance(agent, VOCAgent) and agent.config.gamma == 0.8 and agent.config.size == "tiny"
@@ -265,21 +265,32 @@ def test_distill_q_amortises_a_scorer_into_a_token_q_network() -> None:
         distill_q(TDCritic(config), context, actions, q[:, :3], steps=1)
 
 
-def test_extraction_agents_learn_save_and_load(trained: dict[str, Agent], tmp_path: Path) -> None:
+def test_extraction_agents_learn_save_and_load(
+    trained: dict[str, Agent], tmp_path: Path, fake_ds_path: Path
+) -> None:
     awr, bc = trained["td-critic-awr"], trained["bc"]
     assert awr.config.extraction == "awr" and awr.extraction_info["transitions"] > 0
     assert awr.extraction_info["beta"] > 0 and 0 < awr.extraction_info["ess_fraction"] <= 1
-    assert (awr.run_dir / "extracted" / "bc.pt").exists() and (awr.run_dir / "prior" / "bc.pt").exists()
+    assert (awr.run_dir / "extracted-awr" / "bc.pt").exists() and (awr.run_dir / "prior" / "bc.pt").exists()
     obs = _obs()
     loaded = Agent.load(awr.save(tmp_path / "awr.zip"))
     act = awr.predict(obs, deterministic=True)[0]
     np.testing.assert_allclose(loaded.predict(obs, deterministic=True)[0], act)
-    assert (trained["pbc"].run_dir / "extracted" / "bc.pt").exists()
+    assert loaded.extraction_info == awr.extraction_info
+    again = voc_rl.make_agent("td-critic-awr", size="tiny")  # a rerun in the folder scores nothing
+    again._awr_estimates = None  # (it would fail if called)
+    again.learn(fake_ds_path, steps=6, run_dir=awr.run_dir, progress=False)
+    assert again.extraction_info == awr.extraction_info
+    assert (trained["pbc"].run_dir / "extracted-pbc" / "bc.pt").exists()
     assert not np.allclose(act, bc.predict(obs, deterministic=True)[0])
     voc = trained["voc-vqvae-awr"]  # the occupancy model scored a subset, distilled into a Q network
     info = voc.extraction_info
     assert 2 <= info["scored_states"] <= info["transitions"] and np.isfinite(info["distill_nmse"])
-    assert (voc.run_dir / "extracted" / "bc.pt").exists() and voc.config.candidates == 1
+    assert (voc.run_dir / "extracted-awr" / "bc.pt").exists() and voc.config.candidates == 1
+    qwr = trained["td-critic-qwr"]  # one constant baseline: no prior samples scored
+    assert qwr.extraction_info["transitions"] == awr.extraction_info["transitions"]
+    assert (qwr.run_dir / "extracted-qwr" / "bc.pt").exists()
+    assert "distill_diff_corr" in trained["voc-vqvae-qwr"].extraction_info
     with pytest.raises(ValueError, match="needs a Q"):
         voc_rl.make_agent("bc", extraction="awr")
     with pytest.raises(ValueError, match="unknown extraction"):

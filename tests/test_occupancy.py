@@ -113,6 +113,10 @@ def test_bad_input_is_a_clear_error() -> None:
         model.sample(ctx[:0], act[:0])
     with pytest.raises(ValueError, match="targets must be"):
         model.log_prob(ctx, act, torch.zeros(3, 4, model.config.n_target, dtype=torch.long))
+    with pytest.raises(ValueError, match="action_conditioning must be one of"):
+        OccupancyConfig.preset(
+            "tiny", vocab_size=4, tokens_per_frame=1, action_dim=1, action_conditioning="x"
+        )
     with pytest.raises(ValueError, match="gamma must be in"):
         OccupancyConfig.preset("tiny", vocab_size=4, tokens_per_frame=2, action_dim=1, gamma=1.0)
     for bad in (0, -1, 1.5, True):

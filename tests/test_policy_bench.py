@@ -8,14 +8,18 @@ from pathlib import Path
 from voc_rl.benchmarks import policy as bench
 
 
-def test_policy_benchmark_writes_every_column(tmp_path: Path) -> None:
+def run(tmp_path: Path, episodes: int) -> None:
     bench.main(
         ["--tasks", "fake-pixels", "--datasets", "random", "--agents", "bc", "voc-titok", "--seeds", "0",
-         "--episodes", "2", "--size", "tiny", "--set", "candidates=3", "pool_size=3",
+         "--episodes", str(episodes), "--size", "tiny", "--set", "candidates=3", "pool_size=3",
          "--collect-episodes", "3", "--sampled", "bc",
          "--top1-states", "3", "--top1-rollouts", "1", "--processes", "1", "--data-root", str(tmp_path / "d"),
          "--runs", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out")]
     )  # fmt: skip
+
+
+def test_policy_benchmark_writes_every_column_and_a_rerun_adds_only_what_it_lacks(tmp_path: Path) -> None:
+    run(tmp_path, 2)
     out = tmp_path / "out"
     rows = list(csv.DictReader((out / "policy.csv").open()))
     assert list(rows[0]) == list(bench.COLUMNS)
@@ -33,3 +37,10 @@ def test_policy_benchmark_writes_every_column(tmp_path: Path) -> None:
     assert {r["agent"] for r in top1} == {"bc", "voc-titok"}
     assert all(0.0 <= float(r["top1_agreement"]) <= 1.0 for r in top1)
     assert "Top-1 agreement" in (tmp_path / "out" / "policy.md").read_text()
+    zips = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/*.zip")}
+    assert len(zips) == 2
+    run(tmp_path, 3)  # the trained agents and their first two episodes are reused
+    assert {p: p.stat().st_mtime_ns for p in zips} == zips
+    again = list(csv.DictReader((out / "policy_episodes.csv").open()))
+    assert len(again) == 3 * 3
+    assert [r for r in again if int(r["episode"]) < 2] == episodes

@@ -19,7 +19,7 @@ from typing import Any
 
 SIZES = ("tiny", "small", "base")
 KINDS = ("voc", "wm-rollout", "td-critic", "bc")
-EXTRACTIONS = ("none", "awr", "pbc")
+EXTRACTIONS = ("none", "awr", "qwr", "pbc")
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,9 @@ class AgentConfig:
     (advantage-weighted regression with the agent's own Q: weights exp(A / beta) clipped at
     ``awr_clip``, A = Q(s, a_t) - mean Q of ``awr_samples`` BC samples, beta = ``awr_temperature``
     x std(A); td-critic scores every training transition, voc scores ``awr_states`` of them and
-    distils that into a token Q network which scores the rest) or ``pbc`` (%BC: the top
+    distils that into a token Q network which scores the rest), ``qwr`` (the same with one constant
+    baseline, the mean Q of the data: weights exp((Q(s, a_t) - mean Q) / beta), which favours the
+    transitions of high value, whatever the action's own effect) or ``pbc`` (%BC: the top
     ``pbc_fraction`` of training episodes by return)."""
     awr_samples: int = 8
     """awr: BC prior samples per state whose mean Q is the baseline V(s)."""
@@ -67,7 +69,7 @@ class AgentConfig:
     """awr, voc: training states the occupancy model scores (pool_q over the dataset action and the
     prior samples) for the distilled Q network."""
     distill_steps: int = 2000
-    """awr, voc: training steps of the distilled Q network."""
+    """awr, voc: training steps of the distilled Q network (capped by `learn`'s `steps`)."""
     pbc_fraction: float = 0.33
     """pbc: fraction of the training episodes kept, by return."""
     tokenizer_steps: int | None = None
@@ -101,8 +103,10 @@ class AgentConfig:
             raise ValueError(f"target_frames must be >= 0, got {self.target_frames}")
         if self.extraction not in EXTRACTIONS:
             raise ValueError(f"unknown extraction {self.extraction!r}; choose from {EXTRACTIONS}")
-        if self.extraction == "awr" and self.kind == "bc":
-            raise ValueError("extraction='awr' needs a Q: a bc agent has none (use pbc, or td-critic/voc)")
+        if self.extraction in ("awr", "qwr") and self.kind == "bc":
+            raise ValueError(
+                f"extraction={self.extraction!r} needs a Q: a bc agent has none (use pbc, or td-critic/voc)"
+            )
         if self.awr_samples < 1 or self.awr_temperature <= 0 or self.awr_clip <= 1:
             raise ValueError("need awr_samples >= 1, awr_temperature > 0 and awr_clip > 1")
         if self.awr_states < 2 or self.distill_steps < 1:
@@ -198,12 +202,14 @@ for _backend, _kwargs in AGENT_TOKENS.items():
         AgentConfig(kind="voc", tokenizer=_backend, tokenizer_kwargs=_kwargs),
         f"video occupancy model on {_backend} tokens; acts by pool-estimated Q over prior candidates",
     )
-    register(
-        f"voc-{_backend}-awr", _ENTRY + "VOCAgent",
-        AgentConfig(kind="voc", tokenizer=_backend, tokenizer_kwargs=_kwargs, extraction="awr", candidates=1),
-        f"prior extracted by advantage-weighted regression with the {_backend} occupancy model's Q "
-        "(distilled into a token Q network); acts with its mode",
-    )  # fmt: skip
+    for _how, _what in (("awr", "advantage-weighted"), ("qwr", "Q-weighted")):
+        register(
+            f"voc-{_backend}-{_how}", _ENTRY + "VOCAgent",
+            AgentConfig(kind="voc", tokenizer=_backend, tokenizer_kwargs=_kwargs, extraction=_how,
+                        candidates=1),
+            f"prior extracted by {_what} regression with the {_backend} occupancy model's Q "
+            "(distilled into a token Q network); acts with its mode",
+        )  # fmt: skip
 _BASE = AgentConfig(tokenizer="vqvae", tokenizer_kwargs=AGENT_TOKENS["vqvae"])
 register("bc", _ENTRY + "BCAgent", _BASE, "behaviour cloning on tokens", kind="bc")
 register(
@@ -214,11 +220,12 @@ register(
     "pbc", _ENTRY + "BCAgent", _BASE, "%BC: behaviour cloning on the top third of episodes by return",
     kind="bc", extraction="pbc",
 )  # fmt: skip
-register(
-    "td-critic-awr", _ENTRY + "TDCriticAgent", _BASE,
-    "prior extracted by advantage-weighted regression with a SARSA critic's Q; acts with its mode",
-    kind="td-critic", extraction="awr", candidates=1,
-)  # fmt: skip
+for _how, _what in (("awr", "advantage-weighted"), ("qwr", "Q-weighted")):
+    register(
+        f"td-critic-{_how}", _ENTRY + "TDCriticAgent", _BASE,
+        f"prior extracted by {_what} regression with a SARSA critic's Q; acts with its mode",
+        kind="td-critic", extraction=_how, candidates=1,
+    )  # fmt: skip
 register(
     "wm-rollout", _ENTRY + "WMRolloutAgent", _BASE,
     "gamma-0 occupancy model as a one-step world model, rolled out 1/(1-gamma) steps", kind="wm-rollout",
