@@ -242,6 +242,9 @@ class Agent:
         """Action(s) for an observation or a batch of them, and ``None`` (no recurrent state)."""
         context, single = self._context(observation)
         candidates = self._candidates(context)  # (B, K, A)
+        if candidates.shape[1] == 1:  # the extracted prior's mode: nothing to score
+            action = candidates[:, 0].cpu().numpy()
+            return (action[0] if single else action), None
         q = self._score(context, candidates)  # (B, K)
         if deterministic:
             pick = q.argmax(1)

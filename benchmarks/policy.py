@@ -120,9 +120,9 @@ class Trainer:
     def folder(self, agent: Agent) -> Path:
         return self.args.runs / f"{self.ds.meta['name']}__{agent.config.tokenizer}__s{self.seed}"
 
-    def make(self, name: str) -> Agent:
+    def make(self, name: str, **fields: Any) -> Agent:
         return voc_rl.make_agent(name, size=self.args.size, seed=self.seed, gamma=self.args.gamma,
-                                 **self.args.agent_overrides)  # fmt: skip
+                                 **self.args.agent_overrides, **fields)  # fmt: skip
 
     def _seconds(self, shared: Path) -> dict[str, float]:
         path = shared / "train_seconds.json"
@@ -135,10 +135,12 @@ class Trainer:
         if not (zipped.exists() and same_config(zipped, agent)):
             for old in shared.glob(f"{name}.*episodes.json"):
                 old.unlink()
-            start = time.perf_counter()
+            before, start = checkpoints(shared / base_of(name)), time.perf_counter()
             agent.learn(self.ds, run_dir=shared / base_of(name), tokenizer=tokenizer, progress=False)
-            seconds = self._seconds(shared) | {name: round(time.perf_counter() - start, 1)}
-            (shared / "train_seconds.json").write_text(json.dumps(seconds, indent=1))
+            seconds = self._seconds(shared)
+            if checkpoints(shared / base_of(name)) != before or name not in seconds:  # it trained a part
+                seconds[name] = round(time.perf_counter() - start, 1)
+                (shared / "train_seconds.json").write_text(json.dumps(seconds, indent=1))
             agent.save(zipped)
         return zipped
 
@@ -148,10 +150,7 @@ class Trainer:
         shared = self.folder(agent)
         shared.mkdir(parents=True, exist_ok=True)
         c = agent.config
-        bc = voc_rl.make_agent(
-            "bc", size=c.size, seed=c.seed, tokenizer=c.tokenizer, tokenizer_kwargs=c.tokenizer_kwargs,
-            tokenizer_steps=c.tokenizer_steps, prior_steps=c.prior_steps,
-        )  # fmt: skip
+        bc = self.make("bc", tokenizer=c.tokenizer, tokenizer_kwargs=c.tokenizer_kwargs)
         self._learn(bc, shared, "bc", None)  # the tokenizer every agent of the seed reads
         tokenizer = shared / "bc" / "tokenizer" / "tokenizer.pt"
         if base_of(name) != name:
@@ -160,6 +159,11 @@ class Trainer:
         seconds = self._seconds(shared)
         used = {"bc", base_of(name), name}
         return zipped, round(sum(seconds.get(n, 0.0) for n in used) / 60, 1)
+
+
+def checkpoints(folder: Path) -> dict[Path, int]:
+    """The parts' checkpoints in an agent's folder and their modification times."""
+    return {p: p.stat().st_mtime_ns for p in folder.glob("*/*.pt") if p.name != "train_state.pt"}
 
 
 def same_config(zipped: Path, agent: Agent) -> bool:
