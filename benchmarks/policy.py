@@ -17,7 +17,7 @@ latter), and the probability of improvement over ``bc`` (P(X > Y) over pairs of 
 interval: "better"/"worse" when that interval excludes 0.5, else "within noise". Cost columns:
 training minutes (the shared tokenizer, the parts the agent reuses and its own; 0 where parts came
 from ``--from-return-error``) and milliseconds per decision. Results are rewritten after every
-agent; a rerun with the same ``--runs`` reuses the trained agents (where their config is unchanged)
+seed; a rerun with the same ``--runs`` reuses the trained agents (where their config is unchanged)
 and the episodes recorded beside them.
 
 Top-1 agreement (``--top1-states N``): on N held-out states, K candidates (the prior's mode and K - 1
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
                             label = name if deterministic else name + SAMPLED
                             played = episodes_of(pool, zipped, task, args.episodes, deterministic)
                             state.add(task, kind, label, seed, played, minutes)
-                            state.write(time.perf_counter() - start)
+                    state.write(time.perf_counter() - start)  # (the bootstrap takes seconds an agent)
                     if args.top1_states:
                         state.top1 += top1_rows(task, kind, ds, seed, args, trainer)
                         state.write(time.perf_counter() - start)
