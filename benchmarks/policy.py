@@ -4,8 +4,8 @@ _episodes.csv, .png (and policy_top1.csv with ``--top1-states``).
 
 For each task, dataset and training seed, agents are trained on the dataset's training episodes:
 all of a seed read one tokenizer (trained first, by ``bc``), and an extraction agent (``pbc``,
-``*-awr``) trains only its extracted prior in the folder of the agent it extends (``bc``, the same
-name without ``-awr``), so it shares that agent's prior and scorer. Or they are assembled from the
+``*-awr``, ``*-qwr``) trains only its extracted prior in the folder of the agent it extends (``bc``,
+the same name without the suffix), so it shares that agent's prior and scorer. Or they are assembled from the
 parts of a return-error run (``--from-return-error RUNS``). Each agent plays ``--episodes``
 deterministic evaluation episodes (env seeds 1000, 1001, ...; the same for every agent and seed) in
 ``--processes`` worker processes; ``--sampled AGENT`` adds that agent with ``deterministic=False``.
@@ -68,7 +68,6 @@ SEED_COLUMNS = ("task", "dataset", "agent", "seed", "episodes", "return_mean", "
                 "ms_per_decision")  # fmt: skip
 EPISODE_COLUMNS = ("task", "dataset", "agent", "seed", "episode", "return", "decisions", "seconds")
 BEHAVIOUR_COLUMNS = ("task", "dataset", "level", "episodes", "return_mean", "return_std")
-BEHAVIOUR_COLUMNS = ("task", "dataset", "level", "episodes", "return_mean", "return_std")
 TOP1 = ("task", "dataset", "agent", "seed", "states", "candidates", "top1_agreement", "chance")
 SAMPLED = " (sampled)"
 REPS = 2000  # bootstrap resamples
@@ -76,13 +75,12 @@ REPS = 2000  # bootstrap resamples
 
 # ---------------------------------------------------------------------- agents
 def base_of(name: str) -> str:
-    """The agent whose folder (prior, scorer) an extraction agent extends: pbc -> bc, x-awr -> x."""
-    if agent_spec(name).config.extraction == "pbc":
+    """The agent whose folder (prior, scorer) an extraction agent extends: pbc -> bc, x-awr -> x,
+    x-qwr -> x."""
+    extraction = agent_spec(name).config.extraction
+    if extraction == "pbc":
         return "bc"
-    for suffix in ("-awr", "-qwr"):
-        if name.endswith(suffix):
-            return name.removesuffix(suffix)
-    return name
+    return name if extraction == "none" else name.removesuffix(f"-{extraction}")
 
 
 def from_return_error(name: str, ds: PixelDataset, seed: int, args: argparse.Namespace) -> Agent:
@@ -249,8 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="+", default=["cheetah-run", "walker-walk"])
     p.add_argument("--datasets", nargs="+", default=["mixed"])
-    p.add_argument("--agents", nargs="+", default=["bc", "pbc", "td-critic", "td-critic-awr", "voc-vqvae",
-                                                   "voc-vqvae-awr"])  # fmt: skip
+    p.add_argument("--agents", nargs="+", default=["bc", "pbc", "td-critic", "td-critic-awr", "td-critic-qwr",
+                                                   "voc-vqvae-awr", "voc-vqvae-qwr"])  # fmt: skip
     p.add_argument(
         "--sampled", nargs="*", default=["bc"], help="agents also evaluated with deterministic=False"
     )
