@@ -253,3 +253,27 @@ def test_cli_fits_an_occupancy_model(titok: tuple[Any, Any], fake_ds_path: Path,
     )
     model, reward = OccupancyModel.load(tmp_path / "run" / "occupancy.pt", gamma=0.5)
     assert model.step == 3 and reward is not None and model.config.tokenizer == "titok"
+
+
+@CONDITIONING
+def test_candidate_actions_share_their_context_and_match_one_row_each(conditioning: str) -> None:
+    """(B, K, A) actions: the context is computed once, and every (action, future) row gets what the
+    per-row call gives (same draws with the same seed; log-probs to 1e-5)."""
+    model = tiny_model(action_conditioning=conditioning)
+    c = model.config
+    ctx, _ = inputs(model, 2)
+    acts = torch.rand(2, 3, c.action_dim, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    many = model.sample(ctx, acts, n=2, generator=torch.Generator().manual_seed(1))
+    rows = model.sample(
+        ctx.repeat_interleave(3, 0), acts.reshape(6, -1), n=2, generator=torch.Generator().manual_seed(1)
+    )
+    assert many.shape == (2, 3, 2, c.n_target)
+    assert torch.equal(many.reshape(6, 2, -1), rows)
+    targets = torch.randint(c.vocab_size, (2, 4, c.n_target))
+    lp = model.log_prob(ctx, acts, targets, chunk=5)  # chunks cut across one context's rows
+    assert lp.shape == (2, 3, 4)
+    for k in range(3):
+        torch.testing.assert_close(lp[:, k], model.log_prob(ctx, acts[:, k], targets), atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.log_prob(ctx, acts, targets, chunk=1000), lp, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"candidate actions must be \(B=2, K >= 1, action_dim=2\)"):
+        model.log_prob(ctx, acts[:, :, :1], targets)

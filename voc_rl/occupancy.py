@@ -168,21 +168,38 @@ class OccupancyModel(nn.Module):
             raise ValueError(f"{name} ids must be in [0, {self.config.vocab_size}), got [{lo}, {hi}]")
         return tokens.long().to(self.device)
 
-    def check_inputs(self, context: Any, action: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def check_inputs(
+        self, context: Any, action: Any, candidates: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Contexts (B, n_context) and actions (B, A) as tensors on the device; with ``candidates``
+        also K actions per context, (B, K, A)."""
         context = self.check_tokens(context, self.config.n_context, "context")
         if context.ndim != 2:
             raise ValueError(f"context must be (B, {self.config.n_context}), got {tuple(context.shape)}")
         action = torch.as_tensor(action)
         if not action.is_floating_point():
             raise TypeError(f"action must be float, got {action.dtype}")
-        if action.shape != (len(context), self.config.action_dim):
+        b, a = len(context), self.config.action_dim
+        ok = action.shape == (b, a) or (
+            candidates and action.ndim == 3 and action.shape[0] == b and action.shape[1] >= 1
+            and action.shape[2] == a
+        )  # fmt: skip
+        if not ok and candidates and action.ndim == 3:
             raise ValueError(
-                f"action must be (B={len(context)}, action_dim={self.config.action_dim}), "
-                f"got {tuple(action.shape)}"
+                f"candidate actions must be (B={b}, K >= 1, action_dim={a}), got {tuple(action.shape)}"
             )
+        if not ok:
+            raise ValueError(f"action must be (B={b}, action_dim={a}), got {tuple(action.shape)}")
         if not torch.isfinite(action).all():
             raise ValueError("action contains NaN or inf")
-        return context, action.float().to(self.device)
+        return context, action.to(self.device, self.action_emb.weight.dtype)
+
+    def _prompts(self, context: torch.Tensor) -> KVCache:
+        """Keys and values of each context (B, n_context), computed once for all of its rows."""
+        dtype, n = self.gpt.tok_emb.weight.dtype, self.config.n_context
+        cache = KVCache.empty(self.gpt.config, len(context), self.device, dtype, n)
+        self.gpt(self.gpt.tok_emb(context), cache)
+        return cache
 
     # ------------------------------------------------------------------ forward passes
     def _prefix(self, context: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -218,32 +235,32 @@ class OccupancyModel(nn.Module):
         generator: torch.Generator | None = None,
         return_probs: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """``n`` samples of s_e per (context, action): tokens (B, n, n_target).
+        """``n`` samples of s_e per (context, action): tokens (B, n, n_target), or (B, K, n, n_target)
+        for K candidate actions per context, ``action`` (B, K, A).
 
         Defaults are the unbiased sampler (temperature 1, no top-k). With ``return_probs`` also the
-        sampling distribution of every target token along the sampled sequence, (B, n, n_target,
-        vocab). ``use_cache=False`` recomputes the whole sequence at every token (for benchmarks).
+        sampling distribution of every target token along the sampled sequence, (..., n, n_target,
+        vocab). Each context is computed once and its keys and values are copied to all of its rows;
+        ``use_cache=False`` recomputes the whole sequence at every token (the reference, for tests
+        and benchmarks).
         """
-        context, action = self.check_inputs(context, action)
+        context, action = self.check_inputs(context, action, candidates=True)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if top_k is not None and not 1 <= top_k <= self.config.vocab_size:
             raise ValueError(f"top_k must be in [1, {self.config.vocab_size}] or None, got {top_k}")
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        c, b = self.config, len(context)
-        prefix = self._prefix(context, action)
-        out = torch.empty(b * n, c.n_target, dtype=torch.long, device=self.device)
+        c, lead = self.config, action.shape[:-1]
+        group = (action.shape[1] if action.ndim == 3 else 1) * n  # rows per context
+        row_action = action.reshape(-1, c.action_dim).repeat_interleave(n, 0)
+        out = torch.empty(len(row_action), c.n_target, dtype=torch.long, device=self.device)
         probs = []
-        if use_cache:  # the prompt once per context, its keys and values copied to its n samples
-            cache = KVCache.empty(self.gpt.config, b, self.device, prefix.dtype)
-            logits = self.gpt.head(self.gpt(prefix, cache)[:, -1])
-            if n > 1:  # (one sample per context, as in training, needs no copy)
-                logits = logits.repeat_interleave(n, 0)
-                cache = cache.rows(torch.arange(b, device=self.device).repeat_interleave(n))
+        if use_cache:
+            cache = self._prompts(context).repeat_rows(group, c.n_target)
+            logits = self.gpt.head(self.gpt(self.action_emb(row_action)[:, None], cache)[:, -1])
         else:
-            prefix = prefix.repeat_interleave(n, 0)
-        row_action = action.repeat_interleave(n, 0)
+            prefix = self._prefix(context.repeat_interleave(group, 0), row_action)
         for j in range(c.n_target):
             if not use_cache:
                 logits = self.gpt.head(
@@ -257,18 +274,21 @@ class OccupancyModel(nn.Module):
                 logits = self.gpt.head(
                     self.gpt(self._targets_in(out[:, j : j + 1], row_action), cache)[:, -1]
                 )
-        tokens = out.view(b, n, c.n_target)
+        tokens = out.view(*lead, n, c.n_target)
         if return_probs:
-            return tokens, torch.stack(probs, 1).view(b, n, c.n_target, -1)
+            return tokens, torch.stack(probs, 1).view(*lead, n, c.n_target, -1)
         return tokens
 
     @torch.no_grad()
-    def log_prob(self, context: Any, action: Any, targets: Any, chunk: int = 512) -> torch.Tensor:
-        """Exact ``log mu(targets | context, action)``: (B, M) for targets (B, M, n_target), or
-        (M, n_target) shared by every row. Each (context, action) prompt is computed once and its
-        keys and values are reused by all of its candidates, ``chunk`` candidate sequences at a time.
+    def log_prob(self, context: Any, action: Any, targets: Any, chunk: int = 256) -> torch.Tensor:
+        """Exact ``log mu(targets | context, action)``: (B, M) for actions (B, A) and targets
+        (B, M, n_target), or (M, n_target) shared by every row; (B, K, M) for K candidate actions per
+        context, ``action`` (B, K, A): every target under every action.
+
+        Each context is computed once; its keys and values are copied to all of its (action, target)
+        rows, which are teacher-forced ``chunk`` rows at a time.
         """
-        context, action = self.check_inputs(context, action)
+        context, action = self.check_inputs(context, action, candidates=True)
         c, b = self.config, len(context)
         targets = self.check_tokens(targets, c.n_target, "targets")
         if targets.ndim == 2:
@@ -277,24 +297,25 @@ class OccupancyModel(nn.Module):
             raise ValueError(
                 f"targets must be (B={b}, M, {c.n_target}) or (M, {c.n_target}), got {tuple(targets.shape)}"
             )
-        m = targets.shape[1]
-        prefix = self._prefix(context, action)
-        cache = KVCache.empty(self.gpt.config, b, self.device, prefix.dtype)
-        first = torch.log_softmax(
-            self.gpt.head(self.gpt(prefix, cache)[:, -1]).float(), -1
-        )  # (B, V): token 0
-        flat = targets.reshape(b * m, c.n_target)
-        row = torch.arange(b, device=self.device).repeat_interleave(m)
-        out = torch.empty(b * m, device=self.device)
-        for i in range(0, b * m, chunk):
-            tgt, r = flat[i : i + chunk], row[i : i + chunk]
-            lp = first[r].gather(1, tgt[:, :1])[:, 0]
-            if c.n_target > 1:
-                h = self.gpt(self._targets_in(tgt[:, :-1], action[r]), cache.rows(r))
-                logp = torch.log_softmax(self.gpt.head(h).float(), -1)
-                lp = lp + logp.gather(2, tgt[:, 1:, None])[..., 0].sum(1)
-            out[i : i + chunk] = lp
-        return out.view(b, m)
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        actions = action if action.ndim == 3 else action[:, None]
+        k, m = actions.shape[1], targets.shape[1]
+        per_state = k * m  # rows of one context: each action with each target
+        states, piece = max(1, chunk // per_state), min(per_state, chunk)
+        prompts = self._prompts(context)
+        out = torch.empty(b, per_state, device=self.device)
+        for i in range(0, b, states):
+            rows = slice(i, i + states)
+            for j in range(0, per_state, piece):
+                idx = torch.arange(j, min(j + piece, per_state), device=self.device)
+                act = actions[rows][:, idx // m].reshape(-1, c.action_dim)
+                tgt = targets[rows][:, idx % m].reshape(-1, c.n_target)
+                x = torch.cat([self.action_emb(act)[:, None], self._targets_in(tgt[:, :-1], act)], dim=1)
+                logits = self.gpt.head(self.gpt(x, prompts.repeat_rows(len(idx), c.n_target, rows))).float()
+                lp = logits.gather(2, tgt[..., None])[..., 0] - logits.logsumexp(-1)
+                out[rows, j : j + len(idx)] = lp.sum(1).view(-1, len(idx))
+        return out.view(b, k, m) if action.ndim == 3 else out.view(b, m)
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str | Path, reward: RewardModel | None = None, **extra: Any) -> Path:

@@ -4,7 +4,10 @@ The occupancy model builds its own input embeddings (token embeddings of the con
 tokens, a projected action in between) and calls :class:`GPT` on them. ``forward`` takes an optional
 :class:`KVCache`: the new keys and values are written into its preallocated buffers (no copy of the
 past at each step) and the inputs attend to everything cached before them, so the same code does
-teacher forcing, prefilling a prompt once and decoding one token at a time.
+teacher forcing, prefilling a prompt once and decoding one token at a time. A prompt shared by many
+rows (the context of a state, for K candidate actions x M futures) is computed once and copied to
+its rows (:meth:`KVCache.repeat_rows`): measured on this project's CPU, one copy of its keys and
+values and the fused attention kernel beat attending to an uncopied prefix by 2-4x.
 """
 
 from __future__ import annotations
@@ -26,13 +29,22 @@ class KVCache:
         self.buffers, self.length = buffers, length
 
     @classmethod
-    def empty(cls, config: GPTConfig, batch: int, device: torch.device, dtype: torch.dtype) -> KVCache:
-        shape = (config.depth, 2, batch, config.heads, config.block_size, config.width // config.heads)
+    def empty(
+        cls, config: GPTConfig, batch: int, device: torch.device, dtype: torch.dtype, max_len: int = 0
+    ) -> KVCache:
+        """An empty cache of ``batch`` rows for ``max_len`` positions (0: the whole block)."""
+        head_dim, length = config.width // config.heads, max_len or config.block_size
+        shape = (config.depth, 2, batch, config.heads, length, head_dim)
         return cls(torch.empty(shape, device=device, dtype=dtype))
 
-    def rows(self, index: torch.Tensor) -> KVCache:
-        """A new cache holding the given batch rows (copied, so that each can grow on its own)."""
-        return KVCache(self.buffers[:, :, index], self.length)
+    def repeat_rows(self, group: int, extra: int, rows: slice = slice(None)) -> KVCache:
+        """A new cache of ``group`` consecutive copies of each of ``rows``, its filled positions
+        copied once, with room for ``extra`` more positions per row."""
+        src = self.buffers[:, :, rows, :, : self.length]
+        d, _, b, h, n, hd = src.shape
+        out = src.new_empty((d, 2, b, group, h, n + extra, hd))
+        out[:, :, :, :, :, :n] = src[:, :, :, None]
+        return KVCache(out.view(d, 2, b * group, h, n + extra, hd), self.length)
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store (B, heads, t, head_dim) keys and values at the next positions; all cached so far."""

@@ -128,11 +128,9 @@ def pool_q(
         )
     _check_count("pool_size", pool_size, "futures sampled per context")
     per = math.ceil(pool_size / k)
-    rows = context.repeat_interleave(k, 0)
-    flat_actions = actions.reshape(b * k, -1)
-    pool = model.sample(rows, flat_actions, n=per, generator=generator)  # (B*K, per, n_target)
+    pool = model.sample(context, actions, n=per, generator=generator)  # (B, K, per, n_target)
     pool = pool.view(b, k * per, -1)  # every context's pool: its K actions' samples together
-    logp = model.log_prob(rows, flat_actions, pool.repeat_interleave(k, 0)).view(b, k, k * per)
+    logp = model.log_prob(context, actions, pool)  # (B, K, M): every future under every action
     log_q = torch.logsumexp(logp, dim=1, keepdim=True) - math.log(k)  # (B, 1, M) mixture density
     w = torch.softmax(logp - log_q, dim=2)
     r = reward(pool).float()  # (B, M)

@@ -1,0 +1,84 @@
+"""Is bfloat16 exact enough for a VOC agent's decisions? Writes results/bf16_check.md.
+
+Loads a trained ``voc-<tok>`` agent, takes ``--states`` real token contexts from a token array of
+its dataset (``tokens.npy`` under the dataset's ``tokens/`` folder), draws 8 candidate actions per
+state from its prior, and scores them with ``pool_q`` (pool 8) in float32 and in a bfloat16 copy of
+the occupancy and reward models, on the same seeds. Reports the log-density difference, the Q
+difference against the spread of Q across a state's candidates, how often the best candidate
+agrees, and ms per decision of each:
+
+    python benchmarks/bf16_check.py --agent quickstart/agent.zip \\
+        --tokens quickstart/datasets/voc_rl/cheetah-run-quickstart-v0/tokens/<hash>/tokens.npy
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import voc_rl
+from voc_rl.report import command_line, machine_line
+from voc_rl.value import pool_q
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--agent", type=Path, required=True, help="a saved voc-<tok> agent (.zip)")
+    p.add_argument("--tokens", type=Path, required=True, help="(frames, tokens per frame) array of its data")
+    p.add_argument("--states", type=int, default=32)
+    p.add_argument("--out-dir", type=Path, default=Path("results"))
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    agent = voc_rl.load_agent(a.agent)
+    occ, rew, prior = agent.occupancy, agent.reward, agent.prior
+    c = occ.config
+    tok = np.load(a.tokens)
+    if tok.ndim != 2 or tok.shape[1] != c.tokens_per_frame:
+        raise SystemExit(f"{a.tokens}: expected (frames, {c.tokens_per_frame}) tokens, got {tok.shape}")
+    idx = np.random.default_rng(0).choice(np.arange(c.frame_stack, len(tok)), a.states, replace=False)
+    # consecutive frames of the array (a few stacks may straddle two episodes: fine for a precision check)
+    ctx = np.stack([tok[i - c.frame_stack + 1 : i + 1].reshape(-1) for i in idx]).astype(np.int64)
+    ctx = torch.from_numpy(ctx)
+    acts = prior.sample(ctx, 8, torch.Generator().manual_seed(0)).float()
+    half = copy.deepcopy(occ).to(torch.bfloat16), copy.deepcopy(rew).to(torch.bfloat16)
+    fut = occ.sample(ctx, acts[:, 0], n=8, generator=torch.Generator().manual_seed(1))
+    diff = (occ.log_prob(ctx, acts, fut) - half[0].log_prob(ctx, acts, fut)).abs()
+    q, ms = {}, {}
+    for name, (o, r) in {"float32": (occ, rew), "bfloat16": half}.items():
+        start = time.perf_counter()
+        q[name] = torch.cat([
+            pool_q(o, r, ctx[i : i + 1], acts[i : i + 1], 8, generator=torch.Generator().manual_seed(i))
+            for i in range(len(ctx))
+        ])  # fmt: skip
+        ms[name] = 1000 * (time.perf_counter() - start) / len(ctx)
+    q32, q16 = q["float32"], q["bfloat16"]
+    lines = [
+        "# bfloat16 against float32 for VOC decisions",
+        "",
+        f"Command: `{command_line()}`  ",
+        machine_line(threads=1, uses_gpu=False),
+        f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}",
+        "",
+        f"Model: {occ}; {len(ctx)} states, 8 prior candidates each, `pool_q` pool 8, the same seeds.",
+        "",
+        "| what | value |",
+        "|---|---:|",
+        f"| mean / max abs. log-density difference, nats | {diff.mean():.3f} / {diff.max():.3f} |",
+        f"| Q std across states | {q32.mean(1).std():.3f} |",
+        f"| mean spread of Q across a state's candidates (std) | {q32.std(1).mean():.3f} |",
+        f"| mean abs. Q difference, bf16 - fp32 | {(q32 - q16).abs().mean():.3f} |",
+        f"| best candidate the same | {(q32.argmax(1) == q16.argmax(1)).float().mean():.2f} |",
+        f"| ms per decision, float32 / bfloat16 | {ms['float32']:.1f} / {ms['bfloat16']:.1f} |",
+    ]
+    a.out_dir.mkdir(parents=True, exist_ok=True)
+    (a.out_dir / "bf16_check.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
