@@ -194,10 +194,11 @@ class OccupancyModel(nn.Module):
             raise ValueError("action contains NaN or inf")
         return context, action.to(self.device, self.action_emb.weight.dtype)
 
-    def _prompts(self, context: torch.Tensor) -> KVCache:
-        """Keys and values of each context (B, n_context), computed once for all of its rows."""
+    def _prompts(self, context: torch.Tensor, extra: int = 0) -> KVCache:
+        """Keys and values of each context (B, n_context), computed once for all of its rows, in a
+        cache with room for ``extra`` more positions."""
         dtype, n = self.gpt.tok_emb.weight.dtype, self.config.n_context
-        cache = KVCache.empty(self.gpt.config, len(context), self.device, dtype, n)
+        cache = KVCache.empty(self.gpt.config, len(context), self.device, dtype, n + extra)
         self.gpt(self.gpt.tok_emb(context), cache)
         return cache
 
@@ -257,7 +258,10 @@ class OccupancyModel(nn.Module):
         out = torch.empty(len(row_action), c.n_target, dtype=torch.long, device=self.device)
         probs = []
         if use_cache:
-            cache = self._prompts(context).repeat_rows(group, c.n_target)
+            if group == 1:  # one row per context (training's bootstrap samples): no copy needed
+                cache = self._prompts(context, c.n_target)
+            else:
+                cache = self._prompts(context).repeat_rows(group, c.n_target)
             logits = self.gpt.head(self.gpt(self.action_emb(row_action)[:, None], cache)[:, -1])
         else:
             prefix = self._prefix(context.repeat_interleave(group, 0), row_action)
