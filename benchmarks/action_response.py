@@ -3,9 +3,11 @@
 Control needs a Q that ranks actions; a value model can be accurate on the dataset's actions and
 still ignore the action. Per task (``mixed`` data, a 16-token vqvae shared by every model), for each
 way the occupancy model reads the action (``--conditionings``: ``token``, one embedding token after
-the context; ``every``, that token and an embedding added at every target position) and for the
-SARSA critic on the same tokens, on ``--states`` held-out states drawn equally from every behaviour
-level:
+the context; ``every``, that token and an embedding added at every target position; ``film``, that
+token and per-layer scales and shifts of the layer norms at the action's and targets' positions;
+``:mlp`` after any of them embeds the action token by an MLP instead of a linear map, e.g.
+``token:mlp``) and for the SARSA critic on the same tokens, on ``--states`` held-out states drawn
+equally from every behaviour level:
 
 - ``action_info``: held-out NLL per token of the true future with another row's action minus with
   the true one (nats/token; 0: the model ignores the action), beside ``nll_future`` and the per-slot
@@ -121,13 +123,14 @@ def main(argv: list[str] | None = None) -> None:
         critic_row = {"task": task, "model": "td-critic", "train_min": round(minutes, 1),
                       "q_nmse": nmse(q[:, 0], true_data), **responses(q[:, 0], q[:, 1], level)}  # fmt: skip
         rows.append(critic_row)
-        for cond in args.conditionings:
+        for spec in args.conditionings:
+            cond, _, encoder = spec.partition(":")
             t = time.perf_counter()
             config = OccupancyConfig.for_dataset(
                 view, args.size, gamma=args.gamma, target_frames=2, action_conditioning=cond,
-                steps=args.occupancy_steps,
+                action_encoder=encoder or "linear", steps=args.occupancy_steps,
             )  # fmt: skip
-            folder = run / f"occupancy_{cond}_s{args.seed}"
+            folder = run / f"occupancy_{spec.replace(':', '-')}_s{args.seed}"
             model, reward = fit_occupancy(view, config, out=folder, seed=args.seed, progress=False)
             minutes = (time.perf_counter() - t) / 60
             val = validation_batch(view, val_eps, train_eps, config, args.seed + 1, model.device, size=512)
@@ -135,8 +138,8 @@ def main(argv: list[str] | None = None) -> None:
             gen = torch.Generator().manual_seed(args.seed)
             q = torch.cat([pool_q(model, reward, ctx[i : i + 16], both[i : i + 16], pool_size=args.pool,
                                   generator=gen) for i in range(0, len(idx), 16)]).numpy()  # fmt: skip
-            rows.append({"task": task, "model": f"voc ({cond})", "train_min": round(minutes, 1), **metrics,
-                         "q_nmse": nmse(q[:, 0], true_data),
+            rows.append({"task": task, "model": f"voc ({spec.replace(':', ', ')})",
+                         "train_min": round(minutes, 1), **metrics, "q_nmse": nmse(q[:, 0], true_data),
                          **responses(q[:, 0], q[:, 1], level)})  # fmt: skip
         for r in rows:
             if r["task"] == task and "response_expert" in r and r["model"] != "simulator":

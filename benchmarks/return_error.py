@@ -18,10 +18,14 @@ reported):
 Occupancy models train with ``--n-step`` (default ``mc``: the dataset's futures, bootstrapped only
 past an episode's end; ``1``: one-step generative TD) on 16-token tokenizers (``--tokens agent``, the
 agents' geometry). ``reward_nmse`` is the reward model's held-out NMSE (r(s_{t+1}) against r_t at
-the same states) on the rows that use it.
+the same states) on the rows that use it. Two diagnostics of whether a Q responds to the action:
+``action_info`` on the occupancy model's rows (held-out NLL per token of the true future with another
+row's action minus with the true one, nats; 0: the model ignores the action) and ``action_response``
+on the ``pool`` and ``td-critic`` rows (mean Q(s, a_t) - Q(s, u) at the states, u a uniform action).
 
 CSV columns: task,dataset,gamma,tokenizer,method,n_states,nmse,rmse,spearman,evals_per_s,ground_truth,
-reward_nmse (means over seeds; ``return_error_seeds.csv`` has every seed, the markdown mean +- std).
+reward_nmse,action_info,action_response (means over seeds; ``return_error_seeds.csv`` has every seed,
+the markdown mean +- std).
 
 Parts are kept in ``--runs`` (:class:`voc_rl.parts.SharedParts`: a later run, or the policy benchmark's
 ``--from-return-error``, reuses them); the estimates are :func:`voc_rl.evaluation.q_estimates`.
@@ -49,8 +53,10 @@ import torch
 
 from voc_rl.evaluation import (
     METHODS,
+    RESPONSE_METHODS,
     VOC_METHODS,
     Models,
+    action_response,
     nmse,
     paper_target,
     q_estimates,
@@ -60,6 +66,7 @@ from voc_rl.evaluation import (
     states_of,
 )
 from voc_rl.ground_truth import simulator_q
+from voc_rl.occupancy_train import validate, validation_batch
 from voc_rl.parts import SharedParts, collect_or_open
 from voc_rl.paths import resolve_args
 from voc_rl.report import command_line, machine_line, write_csv
@@ -67,8 +74,10 @@ from voc_rl.tokenizers.cache import token_view
 
 COLUMNS = [
     "task", "dataset", "gamma", "tokenizer", "method", "n_states",
-    "nmse", "rmse", "spearman", "evals_per_s", "ground_truth", "reward_nmse",
+    "nmse", "rmse", "spearman", "evals_per_s", "ground_truth",
+    "reward_nmse", "action_info", "action_response",
 ]  # fmt: skip
+DIAGNOSTICS = ("reward_nmse", "action_info", "action_response")  # columns only some methods have
 Plots = dict[tuple, list[tuple[str, np.ndarray, np.ndarray]]]  # (task, dataset, gamma, tokenizer) -> pairs
 
 
@@ -116,6 +125,8 @@ def evaluate_dataset(task: str, kind: str, args: argparse.Namespace, rows: list,
             for seed in args.seeds:
                 occ, reward = parts.occupancy(view, gamma, seed)
                 r_nmse = reward_nmse(view, idx, occ, reward)
+                val = validation_batch(view, val_eps, train_eps, occ.config, seed + 1, occ.device, size=512)
+                info = validate(occ, reward, val)["action_info"]
                 models = Models(
                     occ, reward, prior, parts.critic(view, gamma, seed), world, world_reward,
                     train_mean=float(train_truth.at(gamma)[0].mean()),
@@ -127,6 +138,10 @@ def evaluate_dataset(task: str, kind: str, args: argparse.Namespace, rows: list,
                     view, idx, gamma, models, methods, candidates=candidates, samples=args.samples,
                     pool_actions=args.pool_actions, pool_size=args.pool_size, rollouts=args.rollouts_wm,
                     seed=seed,
+                )  # fmt: skip
+                response = action_response(
+                    view, idx, models, [m for m in RESPONSE_METHODS if m in methods],
+                    pool_size=args.pool_size, seed=seed,
                 )  # fmt: skip
                 for method, (pred, rate) in estimates.items():
                     if seed == args.seeds[0]:
@@ -152,6 +167,8 @@ def evaluate_dataset(task: str, kind: str, args: argparse.Namespace, rows: list,
                                 "truth_stderr": float(np.mean(q_err)),
                                 "truth_std": float(true.std()),
                                 "reward_nmse": r_nmse if method in VOC_METHODS else "",
+                                "action_info": info if method in VOC_METHODS else "",
+                                "action_response": response.get(method, ""),
                             }
                         )
                         print(f"{task} {kind} gamma {gamma} {backend} {method} seed {seed} vs {truth_name}: "
@@ -197,8 +214,9 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             vals = np.array([r[m] for r in rs], dtype=np.float64)
             agg[m], agg[f"{m}_std"] = float(vals.mean()), float(vals.std())
         agg["truth_stderr"], agg["truth_std"] = rs[0]["truth_stderr"], rs[0]["truth_std"]
-        rewards = [r["reward_nmse"] for r in rs if r.get("reward_nmse", "") != ""]
-        agg["reward_nmse"] = float(np.mean(rewards)) if rewards else ""
+        for m in DIAGNOSTICS:  # rows of earlier versions may lack them
+            vals = [r[m] for r in rs if r.get(m, "") != ""]
+            agg[m] = float(np.mean(vals)) if vals else ""
         out.append(agg)
     return out
 
@@ -218,7 +236,7 @@ def write(
     scatter(plots, args)
     head = (
         "| task | dataset | gamma | tokenizer | method | ground truth | NMSE | RMSE | Spearman | Q evals/s "
-        "| reward NMSE "
+        "| reward NMSE | action info | action response "
     )
     head += "| seeds |"
     lines = [
@@ -241,7 +259,9 @@ def write(
         f"{args.rollouts} rollouts per state of the episode's behaviour policy from the restored physics "
         "state until gamma^H < 1e-3, past the time limit (mean standard error per table row below). "
         "`paper-truncated`: the next min(1/(1-gamma), 10) dataset rewards, the published code's target. "
-        "NMSE = MSE / Var(true); mean +- std over seeds.",
+        "NMSE = MSE / Var(true); mean +- std over seeds. Action info: nats/token of the true future that "
+        "the true action explains over another row's; action response: mean Q(s, a_t) - Q(s, uniform "
+        "action) of the pool estimate and the critic (empty: not measured by that run).",
         "",
         head,
         "|" + "---|" * (head.count("|") - 1),
@@ -252,7 +272,8 @@ def write(
             f"{r['ground_truth']} (se {fmt(r['truth_stderr'], 2)}) | "
             f"{fmt(r['nmse'])} +- {fmt(r['nmse_std'], 2)} | "
             f"{fmt(r['rmse'])} | {fmt(r['spearman'])} | {fmt(r['evals_per_s'])} | "
-            f"{'' if r['reward_nmse'] == '' else fmt(r['reward_nmse'])} | {r['seeds']} |"
+            + "".join(f"{'' if r[m] == '' else fmt(r[m])} | " for m in DIAGNOSTICS)
+            + f"{r['seeds']} |"
         )
     (args.out_dir / "return_error.md").write_text("\n".join(lines) + "\n")
 

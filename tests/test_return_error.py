@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voc_rl.benchmarks.return_error import COLUMNS, kept_rows
+from voc_rl.benchmarks.return_error import COLUMNS, DIAGNOSTICS, kept_rows
 from voc_rl.cli import main
 from voc_rl.evaluation import METHODS, nmse, paper_target, rmse, spearman
 
@@ -31,9 +31,15 @@ def test_quick_table_has_every_column(tmp_path: Path) -> None:
     assert {r["ground_truth"] for r in rows} == {"simulator", "paper-truncated"}
     for r in rows:
         uses_reward = r["method"] in ("sample", "density", "pool", "paper-style")
-        assert all(r[c] != "" for c in COLUMNS if c != "reward_nmse"), r
+        assert all(r[c] != "" for c in COLUMNS if c not in DIAGNOSTICS), r
         assert (r["reward_nmse"] != "") == uses_reward, r
         assert not uses_reward or 0 <= float(r["reward_nmse"]) < 100
+        # the diagnostics of the action: information on the occupancy model's rows, response on those
+        # of the estimators that score another action (a finite number, of either sign)
+        assert (r["action_info"] != "") == uses_reward, r
+        assert (r["action_response"] != "") == (r["method"] in ("pool", "td-critic")), r
+        for c in ("action_info", "action_response"):
+            assert r[c] == "" or np.isfinite(float(r[c])), (c, r)
         for c in ("nmse", "rmse", "evals_per_s"):
             assert np.isfinite(float(r[c])), (c, r)
         assert r["method"] == "mean" or np.isfinite(float(r["spearman"]))  # a constant has no ranks

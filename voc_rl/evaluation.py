@@ -192,3 +192,47 @@ def q_estimates(
             pred = torch.cat([fn(slice(i, i + size)) for i in range(0, n, size)]).cpu().numpy()
         out[method] = (pred.astype(np.float64), n / (time.perf_counter() - start))
     return out
+
+
+# ---------------------------------------------------------------------------------------------- the action
+RESPONSE_METHODS = ("pool", "td-critic")  # the methods whose response to the action is measured
+
+
+def action_response(
+    view: PixelDataset,
+    idx: np.ndarray,
+    models: Models,
+    methods: Sequence[str] = RESPONSE_METHODS,
+    *,
+    pool_size: int = 64,
+    seed: int = 0,
+    chunk: int = 16,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """{method: mean Q(s, a_t) - Q(s, u)} over the states ``idx``, u uniform in [-1, 1]^A: how much a
+    method's Q drops when the dataset's action is replaced by a random one (0: it ignores the action).
+
+    ``pool`` scores a_t and u on one shared pool of ``pool_size`` futures (the lower-variance
+    difference); ``td-critic`` reads its Q network. The simulator's response, for comparison, is
+    ``benchmarks/action_response.py``'s. The tensors live on ``device``, with the models.
+    """
+    unknown = [m for m in methods if m not in RESPONSE_METHODS]
+    if unknown:
+        raise ValueError(f"no action response for {unknown}; known: {', '.join(RESPONSE_METHODS)}")
+    m = models
+    frame_stack = next(x for x in (m.occupancy, m.critic) if x is not None).config.frame_stack
+    ctx = torch.from_numpy(view.stacks(idx, frame_stack).astype(np.int64)).to(device)
+    act = view.arrays["action"][idx].astype(np.float32)
+    uniform = np.random.default_rng(seed).uniform(-1, 1, act.shape).astype(np.float32)
+    both = torch.from_numpy(np.stack([act, uniform], 1)).to(device)  # (n, 2, A)
+    g = torch.Generator(device=device).manual_seed(seed)
+    scorers: dict[str, Callable[[slice], torch.Tensor]] = {
+        "pool": lambda s: pool_q(m.occupancy, m.reward, ctx[s], both[s], pool_size=pool_size, generator=g),
+        "td-critic": lambda s: m.critic.q_values(ctx[s], both[s]),
+    }
+    out = {}
+    with torch.no_grad():
+        for method in methods:
+            q = torch.cat([scorers[method](slice(i, i + chunk)).cpu() for i in range(0, len(idx), chunk)])
+            out[method] = float((q[:, 0] - q[:, 1]).double().mean())
+    return out

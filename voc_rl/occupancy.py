@@ -43,7 +43,8 @@ from voc_rl.utils import package_versions
 
 FORMAT = "voc_rl.occupancy/1"
 VARIANTS = ("sample", "distill")
-CONDITIONINGS = ("token", "every")
+CONDITIONINGS = ("token", "every", "film")
+ENCODERS = ("linear", "mlp")
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,11 @@ class OccupancyConfig:
     gamma: float = 0.9
     variant: str = "distill"
     n_step: int | None = None  # horizon of the objective: None Monte-Carlo, 1 one-step generative TD
-    # how the action enters: "token" (one embedding token after the context) or "every" (that token,
-    # and a second embedding of it added to the input of every target position)
+    # how the action enters: "token" (one embedding token after the context), "every" (that token,
+    # and a second embedding of it added to the input of every target position) or "film" (that
+    # token, and scales and shifts of every layer norm at the action's and the targets' positions)
     action_conditioning: str = "token"
+    action_encoder: str = "linear"  # the action token's embedding: "linear", or "mlp" (hidden 4 x width)
     width: int = 128
     depth: int = 4
     heads: int = 4
@@ -102,6 +105,8 @@ class OccupancyConfig:
             raise ValueError(
                 f"action_conditioning must be one of {CONDITIONINGS}, got {self.action_conditioning!r}"
             )
+        if self.action_encoder not in ENCODERS:
+            raise ValueError(f"action_encoder must be one of {ENCODERS}, got {self.action_encoder!r}")
         if self.n_step is not None and (
             isinstance(self.n_step, bool) or not isinstance(self.n_step, int) or self.n_step < 1
         ):
@@ -142,17 +147,29 @@ class OccupancyModel(nn.Module):
         self.gpt = GPT(
             GPTConfig(c.vocab_size, c.n_context + 1 + c.n_target, c.width, c.depth, c.heads, c.dropout)
         )
-        self.action_emb = nn.Linear(c.action_dim, c.width)
-        # "every": the action's embedding at each target input, zero at the start (then "token")
-        self.action_cond = nn.Linear(c.action_dim, c.width) if c.action_conditioning == "every" else None
+        self.action_emb: nn.Module = nn.Linear(c.action_dim, c.width)
+        if c.action_encoder == "mlp":
+            self.action_emb = nn.Sequential(
+                nn.Linear(c.action_dim, 4 * c.width), nn.GELU(), nn.Linear(4 * c.width, c.width)
+            )
+        # "every": the action's embedding at each target input; "film": the action's scales and shifts
+        # of every layer norm (B, depth x 4 x width). Both start at zero (then they are "token").
+        self.action_cond: nn.Module | None = None
+        if c.action_conditioning == "every":
+            self.action_cond = nn.Linear(c.action_dim, c.width)
+        elif c.action_conditioning == "film":
+            self.action_cond = nn.Sequential(
+                nn.Linear(c.action_dim, c.width), nn.GELU(), nn.Linear(c.width, c.depth * 4 * c.width)
+            )
         if self.action_cond is not None:
-            nn.init.zeros_(self.action_cond.weight)
-            nn.init.zeros_(self.action_cond.bias)
+            last = self.action_cond if isinstance(self.action_cond, nn.Linear) else self.action_cond[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         self.step = 0
 
     @property
     def device(self) -> torch.device:
-        return self.action_emb.weight.device
+        return self.gpt.tok_emb.weight.device
 
     # ------------------------------------------------------------------ input checks
     def check_tokens(self, tokens: Any, length: int, name: str) -> torch.Tensor:
@@ -192,7 +209,7 @@ class OccupancyModel(nn.Module):
             raise ValueError(f"action must be (B={b}, action_dim={a}), got {tuple(action.shape)}")
         if not torch.isfinite(action).all():
             raise ValueError("action contains NaN or inf")
-        return context, action.to(self.device, self.action_emb.weight.dtype)
+        return context, action.to(self.device, self.gpt.tok_emb.weight.dtype)
 
     def _prompts(self, context: torch.Tensor, extra: int = 0) -> KVCache:
         """Keys and values of each context (B, n_context), computed once for all of its rows, in a
@@ -209,12 +226,26 @@ class OccupancyModel(nn.Module):
     def _targets_in(self, tokens: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Input embeddings of target tokens (B, L) of rows with actions (B, A)."""
         x = self.gpt.tok_emb(tokens)
-        return x if self.action_cond is None else x + self.action_cond(action)[:, None]
+        if self.config.action_conditioning != "every":
+            return x
+        return x + self.action_cond(action)[:, None]
+
+    def _hidden(
+        self, x: torch.Tensor, action: torch.Tensor, cache: KVCache | None = None, start: int = 0
+    ) -> torch.Tensor:
+        """The GPT over input embeddings ``x`` (B, T, width) of rows with actions (B, A); with "film",
+        positions ``start`` on (the action's and the targets') are modulated by the action."""
+        mod = None
+        if self.config.action_conditioning == "film":
+            c = self.config
+            mod = (self.action_cond(action).view(len(action), c.depth, 4, c.width), start)
+        return self.gpt(x, cache, mod)
 
     def logits(self, context: torch.Tensor, action: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: (B, n_target, vocab) logits of every target token given the ones before it."""
+        n = self.config.n_context
         x = torch.cat([self._prefix(context, action), self._targets_in(targets[:, :-1], action)], dim=1)
-        return self.gpt.head(self.gpt(x)[:, self.config.n_context :])
+        return self.gpt.head(self._hidden(x, action, start=n)[:, n:])
 
     @staticmethod
     def _probs(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
@@ -262,22 +293,22 @@ class OccupancyModel(nn.Module):
                 cache = self._prompts(context, c.n_target)
             else:
                 cache = self._prompts(context).repeat_rows(group, c.n_target)
-            logits = self.gpt.head(self.gpt(self.action_emb(row_action)[:, None], cache)[:, -1])
+            logits = self.gpt.head(
+                self._hidden(self.action_emb(row_action)[:, None], row_action, cache)[:, -1]
+            )
         else:
             prefix = self._prefix(context.repeat_interleave(group, 0), row_action)
         for j in range(c.n_target):
             if not use_cache:
-                logits = self.gpt.head(
-                    self.gpt(torch.cat([prefix, self._targets_in(out[:, :j], row_action)], dim=1))[:, -1]
-                )
+                x = torch.cat([prefix, self._targets_in(out[:, :j], row_action)], dim=1)
+                logits = self.gpt.head(self._hidden(x, row_action, start=c.n_context)[:, -1])
             p = self._probs(logits, temperature, top_k)
             out[:, j] = torch.multinomial(p, 1, generator=generator)[:, 0]
             if return_probs:
                 probs.append(p)
             if use_cache and j + 1 < c.n_target:
-                logits = self.gpt.head(
-                    self.gpt(self._targets_in(out[:, j : j + 1], row_action), cache)[:, -1]
-                )
+                x = self._targets_in(out[:, j : j + 1], row_action)
+                logits = self.gpt.head(self._hidden(x, row_action, cache)[:, -1])
         tokens = out.view(*lead, n, c.n_target)
         if return_probs:
             return tokens, torch.stack(probs, 1).view(*lead, n, c.n_target, -1)
@@ -316,7 +347,8 @@ class OccupancyModel(nn.Module):
                 act = actions[rows][:, idx // m].reshape(-1, c.action_dim)
                 tgt = targets[rows][:, idx % m].reshape(-1, c.n_target)
                 x = torch.cat([self.action_emb(act)[:, None], self._targets_in(tgt[:, :-1], act)], dim=1)
-                logits = self.gpt.head(self.gpt(x, prompts.repeat_rows(len(idx), c.n_target, rows))).float()
+                cache = prompts.repeat_rows(len(idx), c.n_target, rows)
+                logits = self.gpt.head(self._hidden(x, act, cache)).float()
                 lp = logits.gather(2, tgt[..., None])[..., 0] - logits.logsumexp(-1)
                 out[rows, j : j + len(idx)] = lp.sum(1).view(-1, len(idx))
         return out.view(b, k, m) if action.ndim == 3 else out.view(b, m)

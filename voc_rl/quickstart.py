@@ -1,7 +1,8 @@
 """The README's main job: collect a small dataset with the shipped behaviour policies, fit an agent
 (``voc-vqvae`` at the small size, with short training), print a return-error table on held-out
 episodes against the simulator (the VOC estimators beside a TD critic on the same tokens and the
-training mean), run an evaluation episode, and leave a TensorBoard run.
+training mean, with each model's response to the action), run an evaluation episode, and leave a
+TensorBoard run.
 
 Everything lands in ``--out`` (default ``quickstart/``): ``datasets/``, ``runs/`` (TensorBoard),
 ``agent.zip`` (reused by the next run unless ``--retrain``), ``return_error.md``,
@@ -24,8 +25,9 @@ from voc_rl.agents.base import play_episode
 from voc_rl.critic import CriticConfig
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.envs import make_env
-from voc_rl.evaluation import Models, nmse, q_estimates, rmse, spearman, states_of
+from voc_rl.evaluation import Models, action_response, nmse, q_estimates, rmse, spearman, states_of
 from voc_rl.ground_truth import simulator_q
+from voc_rl.occupancy_train import validate, validation_batch
 from voc_rl.parts import collect_or_open, fit_critic
 from voc_rl.paths import user_path
 from voc_rl.registry import load_agent, make_agent
@@ -55,7 +57,7 @@ class MainJobReport:
     seconds: float
 
 
-TABLE = ("method", "nmse", "rmse", "spearman", "Q evals/s")
+TABLE = ("method", "nmse", "rmse", "spearman", "Q evals/s", "action response")
 
 
 def return_error_table(
@@ -70,7 +72,12 @@ def return_error_table(
 ) -> tuple[list[dict[str, Any]], str]:
     """VOC's estimators, a TD critic on the same tokens, and the training mean against simulator Q on
     states of held-out episodes (the split is stratified by behaviour level, so every level is there
-    in proportion). ``phases`` collects the seconds of each step."""
+    in proportion). ``phases`` collects the seconds of each step.
+
+    Whether the Q estimates respond to the action: the ``action response`` column (mean Q(s, a_t) -
+    Q(s, u) for a uniform action u, of the pool estimate and the critic) and the occupancy model's
+    action information (held-out NLL per token of the true future with another row's action minus
+    with the true one), both also logged to TensorBoard (``eval/``) with every method's NMSE."""
     phases = {} if phases is None else phases
     tic = time.perf_counter()
     gamma, c = agent.config.gamma, agent.config
@@ -101,6 +108,9 @@ def return_error_table(
         samples=32, pool_actions=c.candidates, pool_size=c.pool_size, seed=seed, chunk=len(idx),
         device=agent.device,
     )  # fmt: skip
+    response = action_response(view, idx, models, pool_size=64, seed=seed, device=agent.device)
+    val = validation_batch(view, val_eps, train_eps, agent.occupancy.config, seed + 1, agent.device, 512)
+    info = validate(agent.occupancy, agent.reward, val)["action_info"]
     rows = [
         {
             "method": labels[method],
@@ -108,16 +118,29 @@ def return_error_table(
             "rmse": round(rmse(pred, q_true), 2),
             "spearman": "–" if np.ptp(pred) == 0 else round(spearman(pred, q_true), 3),  # a constant
             "Q evals/s": round(rate, 1),
+            "action response": round(response[method], 3) if method in response else "–",
         }
         for method, (pred, rate) in estimates.items()
     ]
     phases["Q estimates"] = time.perf_counter() - tic
+    if agent.run_dir is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(agent.run_dir / "evaluation" / "tb")) as writer:
+            step = agent.occupancy.step
+            writer.add_scalar("eval/action_info", info, step)
+            for method, value in response.items():
+                writer.add_scalar(f"eval/action_response_{method}", value, step)
+            for method, (pred, _) in estimates.items():
+                writer.add_scalar(f"eval/q_nmse_{method}", nmse(pred, q_true), step)
     levels = ds.arrays["policy_id"][idx]
     names = {str(k): v.get("level", k) for k, v in ds.meta.get("policies", {}).items()}
     mix = ", ".join(f"{names.get(str(p), p)} {int((levels == p).sum())}" for p in np.unique(levels))
     truth = (
         f"simulator Q (gamma {gamma}) of {len(idx)} states of {len(val_eps)} held-out episodes ({mix}): "
-        f"std {q_true.std():.2f}, stderr {np.mean(q_err):.2f} ({rollouts} rollouts)"
+        f"std {q_true.std():.2f}, stderr {np.mean(q_err):.2f} ({rollouts} rollouts); action response: "
+        f"mean Q(s, a_t) - Q(s, uniform action); the occupancy model's action information {info:.4f} "
+        "nats/token"
     )
     return rows, truth
 

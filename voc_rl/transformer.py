@@ -94,6 +94,15 @@ class SelfAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
 
 
+Modulation = tuple[torch.Tensor, int]  # per-row (B, 4, width) scales and shifts, first modulated position
+
+
+def modulate(h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, start: int) -> torch.Tensor:
+    """``h * (1 + scale) + shift`` at positions ``start`` on of ``h`` (B, T, width); rows' (B, width)."""
+    out = h[:, start:] * (1 + scale[:, None]) + shift[:, None]
+    return out if start == 0 else torch.cat([h[:, :start], out], 1)
+
+
 class Block(nn.Module):
     def __init__(self, c: GPTConfig):
         super().__init__()
@@ -103,9 +112,17 @@ class Block(nn.Module):
             nn.Linear(c.width, 4 * c.width), nn.GELU(), nn.Linear(4 * c.width, c.width), nn.Dropout(c.dropout)
         )
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), cache, layer)
-        return x + self.mlp(self.ln2(x))
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None, layer: int, mod: Modulation | None = None
+    ) -> torch.Tensor:
+        h = self.ln1(x)
+        if mod is not None:  # adaptive layer norm of the conditioned positions (FiLM)
+            h = modulate(h, mod[0][:, 0], mod[0][:, 1], mod[1])
+        x = x + self.attn(h, cache, layer)
+        h = self.ln2(x)
+        if mod is not None:
+            h = modulate(h, mod[0][:, 2], mod[0][:, 3], mod[1])
+        return x + self.mlp(h)
 
 
 class GPT(nn.Module):
@@ -135,18 +152,22 @@ class GPT(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, 0.0, 0.02)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, mod: Modulation | None = None
+    ) -> torch.Tensor:
         """Input embeddings (B, T, width) -> final hidden states (B, T, width).
 
         Without a cache the inputs sit at positions 0..T-1; with one they follow its ``length``
-        filled positions, attend to them, and are appended to it.
+        filled positions, attend to them, and are appended to it. ``mod``: per-row scales and shifts
+        of every block's two layer norms, (B, depth, 4, width), applied from input position ``start``
+        on (``(mod, start)``); positions before it, and everything cached, are not modulated.
         """
         start, t = (0 if cache is None else cache.length), x.shape[1]
         if start + t > self.config.block_size:
             raise ValueError(f"positions up to {start + t} exceed block_size {self.config.block_size}")
         x = self.drop(x + self.pos_emb(torch.arange(start, start + t, device=x.device)))
         for i, block in enumerate(self.blocks):
-            x = block(x, cache, i)
+            x = block(x, cache, i, None if mod is None else (mod[0][:, i], mod[1]))
         if cache is not None:
             cache.length += t
         return self.ln_f(x)
