@@ -295,3 +295,24 @@ def test_extraction_agents_learn_save_and_load(
         voc_rl.make_agent("bc", extraction="awr")
     with pytest.raises(ValueError, match="unknown extraction"):
         voc_rl.make_agent("td-critic", extraction="awrr")
+
+
+@pytest.mark.parametrize("name", ["voc-titok", "wm-rollout"])
+def test_the_main_job_table_scores_each_agent_by_its_own_q(
+    name: str, trained: dict[str, Agent], fake_ds_path: Path, tmp_path: Path
+) -> None:
+    """A world-model agent's occupancy model has gamma 0: its rows are its rollout's Q, not the
+    occupancy estimators of a one-step model set against the agent's gamma."""
+    from voc_rl.data import open_dataset
+    from voc_rl.quickstart import return_error_table
+
+    agent = trained[name]
+    rows, truth = return_error_table(
+        agent, open_dataset(fake_ds_path), tmp_path, 4, rollouts=1, critic_steps=2
+    )
+    methods = [r["method"].split(" ")[0] for r in rows]
+    if name == "wm-rollout":
+        assert methods == ["wm-rollout", "td-critic", "mean"]
+    else:
+        assert methods == ["sample", "pool", "density", "td-critic", "mean"]
+    assert f"simulator Q (gamma {agent.config.gamma})" in truth and not list(tmp_path.glob("*.pt"))

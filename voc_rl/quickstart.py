@@ -13,6 +13,8 @@ agent saw it). The last lines say how long each phase took.
 
 from __future__ import annotations
 
+import math
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +27,19 @@ from voc_rl.agents.base import play_episode
 from voc_rl.critic import CriticConfig
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.envs import make_env
-from voc_rl.evaluation import Models, action_response, nmse, q_estimates, rmse, spearman, states_of
+from voc_rl.evaluation import (
+    RESPONSE_METHODS,
+    Models,
+    action_response,
+    nmse,
+    q_estimates,
+    rmse,
+    spearman,
+    states_of,
+)
 from voc_rl.ground_truth import simulator_q
 from voc_rl.occupancy_train import validate, validation_batch
-from voc_rl.parts import collect_or_open, fit_critic
+from voc_rl.parts import CHECKPOINT, collect_or_open, fit_critic
 from voc_rl.paths import user_path
 from voc_rl.registry import load_agent, make_agent
 from voc_rl.report import markdown_table
@@ -60,6 +71,16 @@ class MainJobReport:
 TABLE = ("method", "nmse", "rmse", "spearman", "Q evals/s", "action response")
 
 
+def agent_token_view(agent: Any, ds: PixelDataset) -> PixelDataset:
+    """``ds`` in the tokens of ``agent``'s tokenizer: the checkpoint its training wrote, or (an agent
+    loaded from a zip) a temporary copy, so the quick start keeps no second tokenizer file."""
+    trained = None if agent.run_dir is None else agent.run_dir / "tokenizer" / CHECKPOINT["tokenizer"]
+    if trained is not None and trained.exists():
+        return token_view(ds, trained, progress=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        return token_view(ds, agent.tokenizer.save(Path(tmp) / "tokenizer.pt"), progress=False)
+
+
 def return_error_table(
     agent: Any,
     ds: PixelDataset,
@@ -89,26 +110,33 @@ def return_error_table(
     train_mean = float(simulator_q(ds, mean_idx, [gamma], **sim).at(gamma)[0].mean())
     phases["simulator ground truth"] = time.perf_counter() - tic
     tic = time.perf_counter()
-    view = token_view(ds, agent.tokenizer.save(out / "tokenizer.pt"), progress=False)
+    view = agent_token_view(agent, ds)
     config = CriticConfig.for_dataset(view, "small", gamma=gamma, steps=critic_steps)
     critic_run = None if agent.run_dir is None else agent.run_dir / "critic"
     critic = fit_critic(view, config, critic_run, seed=c.seed, device=agent.device)
     phases["td-critic"] = time.perf_counter() - tic
     tic = time.perf_counter()
-    labels = {
-        "sample": "sample (N=32)",
-        "pool": f"pool (K={c.candidates}, {c.pool_size})",
-        "density": "density over 256 dataset states (baseline)",
-        "td-critic": f"td-critic ({critic_steps} steps)",
-        "mean": "mean (of training states)",
-    }
-    models = Models(agent.occupancy, agent.reward, agent.prior, critic, train_mean=train_mean)
+    common = {"td-critic": f"td-critic ({critic_steps} steps)", "mean": "mean (of training states)"}
+    if agent.occupancy.config.gamma == gamma:  # a VOC: its occupancy model's estimators
+        labels = {
+            "sample": "sample (N=32)",
+            "pool": f"pool (K={c.candidates}, {c.pool_size})",
+            "density": "density over 256 dataset states (baseline)",
+            **common,
+        }
+        models = Models(agent.occupancy, agent.reward, agent.prior, critic, train_mean=train_mean)
+    else:  # a one-step (gamma 0) world model: its Q is the agent's own rollout
+        horizon = math.ceil(c.horizon_factor / (1 - gamma))
+        labels = {"wm-rollout-1x": f"wm-rollout ({horizon} model steps)", **common}
+        models = Models(prior=agent.prior, critic=critic, world=agent.occupancy, world_reward=agent.reward,
+                        train_mean=train_mean)  # fmt: skip
     estimates = q_estimates(
         view, idx, gamma, models, list(labels), candidates=states_of(view, train_eps, 256, seed=seed + 3),
-        samples=32, pool_actions=c.candidates, pool_size=c.pool_size, seed=seed, chunk=len(idx),
-        device=agent.device,
+        samples=32, pool_actions=c.candidates, pool_size=c.pool_size, rollouts=c.rollouts, seed=seed,
+        chunk=len(idx), device=agent.device,
     )  # fmt: skip
-    response = action_response(view, idx, models, pool_size=64, seed=seed, device=agent.device)
+    scored = [m for m in RESPONSE_METHODS if m in labels]
+    response = action_response(view, idx, models, scored, pool_size=64, seed=seed, device=agent.device)
     val = validation_batch(view, val_eps, train_eps, agent.occupancy.config, seed + 1, agent.device, 512)
     info = validate(agent.occupancy, agent.reward, val)["action_info"]
     rows = [
@@ -139,8 +167,8 @@ def return_error_table(
     truth = (
         f"simulator Q (gamma {gamma}) of {len(idx)} states of {len(val_eps)} held-out episodes ({mix}): "
         f"std {q_true.std():.2f}, stderr {np.mean(q_err):.2f} ({rollouts} rollouts); action response: "
-        f"mean Q(s, a_t) - Q(s, uniform action); the occupancy model's action information {info:.4f} "
-        "nats/token"
+        f"mean Q(s, a_t) - Q(s, uniform action); the occupancy model's (gamma "
+        f"{agent.occupancy.config.gamma}) action information {info:.4f} nats/token"
     )
     return rows, truth
 
