@@ -83,10 +83,16 @@ def base_of(name: str) -> str:
     return name if extraction == "none" else name.removesuffix(f"-{extraction}")
 
 
+PARTS = ("tokenizer", "prior", "occupancy", "critic")  # as SharedParts names them; agents' <part>_steps
+
+
 def from_return_error(name: str, ds: PixelDataset, seed: int, args: argparse.Namespace) -> Agent:
     """An agent assembled from the parts a return-error run left in ``--from-return-error`` (same
-    split; its defaults: tokenizers at the agents' 16 tokens, Monte-Carlo occupancy models)."""
-    shared = SharedParts(args.from_return_error, tok_size=args.size, size=args.size)
+    split; its defaults: tokenizers at the agents' 16 tokens, Monte-Carlo occupancy models). Steps set
+    with ``--set <part>_steps=N`` find the parts that run trained with ``--<part>-steps N``."""
+    overrides = args.agent_overrides
+    steps = {part: overrides[f"{part}_steps"] for part in PARTS if overrides.get(f"{part}_steps")}
+    shared = SharedParts(args.from_return_error, tok_size=args.size, size=args.size, steps=steps)
     spec = agent_spec(name)
     backend = spec.config.tokenizer if name.startswith("voc-") else args.baseline_tokenizer
     tokenizer = shared.checkpoint("tokenizer", ds, backend=backend)

@@ -34,15 +34,25 @@ def test_shared_folders_keep_the_names_of_existing_return_error_runs(
     ds: PixelDataset, view: PixelDataset, shared: SharedParts
 ) -> None:
     key = view.meta["tokens"]["key"][:8]
+    presets = SharedParts(shared.root, "tiny", "tiny")  # the presets' steps: the names runs have had
     names = {
-        shared.folder("tokenizer", ds, "titok").name: "fake-pixels-random__tok_titok_tiny_16",
-        shared.folder("prior", view).name: "fake-pixels-random__titok__bc",
-        shared.folder("critic", view, gamma=0.9, seed=1).name: "fake-pixels-random__titok__critic_g0.9_s1",
-        shared.folder("occupancy", view, gamma=0.9, seed=1).name: (
+        presets.folder("tokenizer", ds, "titok").name: "fake-pixels-random__tok_titok_tiny_16",
+        presets.folder("prior", view).name: "fake-pixels-random__titok__bc",
+        presets.folder("critic", view, gamma=0.9, seed=1).name: "fake-pixels-random__titok__critic_g0.9_s1",
+        presets.folder("occupancy", view, gamma=0.9, seed=1).name: (
             f"fake-pixels-random__titok_{key}__occ_g0.9_nmc_s1_tiny"
         ),
     }
     assert all(have == want for have, want in names.items()), names
+    # overridden steps are in the name: another step count is another folder, not a refused resume
+    assert shared.folder("tokenizer", ds, "titok").name == "fake-pixels-random__tok_titok_tiny_16_steps3"
+    assert shared.folder("critic", view, gamma=0.9, seed=1).name.endswith("__critic_g0.9_s1_steps3")
+    longer = SharedParts(shared.root, "tiny", "tiny", steps={**STEPS, "occupancy": 5}, progress=False)
+    assert longer.folder("occupancy", view, gamma=0.5).name.endswith("__occ_g0.5_nmc_s0_tiny_steps5")
+    assert longer.folder("prior", view) == shared.folder("prior", view)
+    shared.occupancy(view, 0.5, 0)
+    model, _ = longer.occupancy(view, 0.5, 0)  # refused before: the 3-step run's folder had this name
+    assert model.step == 5
     one_step = SharedParts(shared.root, "tiny", "tiny", agent_tokens=False, n_step=1)
     assert one_step.folder("occupancy", view, gamma=0.0).name.endswith("__occ_g0.0_n1_s0_tiny")
     assert one_step.folder("tokenizer", ds, "vqvae").name == "fake-pixels-random__tok_vqvae_tiny"
@@ -94,8 +104,13 @@ def test_policy_benchmark_assembles_agents_from_shared_parts(
     for gamma in (0.0, 0.9):
         shared.occupancy(view, gamma, 0)
     shared.critic(view, 0.9, 0)
+    steps = {f"{part}_steps": n for part, n in STEPS.items()}  # the run's steps, as --set gives them
     args = argparse.Namespace(
-        from_return_error=shared.root, size="tiny", gamma=0.9, baseline_tokenizer="titok", agent_overrides={}
+        from_return_error=shared.root,
+        size="tiny",
+        gamma=0.9,
+        baseline_tokenizer="titok",
+        agent_overrides=steps,
     )
     for name in ("voc-titok", "wm-rollout", "td-critic", "bc"):
         agent = policy.from_return_error(name, ds, 0, args)

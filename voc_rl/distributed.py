@@ -16,8 +16,7 @@ methods, not ``forward`` (``td_loss`` calls ``model.logits`` and samples the EMA
 ``tok.loss(batch)``), and DDP only syncs gradients of a forward run through its wrapper; parameters
 a step leaves unused would need ``find_unused_parameters``; and buffers that forward passes update
 (VQ codebooks, DINO's centre, TiTok's reference frames) need syncing either way. The cost is that
-communication does not overlap the backward pass, which is small for these model sizes. For a loop
-whose ``forward`` returns the loss, :func:`wrap` gives the DDP module.
+communication does not overlap the backward pass, which is small for these model sizes.
 
 What every rank shares, and what it does not:
 - weights start equal (:func:`broadcast_module` from rank 0) and stay equal: same averaged
@@ -89,17 +88,6 @@ def barrier() -> None:
 def rank_seed(seed: int) -> int:
     """The data seed of this rank: ``seed`` on a single process, ``seed * 1000 + rank`` otherwise."""
     return seed if world_size() == 1 else seed * 1000 + rank()
-
-
-def wrap(model: nn.Module) -> nn.Module:
-    """``model`` in ``DistributedDataParallel`` when distributed (for loops whose forward is the loss)."""
-    if world_size() == 1:
-        return model
-    device = next(model.parameters()).device
-    if device.type != "cuda":
-        return nn.parallel.DistributedDataParallel(model)
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return nn.parallel.DistributedDataParallel(model, device_ids=[index])
 
 
 def broadcast_module(module: nn.Module) -> None:

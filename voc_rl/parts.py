@@ -232,10 +232,15 @@ class SharedParts:
     ) -> Path:
         """The run folder of ``part`` on ``ds`` (a pixel dataset and a ``backend`` for the tokenizer,
         the token view for the others): the one place these names are made. The prior's and the
-        critic's names predate the size and the tokenizer key that the occupancy models' carry."""
+        critic's names predate the size and the tokenizer key that the occupancy models' carry. A part
+        whose steps are overridden (``steps``) ends in ``_steps<N>``, so that another step count gets
+        its own folder rather than meeting the resume guard of this one."""
         name = ds.meta["name"]
+        tag = f"_steps{self.steps[part]}" if self.steps.get(part) else ""
         if part == "tokenizer":
-            return self.root / f"{name}__tok_{backend}_{self.tok_size}{'_16' if self.agent_tokens else ''}"
+            return (
+                self.root / f"{name}__tok_{backend}_{self.tok_size}{'_16' if self.agent_tokens else ''}{tag}"
+            )
         tokens = ds.meta["tokens"]
         horizon = "mc" if self.n_step is None else self.n_step
         names = {
@@ -244,7 +249,7 @@ class SharedParts:
             "occupancy": f"{name}__{tokens['backend']}_{tokens['key'][:8]}__occ_g{gamma}_n{horizon}_s{seed}_"
             f"{self.size}",
         }
-        return self.root / names[part]
+        return self.root / (names[part] + tag)
 
     def checkpoint(self, part: str, ds: PixelDataset, **where: Any) -> Path:
         """The checkpoint of ``part`` in :meth:`folder` (``where``: its ``backend``, ``gamma``, ``seed``)."""

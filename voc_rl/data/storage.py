@@ -42,7 +42,6 @@ from voc_rl.utils import package_versions
 NAMESPACE = "voc_rl"
 META_FILE = "voc_rl.json"
 META_FORMAT = "voc_rl.dataset/1"
-INFO_KEYS = ("proprio", "physics_state", "policy_id", "discount", "is_first", "is_last", "is_terminal")
 
 
 class DatasetError(RuntimeError):
