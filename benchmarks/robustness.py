@@ -1,9 +1,9 @@
-"""Bad input: what a user sees for every case of the catalogue in ``tests/test_bad_input.py``.
+"""Bad input: what a user sees for every case of the catalogue in :mod:`voc_rl.benchmarks.bad_input`.
 
 Runs each case against data built in a temporary folder (a fake-pixels dataset, untrained tiny
 parts, an agent zip), records the error type and the message, and writes
-``<out-dir>/robustness.md``. The catalogue lives in the test module, which asserts the same
-error types and messages, so the table and the tests cannot drift apart. Takes about 10 s.
+``<out-dir>/robustness.md``. ``tests/test_bad_input.py`` asserts the same catalogue's error types
+and messages, so the table and the tests cannot drift apart. Takes about 10 s.
 """
 
 from __future__ import annotations
@@ -13,32 +13,20 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy and torch are imported
 
 import argparse
-import importlib.util
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
 
+from voc_rl.benchmarks import bad_input
 from voc_rl.paths import resolve_args
 from voc_rl.report import command_line, machine_line, markdown_table
 
-ROOT = Path(__file__).resolve().parents[1]
-CATALOGUE = ROOT / "tests" / "test_bad_input.py"
 COLUMNS = ("case", "input", "call", "error", "message (first 100 characters)", "status")
 WIDTH = 100
-
-
-def load_catalogue() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("test_bad_input", CATALOGUE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # the module's dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def cell(text: str) -> str:
@@ -80,14 +68,13 @@ def run_case(case: Any, world: Any, exit_type: type, warned_type: type) -> dict[
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "results")
+    parser.add_argument("--out-dir", type=Path, default=Path("results"))
     args = resolve_args(parser.parse_args(argv), "out_dir")
     torch.set_num_threads(1)
-    bad = load_catalogue()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="robustness-") as tmp:
-        world = bad.World(Path(tmp))
-        rows = [run_case(case, world, bad.ExitStatus2, bad.Warned) for case in bad.CASES]
+        world = bad_input.World(Path(tmp))
+        rows = [run_case(case, world, bad_input.ExitStatus2, bad_input.Warned) for case in bad_input.CASES]
     seconds = time.perf_counter() - start
     handled = sum(r["status"] == "ok" for r in rows)
     lines = [
@@ -97,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         machine_line(threads=1, uses_gpu=False),
         f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; run {seconds:.0f} s",
         "",
-        f"Every case of the catalogue in `tests/test_bad_input.py` ({len(rows)} cases): one bad input to "
+        f"Every case of the catalogue in `benchmarks/bad_input.py` ({len(rows)} cases): one bad input to "
         "the public API, the error type the user gets and the start of its message (temporary paths shown "
         f"as `<tmp>`). {handled} get a clear error of the documented type (or, where the library can "
         "repair the damage, a warning saying what it repaired: `warning, repaired`, and the data read "
@@ -106,12 +93,12 @@ def main(argv: list[str] | None = None) -> None:
         "",
         *markdown_table(rows, COLUMNS),
         "",
-        "The hypothesis tests in the same file fuzz the dataset reader: copies of a valid dataset with the "
-        "HDF5 truncated or bytes flipped, the cache deleted, cut or bytes flipped, `voc_rl.json` deleted "
-        "or cut, Minari's `metadata.json` deleted, stripped of keys or garbled; each opens consistently "
-        "(with `verify=True`: exactly the undamaged data) or raises `DatasetError`. A second one deletes "
-        "keys of `voc_rl.json` or sets them to values of the wrong type: each opens consistently or "
-        "raises `DatasetError` naming the file.",
+        "The hypothesis tests in `tests/test_bad_input.py` fuzz the dataset reader: copies of a valid "
+        "dataset with the HDF5 truncated or bytes flipped, the cache deleted, cut or bytes flipped, "
+        "`voc_rl.json` deleted or cut, Minari's `metadata.json` deleted, stripped of keys or garbled; "
+        "each opens consistently (with `verify=True`: exactly the undamaged data) or raises "
+        "`DatasetError`. A second one deletes keys of `voc_rl.json` or sets them to values of the wrong "
+        "type: each opens consistently or raises `DatasetError` naming the file.",
         "",
     ]
     args.out_dir.mkdir(parents=True, exist_ok=True)
