@@ -16,25 +16,12 @@ from voc_rl.cli import main
 
 def quickstart(out: Path) -> str:
     printed = io.StringIO()
-    argv = [
-        "quickstart",
-        "--size",
-        "tiny",
-        "--steps",
-        "3",
-        "--episodes",
-        "3",
-        "--states",
-        "6",
-        "--out",
-        str(out),
-    ]
+    argv = "quickstart --size tiny --steps 3 --episodes 2 --states 4 --out".split() + [str(out)]
     with contextlib.redirect_stdout(printed):
         assert main(argv) == 0
     text = printed.getvalue()
-    text = re.sub(
-        r"\(\d+ ms per decision\)", "", text[text.index("Return-estimation") : text.index("TensorBoard:")]
-    )
+    text = text[text.index("Return-estimation") : text.index("TensorBoard:")]
+    text = re.sub(r"\(\d+ ms per decision\)", "", text)
     lines = text.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| method"))
     timing = lines[header].split("|").index(" Q evals/s ")  # the one column that measures time
