@@ -16,7 +16,19 @@ from voc_rl.cli import main
 
 def quickstart(out: Path) -> str:
     printed = io.StringIO()
-    argv = "quickstart --size tiny --steps 3 --episodes 2 --states 4 --out".split() + [str(out)]
+    argv = [
+        "quickstart",
+        "--size",
+        "tiny",
+        "--steps",
+        "3",
+        "--episodes",
+        "2",
+        "--states",
+        "4",
+        "--out",
+        str(out),
+    ]
     with contextlib.redirect_stdout(printed):
         assert main(argv) == 0
     text = printed.getvalue()
