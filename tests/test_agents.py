@@ -316,3 +316,47 @@ def test_the_main_job_table_scores_each_agent_by_its_own_q(
     else:
         assert methods == ["sample", "pool", "density", "td-critic", "mean"]
     assert f"simulator Q (gamma {agent.config.gamma})" in truth and not list(tmp_path.glob("*.pt"))
+
+
+# ------------------------------------------------------------------ the agent CLI
+def test_agent_cli_trains_evaluates_and_imagines(
+    trained: dict[str, Agent], fake_ds_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    from voc_rl.cli import main
+
+    zipped = str(tmp_path / "voc.zip")
+    args = ["agent", "train", "--agent", "voc-titok", "--dataset", str(fake_ds_path), "--size", "tiny",
+            "--steps", "2", "--set", "candidates=2", "pool_size=2", "occupancy_kwargs={\"depth\": 1}",
+            "--runs", str(tmp_path / "runs"), "--out", zipped]  # fmt: skip
+    assert main(args) == 0
+    agent = voc_rl.load_agent(zipped)
+    assert agent.config.candidates == 2 and agent.occupancy.config.depth == 1
+    assert main(["agent", "eval", zipped, "--episodes", "2", "--gif", str(tmp_path / "ep.gif")]) == 0
+    printed = capsys.readouterr().out
+    assert "[95% CI" in printed and "ms per decision" in printed and "env seed 1001" in printed
+    assert Image.open(tmp_path / "ep.gif").n_frames > 1
+    out = tmp_path / "futures.png"
+    assert main(["agent", "imagine", zipped, "--dataset", str(fake_ds_path), "--out", str(out),
+                 "--states", "2", "--samples", "3"]) == 0  # fmt: skip
+    width, height = Image.open(out).size
+    assert width > 5 * 64 * 2 and height > 2 * 64 * 2  # 2 rows of now, true future and 3 samples, 2x
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("bc", "has no occupancy model"), ("voc-dino", "dino tokens, which have no pixel decoder")],
+)
+def test_agent_imagine_says_which_agents_can_show_futures(
+    name: str, message: str, trained: dict[str, Agent], fake_ds_path: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from voc_rl.cli import main
+
+    zipped = str(trained[name].save(tmp_path / name))
+    assert main(["agent", "imagine", zipped, "--dataset", str(fake_ds_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert main(["agent", "eval", zipped, "--episodes", "0"]) == 2
+    assert main(["agent", "train", "--agent", "voc-dnio", "--dataset", str(fake_ds_path)]) == 2
+    assert "did you mean 'voc-dino'" in capsys.readouterr().err

@@ -13,7 +13,8 @@ The only changes made to a command are these (:data:`SHRINK`, :func:`provide_inp
   2``; ``behavior train --steps 20 --eval-every 10`` (two snapshots, no SAC update); ``behavior eval
   --episodes 1``; ``tokenizer fit`` and ``occupancy fit`` get ``--size tiny --steps 2``;
   ``quickstart --size tiny --steps 2 --episodes 3 --states 4``; ``bench return-error`` gets
-  ``--quick`` (its own scratch folders, about a minute). An option already there gets the tiny
+  ``--quick`` (its own scratch folders, about a minute); ``agent train --size tiny --steps 2``,
+  ``agent eval --episodes 1``, ``agent imagine --states 2 --samples 2``. An option already there gets the tiny
   value, one that is not is added.
 * ``behavior ship`` gets ``--out shipped-policies``: by default it writes into the installed
   package's ``policies/`` folder, which a test must not touch.
@@ -65,6 +66,9 @@ SHRINK: dict[tuple[str, ...], dict[str, str | None]] = {
     ("occupancy", "fit"): {"--size": "tiny", "--steps": "2"},
     ("quickstart",): {"--size": "tiny", "--steps": "2", "--episodes": "3", "--states": "4"},
     ("bench", "return-error"): {"--quick": None},
+    ("agent", "train"): {"--size": "tiny", "--steps": "2"},
+    ("agent", "eval"): {"--episodes": "1"},
+    ("agent", "imagine"): {"--states": "2", "--samples": "2"},
 }
 PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*(\.[a-z]+)?$")  # PATH, DIR, N, TOKENIZER.pt
 
@@ -302,6 +306,8 @@ def outputs(path: tuple[str, ...], argv: list[str], work: Path) -> set[Path]:
         backend, size = option(argv, "--backend") or "vqvae", option(argv, "--size") or "small"
         out = option(argv, "--out") or f"runs/tokenizers/{name}__{backend}__{size}"
         return {(work / out / "tokenizer.pt").resolve()}
+    if path == ("agent", "train"):
+        return {(work / (option(argv, "--out") or "agent.zip")).resolve()}
     return set()
 
 

@@ -45,6 +45,75 @@ def _cmd_agents(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_value(text: str) -> tuple[str, object]:
+    """``FIELD=VALUE`` of ``--set``: the value as JSON where it parses (3000, 0.99, true, {"depth": 2}),
+    else the text itself (qwr)."""
+    import json
+
+    field, sep, value = text.partition("=")
+    if not sep or not field:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    try:
+        return field, json.loads(value)
+    except ValueError:
+        return field, value
+
+
+def _cmd_agent_train(args: argparse.Namespace) -> int:
+    from voc_rl.registry import make_agent
+
+    agent = make_agent(args.agent, size=args.size, seed=args.seed, **dict(args.set))
+    agent.learn(args.dataset, steps=args.steps, runs=args.runs, run_dir=args.run_dir)
+    print(f"saved {agent.save(args.out)}; TensorBoard: tensorboard --logdir {agent.run_dir}")
+    return 0
+
+
+def _cmd_agent_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from voc_rl.agents.base import play_episode
+    from voc_rl.quickstart import save_gif
+    from voc_rl.registry import load_agent
+
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    agent = load_agent(args.path)
+    frames: list[np.ndarray] | None = [] if args.gif else None
+    returns, decisions, spent = [], 0, 0.0
+    for i in range(args.episodes):
+        total, n, seconds = play_episode(agent, agent.task, args.seed + i, frames if i == 0 else None,
+                                         deterministic=not args.stochastic)  # fmt: skip
+        returns.append(total)
+        decisions, spent = decisions + n, spent + seconds
+        print(f"episode {i + 1} (env seed {args.seed + i}): return {total:.1f}", flush=True)
+    r = np.array(returns)
+    boot = np.random.default_rng(0).choice(r, size=(10_000, len(r))).mean(1)  # bootstrap of the mean
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    cut = len(r) // 4  # the interquartile mean as rliable computes it (scipy's trim_mean at 0.25)
+    iqm = np.sort(r)[cut : len(r) - cut].mean()
+    print(f"{agent.name} on {agent.task}: return {r.mean():.1f} [95% CI {lo:.1f}, {hi:.1f}] (bootstrap of "
+          f"the mean over {len(r)} episodes), IQM {iqm:.1f}, std {r.std():.1f}; "
+          f"{1000 * spent / decisions:.1f} ms per decision")  # fmt: skip
+    if frames is not None:
+        print(f"wrote {save_gif(frames, args.gif)} (the first episode)")
+    return 0
+
+
+def _cmd_agent_imagine(args: argparse.Namespace) -> int:
+    from voc_rl.data.dataset import open_dataset
+    from voc_rl.imagine import check_imaginable, imagine
+    from voc_rl.registry import load_agent
+
+    agent = load_agent(args.path)
+    check_imaginable(agent)  # before the dataset opens: the cheaper error first
+    ds = open_dataset(args.dataset)
+    task = ds.meta.get("task", ds.env_id)
+    if task != agent.task:
+        raise ValueError(f"{args.path} was trained on {agent.task!r}; {args.dataset} holds {task!r}")
+    print(f"wrote {imagine(agent, ds, args.out, args.states, args.samples, args.seed)}")
+    return 0
+
+
 def _cmd_envs(args: argparse.Namespace) -> int:
     from voc_rl.envs import DMC_TASKS, list_envs
 
@@ -336,6 +405,37 @@ def build_parser() -> argparse.ArgumentParser:
     ofit.add_argument("--device", default="auto", help="auto (a GPU where there is one), cpu, cuda")
     ofit.add_argument("--seed", type=int, default=0)
     ofit.set_defaults(func=_cmd_occupancy_fit)
+
+    ag = sub.add_parser("agent", help="train an agent, evaluate it, picture the futures it imagines")
+    ag_sub = ag.add_subparsers(dest="agent_command", metavar="ACTION", required=True)
+    atr = ag_sub.add_parser("train", help="train a registered agent on a dataset and save it as a .zip")
+    atr.add_argument("--agent", required=True, help="a registered agent (voc-rl agents lists them)")
+    atr.add_argument("--dataset", required=True, help="a dataset folder (voc-rl collect makes one)")
+    atr.add_argument("--steps", type=int, help="training steps of every part (default: the config's)")
+    atr.add_argument("--size", default="small", help="size preset: tiny, small, base")
+    atr.add_argument("--seed", type=int, default=0)
+    atr.add_argument("--set", nargs="*", default=[], type=_config_value, metavar="FIELD=VALUE",
+                     help="agent config fields, e.g. occupancy_steps=3000 extraction=qwr")  # fmt: skip
+    atr.add_argument("--runs", type=user_path, default="runs", help="folder of the TensorBoard run (runs/)")
+    atr.add_argument("--run-dir", type=user_path, help="this run's folder; the same one again resumes")
+    atr.add_argument("--out", type=user_path, default="agent.zip", help="the saved agent (agent.zip)")
+    atr.set_defaults(func=_cmd_agent_train)
+    aev = ag_sub.add_parser("eval", help="deterministic episodes of a saved agent: returns with an interval")
+    aev.add_argument("path", help="an agent .zip")
+    aev.add_argument("--episodes", type=int, default=10)
+    aev.add_argument("--seed", type=int, default=1000, help="env seed of the first episode (then +1 each)")
+    aev.add_argument("--stochastic", action="store_true", help="predict(deterministic=False)")
+    aev.add_argument("--gif", type=user_path, nargs="?", const="episode.gif", metavar="PATH",
+                     help="write the first episode as seen by the agent (episode.gif)")  # fmt: skip
+    aev.set_defaults(func=_cmd_agent_eval)
+    aim = ag_sub.add_parser("imagine", help="held-out states, true futures and sampled futures in a PNG")
+    aim.add_argument("path", help="an agent .zip with an occupancy model and a decoding tokenizer")
+    aim.add_argument("--dataset", required=True, help="the dataset of its task (held-out states are used)")
+    aim.add_argument("--out", type=user_path, default="futures.png")
+    aim.add_argument("--states", type=int, default=4)
+    aim.add_argument("--samples", type=int, default=4, help="sampled futures per state")
+    aim.add_argument("--seed", type=int, default=0)
+    aim.set_defaults(func=_cmd_agent_imagine)
 
     bench = sub.add_parser("bench", help="benchmark tables (results/*.md, .csv)")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="TABLE", required=True)

@@ -7,8 +7,9 @@ TensorBoard run.
 Everything lands in ``--out`` (default ``quickstart/``): ``datasets/``, ``runs/`` (TensorBoard),
 ``agent.zip`` (reused by the next run unless ``--retrain``), ``return_error.md``,
 ``learning_curve.png`` (the occupancy model's held-out NLL of the future against the per-slot
-unigram, and the reward model's NMSE, by step) and ``<task>.gif`` (the evaluation episode as the
-agent saw it). The last lines say how long each phase took.
+unigram, and the reward model's NMSE, by step), ``futures.png`` (held-out states beside their true
+and sampled futures, :mod:`voc_rl.imagine`) and ``<task>.gif`` (the evaluation episode as the agent
+saw it). The last lines say how long each phase took.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from voc_rl.evaluation import (
     states_of,
 )
 from voc_rl.ground_truth import simulator_q
+from voc_rl.imagine import imagine
 from voc_rl.occupancy_train import validate, validation_batch
 from voc_rl.parts import CHECKPOINT, collect_or_open, fit_critic
 from voc_rl.paths import user_path
@@ -64,6 +66,7 @@ class MainJobReport:
     run_dir: Path | None
     gif: Path
     plot: Path | None
+    futures: Path | None  # held-out states, their true and sampled futures (decoding tokenizers)
     phases: dict[str, float]  # seconds per phase
     seconds: float
 
@@ -207,14 +210,20 @@ def learning_curve_plot(run_dir: Path | None, path: Path) -> Path | None:
     return path
 
 
+def save_gif(frames: list[np.ndarray], path: str | Path) -> Path:
+    """An episode's frames (H, W, 3) as an animated GIF at ``path``: every second frame, 2x, 25 fps."""
+    path = user_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(f).resize((2 * f.shape[1], 2 * f.shape[0]), Image.NEAREST) for f in frames[::2]]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=40, loop=0)
+    return path
+
+
 def evaluation_episode(agent: Any, task: str, out: Path, seed: int) -> tuple[float, float, Path]:
     """One episode with ``predict(deterministic=True)``: (return, ms per decision, GIF path)."""
     frames: list[np.ndarray] = []
     total, decisions, spent = play_episode(agent, task, seed, frames)
-    gif = out / f"{task}.gif"
-    images = [Image.fromarray(f).resize((128, 128), Image.NEAREST) for f in frames[::2]]
-    images[0].save(gif, save_all=True, append_images=images[1:], duration=40, loop=0)
-    return total, 1000 * spent / decisions, gif
+    return total, 1000 * spent / decisions, save_gif(frames, out / f"{task}.gif")
 
 
 def main_job(
@@ -254,6 +263,9 @@ def main_job(
         )
         (out / "return_error.md").write_text("\n".join([*markdown_table(table, TABLE), "", truth, ""]))
     plot = learning_curve_plot(agent.run_dir, out / "learning_curve.png")
+    futures = None
+    if getattr(agent, "occupancy", None) is not None and agent.tokenizer.has_decoder:
+        futures = imagine(agent, ds, out / "futures.png", seed=seed)
     tic = time.perf_counter()
     ret, ms, gif = evaluation_episode(agent, task, out, seed)
     phases["evaluation episode"] = time.perf_counter() - tic
@@ -262,7 +274,17 @@ def main_job(
     levels = {str(k): v.get("level", k) for k, v in ds.meta.get("policies", {}).items()}
     behaviour = {levels.get(str(p), str(p)): float(returns[ids == p].mean()) for p in np.unique(ids)}
     return MainJobReport(
-        table, truth, ret, ms, behaviour, agent.run_dir, gif, plot, phases, time.perf_counter() - start
+        table,
+        truth,
+        ret,
+        ms,
+        behaviour,
+        agent.run_dir,
+        gif,
+        plot,
+        futures,
+        phases,
+        time.perf_counter() - start,
     )
 
 
@@ -286,7 +308,7 @@ def summary(report: MainJobReport, task: str, agent_name: str) -> str:
     )
     if report.run_dir is not None:
         lines.append(f"TensorBoard: tensorboard --logdir {_shown(report.run_dir)}")
-    wrote = [_shown(report.gif)] + ([_shown(report.plot)] if report.plot is not None else [])
+    wrote = [_shown(p) for p in (report.gif, report.plot, report.futures) if p is not None]
     lines.append(f"wrote {', '.join(wrote)}")
     spent = ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in report.phases.items())
     lines.append(f"minutes: {spent}; total {report.seconds / 60:.1f}")
