@@ -264,7 +264,7 @@ def test_checkpoint_round_trip_and_mismatch(kind: str, tmp_path: Path) -> None:
         assert torch.equal(loaded.mode(ctx), model.mode(ctx))
     with pytest.raises(CheckpointError, match="trained with vocab_size=11, but 512"):
         cls.load(path, vocab_size=512)
-    with pytest.raises(ValueError, match="no field 'widht'"):
+    with pytest.raises(ValueError, match="no config field 'widht'"):
         cls.load(path, widht=3)
     with pytest.raises(CheckpointError, match="expected"):  # a critic is not a policy and vice versa
         (BCPolicy if kind == "critic" else TDCritic).load(path)

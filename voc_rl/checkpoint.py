@@ -86,3 +86,69 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
     if missing:
         raise CheckpointError(f"{path} lacks the keys {missing}; it is not a checkpoint of this kind")
     return obj
+
+
+# ---------------------------------------------------------------------------------------------- models
+# One layout for every model's checkpoint: ``format``, ``config`` (its dataclass as a dict), ``step``,
+# the weights under ``model``, the package versions, and what a model adds (a backend name, a second
+# module's weights). Tokenizer files written before this layout kept their weights under ``state_dict``:
+# they load as they are.
+LEGACY_WEIGHTS = "state_dict"
+
+
+def module_state(module: Any) -> dict[str, Any]:
+    """A module's ``state_dict`` as CPU copies (a checkpoint does not keep the device)."""
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def save_model(path: str | Path, module: Any, fmt: str, config: Any, **extra: Any) -> Path:
+    """Save ``module`` (its weights and ``step``) with its dataclass ``config`` in the layout above."""
+    import dataclasses
+
+    from voc_rl.utils import package_versions
+
+    ckpt = {"format": fmt, "config": dataclasses.asdict(config), "step": int(getattr(module, "step", 0)),
+            "model": module_state(module), "versions": package_versions(), **extra}  # fmt: skip
+    return save_checkpoint(ckpt, path)
+
+
+def load_model(
+    path: str | Path,
+    fmt: str,
+    build: Callable[[dict[str, Any]], Any],
+    expect: dict[str, Any] | None = None,
+    required: tuple[str, ...] = (),
+) -> tuple[Any, dict[str, Any]]:
+    """(model, checkpoint) from :func:`save_model`, every check in one place: the format, the
+    ``required`` keys, ``expect`` (config fields, or top-level keys such as ``backend``, that must have
+    these values), ``build(checkpoint)`` making the model from its config, the weights fitting it, and
+    ``step`` an integer >= 0. Every failure is a :class:`CheckpointError` naming the file; an
+    ``expect`` key the checkpoint does not have is the caller's mistake, a ``ValueError``."""
+    ckpt = load_checkpoint(path, required=("format", "config", *required))
+    if ckpt["format"] != fmt:
+        raise CheckpointError(f"{path} has format {ckpt['format']!r}, expected {fmt!r}")
+    if "model" not in ckpt and LEGACY_WEIGHTS in ckpt:
+        ckpt["model"] = ckpt.pop(LEGACY_WEIGHTS)
+    if "model" not in ckpt:
+        raise CheckpointError(f"{path} lacks the keys ['model']; it is not a checkpoint of this kind")
+    if not isinstance(ckpt["config"], dict):
+        raise CheckpointError(f"{path}: its config is a {type(ckpt['config']).__name__}, expected a dict")
+    for key, want in (expect or {}).items():
+        if key not in ckpt["config"] and key not in required:
+            raise ValueError(f"{path} has no config field {key!r} to compare with {want!r}")
+        have = ckpt["config"][key] if key in ckpt["config"] else ckpt[key]
+        if have != want:
+            raise CheckpointError(f"{path} was trained with {key}={have!r}, but {want!r} was asked for")
+    try:
+        model = build(ckpt)
+    except (TypeError, ValueError) as exc:  # unknown fields, or values the config rejects
+        raise CheckpointError(f"{path}: its config does not fit this version of voc_rl: {exc}") from exc
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError, AttributeError) as exc:  # mismatched, or not a dict of tensors
+        raise CheckpointError(f"{path}: weights do not match its config: {exc}") from exc
+    step = ckpt.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{path}: its step must be an integer >= 0, got {step!r}")
+    model.step = step
+    return model.eval(), ckpt

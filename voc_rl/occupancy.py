@@ -26,7 +26,6 @@ one-step latent world model.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,12 +33,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from voc_rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from voc_rl.checkpoint import CheckpointError, load_model, module_state, save_model
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.presets import from_preset
 from voc_rl.tokenizers.cache import model_fields
 from voc_rl.transformer import GPT, GPTConfig, KVCache
-from voc_rl.utils import package_versions
 
 FORMAT = "voc_rl.occupancy/1"
 VARIANTS = ("sample", "distill")
@@ -355,46 +353,22 @@ class OccupancyModel(nn.Module):
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str | Path, reward: RewardModel | None = None, **extra: Any) -> Path:
-        ckpt = {
-            "format": FORMAT,
-            "config": dataclasses.asdict(self.config),
-            "step": self.step,
-            "model": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()},
-            "reward": None
-            if reward is None
-            else {k: v.detach().cpu().clone() for k, v in reward.state_dict().items()},
-            "versions": package_versions(),
-            **extra,
-        }
-        return save_checkpoint(ckpt, path)
+        """This model, and its reward model when given, in one checkpoint (:func:`save_model`)."""
+        weights = None if reward is None else module_state(reward)
+        return save_model(path, self, FORMAT, self.config, reward=weights, **extra)
 
     @classmethod
     def load(cls, path: str | Path, **expect: Any) -> tuple[OccupancyModel, RewardModel | None]:
         """(model, reward model or None) from :meth:`save`; ``expect`` fields must match the config."""
-        ckpt = load_checkpoint(path, required=("format", "config", "model"))
-        if ckpt["format"] != FORMAT:
-            raise CheckpointError(f"{path} has format {ckpt['format']!r}, expected {FORMAT!r}")
-        for key, want in expect.items():
-            if key not in ckpt["config"]:
-                raise ValueError(f"OccupancyConfig has no field {key!r}")
-            if ckpt["config"][key] != want:
-                raise CheckpointError(
-                    f"{path} was trained with {key}={ckpt['config'][key]!r}, but {want!r} was asked for"
-                )
+        model, ckpt = load_model(path, FORMAT, lambda ck: cls(OccupancyConfig(**ck["config"])), expect)
+        if ckpt.get("reward") is None:
+            return model, None
+        reward = RewardModel(model.config)
         try:
-            config = OccupancyConfig(**ckpt["config"])
-        except TypeError as exc:
-            raise CheckpointError(f"{path}: its config does not fit this version of voc_rl: {exc}") from exc
-        model = cls(config)
-        reward = RewardModel(config) if ckpt.get("reward") is not None else None
-        try:
-            model.load_state_dict(ckpt["model"])
-            if reward is not None:
-                reward.load_state_dict(ckpt["reward"])
-        except RuntimeError as exc:
-            raise CheckpointError(f"{path}: weights do not match its config: {exc}") from exc
-        model.step = int(ckpt.get("step", 0))
-        return model.eval(), None if reward is None else reward.eval()
+            reward.load_state_dict(ckpt["reward"])
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{path}: reward weights do not match its config: {exc}") from exc
+        return model, reward.eval()
 
     def __repr__(self) -> str:
         c, n = self.config, sum(p.numel() for p in self.parameters())

@@ -12,7 +12,6 @@ model in the shared loop (:mod:`voc_rl.train_loop`) on such batches.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from voc_rl.checkpoint import Callback, CheckpointError, load_checkpoint, save_checkpoint
+from voc_rl.checkpoint import Callback, load_model, save_model
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.data.sampler import WindowSampler
 from voc_rl.presets import from_preset
@@ -149,40 +148,12 @@ class TokenModel(nn.Module):
         return actions.float().to(self.device)
 
     def save(self, path: str | Path, **extra: Any) -> Path:
-        return save_checkpoint(
-            {
-                "format": self.FORMAT,
-                "config": dataclasses.asdict(self.config),
-                "step": self.step,
-                "model": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()},
-                **extra,
-            },
-            path,
-        )
+        return save_model(path, self, self.FORMAT, self.config, **extra)
 
     @classmethod
     def load(cls: type[M], path: str | Path, **expect: Any) -> M:
         """A model from :meth:`save`; ``expect`` fields must match its config (else CheckpointError)."""
-        ckpt = load_checkpoint(path, required=("format", "config", "model"))
-        if ckpt["format"] != cls.FORMAT:
-            raise CheckpointError(f"{path} has format {ckpt['format']!r}, expected {cls.FORMAT!r}")
-        for key, want in expect.items():
-            if key not in ckpt["config"]:
-                raise ValueError(f"{cls.CONFIG.__name__} has no field {key!r}")
-            if ckpt["config"][key] != want:
-                raise CheckpointError(
-                    f"{path} was trained with {key}={ckpt['config'][key]!r}, but {want!r} was asked for"
-                )
-        try:
-            model = cls(cls.CONFIG(**ckpt["config"]))
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: its config does not fit this version of voc_rl: {exc}") from exc
-        try:
-            model.load_state_dict(ckpt["model"])
-        except RuntimeError as exc:
-            raise CheckpointError(f"{path}: weights do not match its config: {exc}") from exc
-        model.step = int(ckpt.get("step", 0))
-        return model.eval()
+        return load_model(path, cls.FORMAT, lambda ck: cls(cls.CONFIG(**ck["config"])), expect)[0]
 
     def __repr__(self) -> str:
         c, n = self.config, sum(p.numel() for p in self.parameters())

@@ -9,7 +9,6 @@ class validates input and saves/loads safely. Training (``fit``) and measuring (
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voc_rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from voc_rl.checkpoint import CheckpointError, load_model, save_model
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.presets import from_preset
 from voc_rl.tokenizers.quantizer import codebook_stats
@@ -193,53 +192,25 @@ class Tokenizer(nn.Module):
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str | Path) -> Path:
-        state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
-        ckpt = {
-            "format": FORMAT,
-            "backend": self.backend,
-            "config": dataclasses.asdict(self.config),
-            "step": self.step,
-            "state_dict": state,
-        }
-        return save_checkpoint(ckpt, path)
+        return save_model(path, self, FORMAT, self.config, backend=self.backend)
 
     @classmethod
     def load(cls, path: str | Path, **expect: Any) -> Tokenizer:
         """Load any backend's checkpoint; ``expect`` (e.g. ``backend="dino"``) must match it."""
         from voc_rl.tokenizers import get_backend
 
-        ckpt = load_checkpoint(path, required=("format", "backend", "config", "state_dict"))
-        if ckpt["format"] != FORMAT:
-            raise CheckpointError(f"{path} has format {ckpt['format']!r}, expected {FORMAT!r}")
-        for key, value in expect.items():
-            have = ckpt["backend"] if key == "backend" else ckpt["config"].get(key)
-            if have != value:
-                raise CheckpointError(f"{path} has {key}={have!r}, but {value!r} was asked for")
-        try:
-            backend_cls = get_backend(ckpt["backend"])
-        except (TypeError, ValueError) as exc:  # ValueError: unknown name; TypeError: not a string
-            raise CheckpointError(
-                f"{path} names the tokenizer backend {ckpt['backend']!r}, which this voc_rl version does "
-                f"not have ({exc}); it was written by another version, or is not a tokenizer checkpoint"
-            ) from exc
-        if not isinstance(ckpt["config"], dict):
-            raise CheckpointError(f"{path}: its config is a {type(ckpt['config']).__name__}, expected a dict")
-        try:
-            config = backend_cls.config_cls(**ckpt["config"])
-        except (TypeError, ValueError) as exc:  # unknown fields, or values the config rejects
-            raise CheckpointError(
-                f"{path}: its config does not fit the {ckpt['backend']} tokenizer: {exc}"
-            ) from exc
-        model = backend_cls(config)
-        try:
-            model.load_state_dict(ckpt["state_dict"])
-        except (RuntimeError, TypeError, AttributeError) as exc:  # mismatched, or not a dict of tensors
-            raise CheckpointError(f"{path}: weights do not match its config: {exc}") from exc
-        step = ckpt.get("step", 0)
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise CheckpointError(f"{path}: its step must be an integer >= 0, got {step!r}")
-        model.step = step
-        return model.eval()
+        def build(ckpt: dict[str, Any]) -> Tokenizer:
+            try:
+                backend_cls = get_backend(ckpt["backend"])
+            except (TypeError, ValueError) as exc:  # ValueError: unknown name; TypeError: not a string
+                raise CheckpointError(
+                    f"{path} names the tokenizer backend {ckpt['backend']!r}, which this voc_rl version "
+                    f"does not have ({exc}); it was written by another version, or is not a tokenizer "
+                    "checkpoint"
+                ) from exc
+            return backend_cls(backend_cls.config_cls(**ckpt["config"]))
+
+        return load_model(path, FORMAT, build, expect, required=("backend",))[0]
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.parameters())
