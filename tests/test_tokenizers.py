@@ -228,3 +228,18 @@ def test_probe_ridge_is_chosen_on_training_rows() -> None:
     noisy = clean + 20 * rng.normal(size=clean.shape)  # mostly noise: heavy shrinkage wins
     _, ridge = probe_r2_cv(x[:200], noisy[:200], x[200:], noisy[200:])
     assert ridge >= 1.0
+
+
+def test_a_tokenizer_file_of_the_older_layout_still_loads(tmp_path: Path) -> None:
+    """Before the one checkpoint layout, tokenizers kept their weights under ``state_dict``."""
+    tok = make_tokenizer("titok", size="tiny")
+    ckpt = torch.load(tok.save(tmp_path / "new.pt"), weights_only=True)
+    assert set(ckpt) >= {"format", "config", "step", "model", "versions", "backend"}
+    old = {k: v for k, v in ckpt.items() if k not in ("model", "versions")} | {"state_dict": ckpt["model"]}
+    torch.save(old, tmp_path / "old.pt")
+    loaded = Tokenizer.load(tmp_path / "old.pt")
+    for (name, a), b in zip(tok.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    torch.save({k: v for k, v in old.items() if k != "state_dict"}, tmp_path / "none.pt")
+    with pytest.raises(CheckpointError, match=r"lacks the keys \['model'\]"):
+        Tokenizer.load(tmp_path / "none.pt")
