@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         "--tokenizer", type=Path, nargs="*", default=[], help="a tokenizer.pt per task (else trained)"
     )
     p.add_argument("--tokenizer-steps", type=int, default=1000)
-    p.add_argument("--conditionings", nargs="+", default=["token", "every"])
+    p.add_argument("--conditionings", nargs="+", default=["token", "film"])
     p.add_argument("--occupancy-steps", type=int, default=3000)
     p.add_argument("--critic-steps", type=int, default=5000)
     p.add_argument("--gamma", type=float, default=0.9)

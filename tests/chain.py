@@ -72,6 +72,7 @@ def train_on_chain(
     config = OccupancyConfig(
         vocab_size=VOCAB, tokens_per_frame=2, action_dim=1, frame_stack=1, target_frames=1, gamma=gamma,
         variant=variant, n_step=n_step, width=64, depth=2, heads=2, target_rate=0.05, lr=1e-3,
+        action_conditioning="token",  # the objective is under test; the action is a constant here
     )  # fmt: skip
     model = OccupancyModel(config)
     target = make_target(model)

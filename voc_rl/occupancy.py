@@ -58,7 +58,9 @@ class OccupancyConfig:
     # how the action enters: "token" (one embedding token after the context), "every" (that token,
     # and a second embedding of it added to the input of every target position) or "film" (that
     # token, and scales and shifts of every layer norm at the action's and the targets' positions)
-    action_conditioning: str = "token"
+    # (film: 10x the action information of token, and better held-out NLL and Q NMSE, in
+    # results/action_response.md)
+    action_conditioning: str = "film"
     action_encoder: str = "linear"  # the action token's embedding: "linear", or "mlp" (hidden 4 x width)
     width: int = 128
     depth: int = 4
