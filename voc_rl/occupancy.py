@@ -230,16 +230,26 @@ class OccupancyModel(nn.Module):
             return x
         return x + self.action_cond(action)[:, None]
 
+    def _modulation(self, action: torch.Tensor) -> torch.Tensor | None:
+        """With "film", the rows' scales and shifts of every layer norm, (B, depth, 4, width)."""
+        if self.config.action_conditioning != "film":
+            return None
+        c = self.config
+        return self.action_cond(action).view(len(action), c.depth, 4, c.width)
+
     def _hidden(
-        self, x: torch.Tensor, action: torch.Tensor, cache: KVCache | None = None, start: int = 0
+        self,
+        x: torch.Tensor,
+        action: torch.Tensor,
+        cache: KVCache | None = None,
+        start: int = 0,
+        mod: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The GPT over input embeddings ``x`` (B, T, width) of rows with actions (B, A); with "film",
-        positions ``start`` on (the action's and the targets') are modulated by the action."""
-        mod = None
-        if self.config.action_conditioning == "film":
-            c = self.config
-            mod = (self.action_cond(action).view(len(action), c.depth, 4, c.width), start)
-        return self.gpt(x, cache, mod)
+        positions ``start`` on (the action's and the targets') are modulated by the action (``mod``:
+        its :meth:`_modulation`, when the caller computed it once for many steps)."""
+        mod = self._modulation(action) if mod is None else mod
+        return self.gpt(x, cache, None if mod is None else (mod, start))
 
     def logits(self, context: torch.Tensor, action: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: (B, n_target, vocab) logits of every target token given the ones before it."""
@@ -286,6 +296,7 @@ class OccupancyModel(nn.Module):
         c, lead = self.config, action.shape[:-1]
         group = (action.shape[1] if action.ndim == 3 else 1) * n  # rows per context
         row_action = action.reshape(-1, c.action_dim).repeat_interleave(n, 0)
+        mod = self._modulation(row_action)  # the same at every decoding step
         out = torch.empty(len(row_action), c.n_target, dtype=torch.long, device=self.device)
         probs = []
         if use_cache:
@@ -294,21 +305,21 @@ class OccupancyModel(nn.Module):
             else:
                 cache = self._prompts(context).repeat_rows(group, c.n_target)
             logits = self.gpt.head(
-                self._hidden(self.action_emb(row_action)[:, None], row_action, cache)[:, -1]
+                self._hidden(self.action_emb(row_action)[:, None], row_action, cache, mod=mod)[:, -1]
             )
         else:
             prefix = self._prefix(context.repeat_interleave(group, 0), row_action)
         for j in range(c.n_target):
             if not use_cache:
                 x = torch.cat([prefix, self._targets_in(out[:, :j], row_action)], dim=1)
-                logits = self.gpt.head(self._hidden(x, row_action, start=c.n_context)[:, -1])
+                logits = self.gpt.head(self._hidden(x, row_action, start=c.n_context, mod=mod)[:, -1])
             p = self._probs(logits, temperature, top_k)
             out[:, j] = torch.multinomial(p, 1, generator=generator)[:, 0]
             if return_probs:
                 probs.append(p)
             if use_cache and j + 1 < c.n_target:
                 x = self._targets_in(out[:, j : j + 1], row_action)
-                logits = self.gpt.head(self._hidden(x, row_action, cache)[:, -1])
+                logits = self.gpt.head(self._hidden(x, row_action, cache, mod=mod)[:, -1])
         tokens = out.view(*lead, n, c.n_target)
         if return_probs:
             return tokens, torch.stack(probs, 1).view(*lead, n, c.n_target, -1)
