@@ -16,7 +16,7 @@ import torch
 from voc_rl.agents.base import Agent, PartFitting
 from voc_rl.checkpoint import CheckpointError
 from voc_rl.critic import CriticConfig, TDCritic, distill_q
-from voc_rl.data.dataset import PixelDataset
+from voc_rl.data.dataset import TokenView
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
 from voc_rl.parts import fit_critic, fit_occupancy
 from voc_rl.value import pool_q, rollout_q
@@ -26,6 +26,8 @@ VOC_SCORE_BATCH = 64  # states whose candidates the occupancy model scores at on
 
 class BCAgent(Agent):
     """Behaviour cloning: acts with the prior (its mode when deterministic); it has no Q values."""
+
+    kind = "bc"
 
     @torch.no_grad()
     def predict(
@@ -39,7 +41,7 @@ class BCAgent(Agent):
         action = action.cpu().numpy()
         return (action[0] if single else action), None
 
-    def _fit_scorer(self, view: PixelDataset, fit: PartFitting) -> None:
+    def _fit_scorer(self, view: TokenView, fit: PartFitting) -> None:
         pass  # the prior is all it has
 
 
@@ -59,7 +61,7 @@ class _OccupancyAgent(Agent):
     def target_frames_of(self) -> int:
         return self.config.target_frames
 
-    def _fit_scorer(self, view: PixelDataset, fit: PartFitting) -> None:
+    def _fit_scorer(self, view: TokenView, fit: PartFitting) -> None:
         c = self.config
         config = OccupancyConfig.for_dataset(
             view, c.size, gamma=self.gamma_of(), target_frames=self.target_frames_of(),
@@ -67,7 +69,7 @@ class _OccupancyAgent(Agent):
         )  # fmt: skip
         self.occupancy, self.reward = fit_occupancy(
             view, config, model=self.occupancy, reward=self.reward, tokenizer=self.tokenizer,
-            **fit.options("occupancy"),
+            loop=fit.loop("occupancy"),
         )  # fmt: skip
 
     def _save_part(self, part: str, path: Path) -> None:
@@ -108,8 +110,10 @@ class VOCAgent(_OccupancyAgent):
     and takes every transition's advantage from that network: the occupancy model's Q, amortised.
     """
 
+    kind = "voc"
+
     def _awr_estimates(
-        self, view: PixelDataset, index: np.ndarray, fit: PartFitting
+        self, view: TokenView, index: np.ndarray, fit: PartFitting
     ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
         c = self.config
         rng = np.random.default_rng(c.seed + 7)
@@ -143,6 +147,8 @@ class WMRolloutAgent(_OccupancyAgent):
     """A gamma-0 occupancy model as a one-step world model, rolled out ``horizon_factor / (1 - gamma)``
     steps with the reward model, following the prior: the compounding-error baseline."""
 
+    kind = "wm-rollout"
+
     def gamma_of(self) -> float:
         return 0.0
 
@@ -167,16 +173,18 @@ class WMRolloutAgent(_OccupancyAgent):
 class TDCriticAgent(Agent):
     """Scores the candidates with a SARSA-trained Q network on the same tokens."""
 
+    kind = "td-critic"
+
     parts = ("tokenizer", "prior", "critic")
 
     def __init__(self, config: Any, name: str | None = None):
         super().__init__(config, name)
         self.critic: TDCritic | None = None
 
-    def _fit_scorer(self, view: PixelDataset, fit: PartFitting) -> None:
+    def _fit_scorer(self, view: TokenView, fit: PartFitting) -> None:
         c = self.config
         config = CriticConfig.for_dataset(view, c.size, gamma=c.gamma, **fit.cap(c.critic_steps))
-        self.critic = fit_critic(view, config, model=self.critic, **fit.options("critic"))
+        self.critic = fit_critic(view, config, model=self.critic, loop=fit.loop("critic"))
 
     def _load_part(self, part: str, path: Path) -> None:
         if part == "critic":

@@ -18,13 +18,13 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from voc_rl.checkpoint import Callback, CheckpointError, atomic_write
-from voc_rl.data.dataset import PixelDataset, open_dataset
+from voc_rl.data.dataset import PixelDataset, TokenView, open_dataset
 from voc_rl.envs import make_env
 from voc_rl.parts import CHECKPOINT, fit_prior, fit_tokenizer
 from voc_rl.paths import user_path
@@ -33,6 +33,7 @@ from voc_rl.registry import REGISTRY, AgentConfig, load_class
 from voc_rl.token_trunk import token_batch, window_starts
 from voc_rl.tokenizers import Tokenizer
 from voc_rl.tokenizers.cache import token_view
+from voc_rl.train_loop import Loop
 from voc_rl.utils import package_versions, resolve_device
 
 FORMAT = "voc_rl.agent/1"
@@ -56,20 +57,30 @@ class PartFitting:
         n = self.steps if self.steps is not None else own
         return {} if n is None else {"steps": n}
 
-    def options(self, part: str) -> dict[str, Any]:
-        """The keyword arguments of ``voc_rl.parts.fit_<part>``: folder, seed, device, callback."""
+    def loop(self, part: str) -> Loop:
+        """The loop of ``voc_rl.parts.fit_<part>``: its folder, the seed, the device, the callback."""
         callback = self.callback
         hook = None if callback is None else lambda step, logs: callback(step, {"part": part, **logs})
-        return {"out": self.run / part, "seed": self.seed, "device": self.device, "progress": self.progress,
-                "callback": hook}  # fmt: skip
+        return Loop(
+            out=self.run / part, seed=self.seed, device=self.device, progress=self.progress, callback=hook
+        )
 
 
 class Agent:
-    """Base class; subclasses set ``parts`` and implement ``_fit_scorer`` and ``_score``."""
+    """Base class; subclasses set ``kind`` and ``parts`` and implement ``_fit_scorer`` and ``_score``."""
 
-    parts: tuple[str, ...] = ("tokenizer", "prior")
+    kind: ClassVar[str] = ""
+    """How the agent scores candidate actions: ``voc`` (occupancy model, pool estimator),
+    ``wm-rollout`` (gamma-0 model rolled out), ``td-critic`` (SARSA Q network) or ``bc`` (no scoring:
+    the prior). ``voc_rl.registry.AgentSpec.kind`` reads it."""
+    parts: ClassVar[tuple[str, ...]] = ("tokenizer", "prior")
 
     def __init__(self, config: AgentConfig, name: str | None = None):
+        if config.extraction in ("awr", "qwr") and self.kind == "bc":
+            raise ValueError(
+                f"extraction={config.extraction!r} needs a Q: a {self.kind} agent has none "
+                "(use pbc, or a td-critic or voc agent)"
+            )
         self.config, self.name = config, name or type(self).__name__
         self.device = resolve_device(config.device)
         self.tokenizer: Tokenizer | None = None
@@ -103,7 +114,7 @@ class Agent:
         ``learn`` again with the same ``run_dir`` resumes every part where it stopped.
         """
         ds = dataset if isinstance(dataset, PixelDataset) else open_dataset(dataset)
-        if "tokens" in ds.meta:
+        if isinstance(ds, TokenView):
             raise ValueError("learn takes a pixel dataset, not a token view: pass the dataset itself")
         task = ds.meta.get("task", ds.env_id)
         if self.task is not None and task != self.task:
@@ -123,18 +134,18 @@ class Agent:
         else:
             fields = {**c.tokenizer_kwargs, **fit.cap(c.tokenizer_steps)}
             self.tokenizer = fit_tokenizer(
-                ds, c.tokenizer, c.size, fields=fields, model=self.tokenizer, **fit.options("tokenizer")
+                ds, c.tokenizer, c.size, fields=fields, model=self.tokenizer, loop=fit.loop("tokenizer")
             )
             tok_ckpt = run / "tokenizer" / CHECKPOINT["tokenizer"]
         view = token_view(ds, tok_ckpt, progress=progress)
         config = BCConfig.for_dataset(view, c.size, **fit.cap(c.prior_steps))
         bc = None if c.extraction != "none" else self.prior  # with extraction, self.prior is the extracted
-        self.prior = fit_prior(view, config, model=bc, **fit.options("prior"))
+        self.prior = fit_prior(view, config, model=bc, loop=fit.loop("prior"))
         self._fit_scorer(view, fit)
         if c.extraction != "none":
             weights = functools.partial(self._extraction_weights, view, fit)  # scored only if it must train
             self.extraction_info = {}
-            self.prior = fit_prior(view, config, weights=weights, **fit.options(f"extracted-{c.extraction}"))
+            self.prior = fit_prior(view, config, weights=weights, loop=fit.loop(f"extracted-{c.extraction}"))
             record = run / f"extracted-{c.extraction}" / "extraction_info.json"  # for a rerun that reuses it
             if self.extraction_info:
                 record.write_text(json.dumps(self.extraction_info))
@@ -143,7 +154,7 @@ class Agent:
         return self
 
     @torch.no_grad()
-    def _extraction_weights(self, view: PixelDataset, fit: PartFitting) -> np.ndarray:
+    def _extraction_weights(self, view: TokenView, fit: PartFitting) -> np.ndarray:
         """One weight per frame of ``view`` for the prior's extraction step (the config's ``extraction``),
         over the training episodes (the prior's own split); the current prior is the BC prior."""
         c = self.config
@@ -161,7 +172,7 @@ class Agent:
         return weights
 
     def _awr_estimates(
-        self, view: PixelDataset, index: np.ndarray, fit: PartFitting
+        self, view: TokenView, index: np.ndarray, fit: PartFitting
     ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
         """Q of the dataset action (N,) and of ``awr_samples`` BC prior samples (N, M; M = 0 for
         ``qwr``) at the flat frames ``index`` of ``view``, by the agent's own scorer (and a summary,
@@ -170,7 +181,7 @@ class Agent:
         return q[:, 0].cpu().numpy(), q[:, 1:].cpu().numpy(), {}
 
     def _score_batches(
-        self, view: PixelDataset, index: np.ndarray, batch: int, score: Callable[..., torch.Tensor]
+        self, view: TokenView, index: np.ndarray, batch: int, score: Callable[..., torch.Tensor]
     ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         """Per ``batch`` frames of ``index``: the token batch, its ``actions`` (B, 1 + M) [the dataset
         action, and for ``awr`` M prior samples] among them, and ``score(obs, actions)``, their Q."""
@@ -194,7 +205,7 @@ class Agent:
         self._check_parts(user_path(paths[self.parts[-1]]))
         return self
 
-    def _fit_scorer(self, view: PixelDataset, fit: PartFitting) -> None:
+    def _fit_scorer(self, view: TokenView, fit: PartFitting) -> None:
         """Fit (or reuse) the scorer's parts on the token dataset ``view`` as ``fit`` says."""
         raise NotImplementedError(f"{type(self).__name__}._fit_scorer(view, fit) is not implemented")
 
@@ -356,6 +367,10 @@ class Agent:
                     "load it with voc_rl.load_agent(path)"
                 )
             fields = {f.name for f in dataclasses.fields(AgentConfig)}
+            if isinstance(meta["config"], dict) and "kind" in meta["config"]:  # an older file
+                saved = meta["config"].pop("kind")
+                if saved != agent_cls.kind:
+                    raise CheckpointError(f"{path} is a {saved!r} agent saved as a {agent_cls.kind!r} class")
             if not isinstance(meta["config"], dict) or set(meta["config"]) - fields:
                 unknown = sorted(set(meta["config"]) - fields) if isinstance(meta["config"], dict) else "?"
                 raise CheckpointError(f"{path}: config fields {unknown} are unknown to this voc_rl version")

@@ -47,6 +47,7 @@ from voc_rl.paths import resolve_args, user_path
 from voc_rl.registry import AGENT_TOKENS
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.tokenizers.cache import token_view
+from voc_rl.train_loop import Loop
 from voc_rl.value import pool_q
 
 COLUMNS = (
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             tok_path = args.tokenizer[i]
         else:
             fields = {**AGENT_TOKENS["vqvae"], "steps": args.tokenizer_steps}
-            fit_tokenizer(ds, "vqvae", args.size, out=run / "tokenizer", fields=fields, seed=args.seed)
+            fit_tokenizer(ds, "vqvae", args.size, fields, loop=Loop(out=run / "tokenizer", seed=args.seed))
             tok_path = run / "tokenizer" / "tokenizer.pt"
         view = token_view(ds, tok_path)
         train_eps, val_eps = view.split(0.1, args.seed)
@@ -117,7 +118,9 @@ def main(argv: list[str] | None = None) -> None:
 
         t = time.perf_counter()
         config = CriticConfig.for_dataset(view, args.size, gamma=args.gamma, steps=args.critic_steps)
-        critic = fit_critic(view, config, out=run / f"critic_s{args.seed}", seed=args.seed, progress=False)
+        critic = fit_critic(
+            view, config, loop=Loop(out=run / f"critic_s{args.seed}", seed=args.seed, progress=False)
+        )
         minutes = (time.perf_counter() - t) / 60
         q = critic.q_values(ctx, both).cpu().numpy()
         critic_row = {"task": task, "model": "td-critic", "train_min": round(minutes, 1),
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
                 action_encoder=encoder or "linear", steps=args.occupancy_steps,
             )  # fmt: skip
             folder = run / f"occupancy_{spec.replace(':', '-')}_s{args.seed}"
-            model, reward = fit_occupancy(view, config, out=folder, seed=args.seed, progress=False)
+            model, reward = fit_occupancy(view, config, loop=Loop(out=folder, seed=args.seed, progress=False))
             minutes = (time.perf_counter() - t) / 60
             val = validation_batch(view, val_eps, train_eps, config, args.seed + 1, model.device, size=512)
             metrics = validate(model, reward, val)

@@ -58,6 +58,7 @@ from voc_rl.occupancy_train import train_occupancy, validate, validation_batch
 from voc_rl.parts import SharedParts, collect_or_open
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.tokenizers.cache import token_view
+from voc_rl.train_loop import Loop
 from voc_rl.value import density_q, pool_q, sample_q
 
 COLUMNS = [
@@ -210,7 +211,9 @@ def train_method(bench: Bench, method: str, args: argparse.Namespace) -> None:
         critic = TDCritic(CriticConfig.for_dataset(bench.view, size, gamma=args.gamma, steps=huge))
         clock = Clock(args.eval_at, lambda step, s: record(step, s, evaluate_critic(bench, critic)))
         train_td_critic(
-            critic, bench.view, seed=args.seed, progress=False, device="cpu", callback=clock, eval_every=huge
+            critic,
+            bench.view,
+            loop=Loop(seed=args.seed, device="cpu", progress=False, callback=clock, eval_every=huge),
         )
         return
     config = OccupancyConfig.for_dataset(
@@ -224,10 +227,8 @@ def train_method(bench: Bench, method: str, args: argparse.Namespace) -> None:
         args.eval_at,
         lambda step, s: record(step, s, evaluate_occupancy(bench, model, reward, val, args.seed)),
     )
-    train_occupancy(
-        model, bench.view, seed=args.seed, reward=reward, progress=False, device="cpu", callback=clock,
-        eval_every=huge,
-    )  # fmt: skip
+    loop = Loop(seed=args.seed, device="cpu", progress=False, callback=clock, eval_every=huge)
+    train_occupancy(model, bench.view, loop=loop, reward=reward)
 
 
 # ---------------------------------------------------------------------------------------------- report

@@ -100,11 +100,11 @@ def from_return_error(name: str, ds: PixelDataset, seed: int, args: argparse.Nam
         raise FileNotFoundError(f"{tokenizer} does not exist: no return-error run of {backend} tokens here")
     view = token_view(ds, tokenizer)
     parts = {"tokenizer": tokenizer, "prior": shared.checkpoint("prior", view)}
-    if spec.config.kind == "voc":
+    if spec.kind == "voc":
         parts["occupancy"] = shared.checkpoint("occupancy", view, gamma=args.gamma, seed=seed)
-    elif spec.config.kind == "wm-rollout":
+    elif spec.kind == "wm-rollout":
         parts["occupancy"] = shared.checkpoint("occupancy", view, gamma=0.0, seed=0)
-    elif spec.config.kind == "td-critic":
+    elif spec.kind == "td-critic":
         parts["critic"] = shared.checkpoint("critic", view, gamma=args.gamma, seed=seed)
     agent = voc_rl.make_agent(
         name, size=args.size, seed=seed, tokenizer=backend, tokenizer_kwargs=AGENT_TOKENS[backend],
@@ -329,7 +329,7 @@ def top1_rows(
     ).at(args.gamma)[0].reshape(len(idx), k)  # fmt: skip
     best, rows = truth.argmax(1), []
     for name, agent in agents.items():
-        if agent.config.kind == "bc":
+        if agent.kind == "bc":
             choice = np.zeros(len(idx), dtype=int)  # bc acts with the prior's mode: candidate 0
         else:
             agent.seed(seed)

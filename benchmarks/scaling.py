@@ -69,7 +69,7 @@ def write_token_dataset(folder: Path, transitions: int, seed: int = 0) -> None:
 
 
 def open_token_dataset(folder: Path) -> Any:
-    from voc_rl.data.dataset import PixelDataset
+    from voc_rl.data.dataset import TokenView
 
     with np.load(folder / "arrays.npz") as data:
         arrays = {k: data[k] for k in data.files}
@@ -80,7 +80,7 @@ def open_token_dataset(folder: Path) -> Any:
         "tokens": {"vocab_size": VOCAB, "tokens_per_frame": TOKENS_PER_FRAME, "backend": "random", "key": ""},
     }
     frames = np.load(folder / "tokens.npy", mmap_mode="r")
-    return PixelDataset(folder, meta, frames, arrays, starts, lengths)
+    return TokenView(folder, meta, frames, arrays, starts, lengths)
 
 
 def peak_rss_mb() -> float:
@@ -94,6 +94,7 @@ def worker(args: argparse.Namespace) -> None:
     from voc_rl import distributed
     from voc_rl.occupancy import OccupancyConfig, OccupancyModel
     from voc_rl.occupancy_train import train_occupancy
+    from voc_rl.train_loop import Loop
 
     torch.set_num_threads(args.threads)
     if args.dataset:
@@ -114,10 +115,8 @@ def worker(args: argparse.Namespace) -> None:
         stamps.append(time.perf_counter())
         rss_training = peak_rss_mb()
 
-    train_occupancy(
-        model, ds, steps=args.warmup + args.steps, device=args.device, progress=False, log_every=10**9,
-        callback=callback,
-    )  # fmt: skip
+    loop = Loop(device=args.device, progress=False, callback=callback, log_every=10**9)
+    train_occupancy(model, ds, steps=args.warmup + args.steps, loop=loop)
     seconds = stamps[-1] - stamps[args.warmup - 1]
     result = {
         "rank": distributed.rank(),

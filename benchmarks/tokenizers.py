@@ -29,6 +29,7 @@ from voc_rl.paths import resolve_args
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.tokenizers import make_tokenizer
 from voc_rl.tokenizers.train import fit
+from voc_rl.train_loop import Loop
 
 COLUMNS = [
     "backend",
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
                 rows.append(json.loads(row_file.read_text()))
                 print(f"reused {row_file}")
                 continue
-            report = fit(tok, ds, seed=args.seed, out=out, progress=not args.quiet)
+            report = fit(tok, ds, loop=Loop(out=out, seed=args.seed, progress=not args.quiet))
             m = report.metrics
             rows.append(
                 {

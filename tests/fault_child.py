@@ -8,6 +8,7 @@ checkpoints; running the same command again resumes from the last checkpoint in 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 
@@ -18,9 +19,10 @@ from voc_rl.data.dataset import PixelDataset
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel
 from voc_rl.occupancy_train import train_occupancy
 from voc_rl.tokenizers.cache import token_view
+from voc_rl.train_loop import Loop
 
 STEPS, CKPT_EVERY, DELAY = 16, 4, 0.1
-KW = {"ckpt_every": CKPT_EVERY, "eval_every": 1000, "log_every": 1000, "progress": False}
+LOOP = Loop(ckpt_every=CKPT_EVERY, eval_every=1000, log_every=1000, progress=False)
 
 
 def config(view: PixelDataset) -> OccupancyConfig:
@@ -37,7 +39,7 @@ def main(dataset: str, tokenizer: str, out: str) -> None:
         print(f"step {step}", flush=True)
         time.sleep(DELAY)
 
-    train_occupancy(model, view, out=out, callback=callback, **KW)
+    train_occupancy(model, view, loop=dataclasses.replace(LOOP, out=out, callback=callback))
     print("done", flush=True)
 
 

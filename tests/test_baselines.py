@@ -10,21 +10,22 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from checks import assert_resumes_exactly
+from checks import QUIET, assert_resumes_exactly
 
 from voc_rl.checkpoint import CheckpointError
 from voc_rl.critic import CriticConfig, TDCritic, train_td_critic
 from voc_rl.data import open_dataset
-from voc_rl.data.dataset import PixelDataset
+from voc_rl.data.dataset import TokenView
 from voc_rl.occupancy import OccupancyConfig
 from voc_rl.prior import BCConfig, BCPolicy, train_bc
 from voc_rl.registry import SIZES
 from voc_rl.tokenizers import get_backend, list_tokenizers
+from voc_rl.train_loop import Loop
 
 
 def token_dataset(
     frames: np.ndarray, actions: np.ndarray, rewards: np.ndarray, lengths: list[int], terminal: list[bool]
-) -> PixelDataset:
+) -> TokenView:
     """An in-memory token dataset: frames (N, tokens_per_frame) of episodes with ``lengths`` transitions
     back to back; actions and rewards per frame (zero on each episode's last frame)."""
     starts = np.cumsum([0, *[t + 1 for t in lengths[:-1]]])
@@ -44,7 +45,7 @@ def token_dataset(
         "reward_max": 2.0,
         "tokens": {"vocab_size": vocab, "tokens_per_frame": frames.shape[1], "backend": "none", "key": "k"},
     }
-    return PixelDataset(Path("synthetic"), meta, frames, arrays, starts, np.array(lengths))
+    return TokenView(Path("synthetic"), meta, frames, arrays, starts, np.array(lengths))
 
 
 # ---------------------------------------------------------------------- a ring with a known Q
@@ -63,7 +64,7 @@ def ring_q(gamma: float) -> np.ndarray:
     return np.stack([p @ (REWARD + gamma * alive * v) for p in (P_STAY, P_MOVE)], 1)
 
 
-def ring_dataset(episodes: int = 200, horizon: int = 60, seed: int = 0) -> PixelDataset:
+def ring_dataset(episodes: int = 200, horizon: int = 60, seed: int = 0) -> TokenView:
     rng = np.random.default_rng(seed)
     frames, actions, rewards, lengths, terminal = [], [], [], [], []
     for _ in range(episodes):
@@ -85,20 +86,20 @@ def ring_dataset(episodes: int = 200, horizon: int = 60, seed: int = 0) -> Pixel
 
 
 @pytest.fixture(scope="module")
-def ring() -> PixelDataset:
+def ring() -> TokenView:
     return ring_dataset()
 
 
 # tolerances: measured NMSE 0.005 at gamma 0 and 0.032 at gamma 0.9 (about 1600 transitions: the
 # empirical chain's own Q is 0.006 from the true one); 1 is "predict the mean"
 @pytest.mark.parametrize(("gamma", "tol"), [(0.0, 0.02), (0.9, 0.06)])
-def test_critic_learns_the_exact_q_of_a_ring(ring: PixelDataset, gamma: float, tol: float) -> None:
+def test_critic_learns_the_exact_q_of_a_ring(ring: TokenView, gamma: float, tol: float) -> None:
     config = CriticConfig.for_dataset(
         ring, "tiny", frame_stack=1, gamma=gamma, hidden=64, emb_dim=8, batch_size=128, steps=800, lr=3e-3
     )
     torch.manual_seed(0)
     critic = TDCritic(config)
-    report = train_td_critic(critic, ring, progress=False, device="cpu")
+    report = train_td_critic(critic, ring, loop=Loop(device="cpu", progress=False))
     assert report.steps == 800 and {"td_rmse", "mc_nmse", "mc_rmse", "mc_states"} <= set(report.metrics)
     words = torch.tensor([[s // 4, s % 4] for s in range(N - 1)])  # every non-terminal state
     actions = torch.tensor([[-0.5], [0.5]]).expand(N - 1, 2, 1)  # stay, move
@@ -120,8 +121,8 @@ def test_critic_matches_monte_carlo_returns_far_from_truncation() -> None:
     config = CriticConfig.for_dataset(ds, "tiny", frame_stack=2, gamma=0.8, batch_size=64, steps=400, lr=3e-3)
     torch.manual_seed(0)
     critic = TDCritic(config)
-    first = train_td_critic(critic, ds, steps=1, progress=False, val_fraction=0.2)
-    report = train_td_critic(critic, ds, progress=False, val_fraction=0.2)  # continues to config.steps
+    first = train_td_critic(critic, ds, steps=1, loop=QUIET, val_fraction=0.2)
+    report = train_td_critic(critic, ds, loop=QUIET, val_fraction=0.2)  # continues to config.steps
     assert report.steps == 400 and report.metrics["td_rmse"] < 0.1 * first.metrics["td_rmse"]
     held_out = ds.split(0.2, 0)[1]
     assert report.metrics["mc_states"] == 7 * (ds.ep_len[held_out] == 7).sum()  # no truncated state
@@ -129,7 +130,7 @@ def test_critic_matches_monte_carlo_returns_far_from_truncation() -> None:
     assert report.metrics["mc_nmse"] < 0.05 and abs(report.metrics["mc_bias"]) < 0.1
 
 
-def test_critic_follows_a_given_policy(ring: PixelDataset) -> None:
+def test_critic_follows_a_given_policy(ring: TokenView) -> None:
     """With ``policy`` the bootstrap action is pi(s_{t+1}): here always "move", whose Q is exact."""
     config = CriticConfig.for_dataset(
         ring, "tiny", frame_stack=2, gamma=0.5, hidden=64, emb_dim=8, batch_size=128, steps=600, lr=3e-3
@@ -142,7 +143,7 @@ def test_critic_follows_a_given_policy(ring: PixelDataset) -> None:
 
     torch.manual_seed(0)
     critic = TDCritic(config)
-    train_td_critic(critic, ring, progress=False, policy=always_move)
+    train_td_critic(critic, ring, loop=QUIET, policy=always_move)
     assert seen[0] == (config.batch_size, 4)
     alive = np.arange(N) != N - 1
     v = np.linalg.solve(np.eye(N) - 0.5 * P_MOVE * alive, P_MOVE @ REWARD)  # V(s) = Q(s, move)
@@ -179,7 +180,7 @@ def test_bc_recovers_a_deterministic_rule() -> None:
     )  # without dropout: the rule reads single tokens
     torch.manual_seed(0)
     policy = BCPolicy(config)
-    report = train_bc(policy, ds, progress=False, device="cpu")
+    report = train_bc(policy, ds, loop=Loop(device="cpu", progress=False))
     assert report.metrics["mode_mse"] < 2e-3 and report.metrics["mode_nmse"] < 0.01
     assert report.metrics["nll"] < -4.0  # a near-deterministic density (2 action dimensions)
     test = rng.integers(0, 6, (64, 4))  # frame stacks: the rule reads the newest frame, tokens 2 and 3
@@ -207,7 +208,7 @@ def test_bc_log_prob_is_a_density_on_the_action_interval() -> None:
 
 
 # ---------------------------------------------------------------------- presets, checkpoints, resume, errors
-def test_every_config_has_the_three_size_presets(ring: PixelDataset) -> None:
+def test_every_config_has_the_three_size_presets(ring: TokenView) -> None:
     """Any agent size (``--occ-size base`` too) gives a prior and a critic."""
     presets = {c.__name__: c.presets for c in (CriticConfig, BCConfig, OccupancyConfig)}
     presets |= {b: get_backend(b).presets for b in list_tokenizers()}  # a tokenizer's are its class's
@@ -231,18 +232,19 @@ def test_training_logs_checkpoints_and_resumes_exactly(
     tok, view = titok
     config = config_for(view, "tiny", frame_stack=2, steps=8, **fields)
     assert (config.vocab_size, config.tokens_per_frame, config.action_dim) == (tok.vocab_size, 8, 2)
-    kw = {"eval_every": 4, "ckpt_every": 4, "log_every": 2, "progress": False}
+    loop = Loop(tmp_path / "a", eval_every=4, ckpt_every=4, log_every=2, progress=False)
     torch.manual_seed(0)
     straight = cls(config)
-    report = train(straight, view, out=tmp_path / "a", **kw)
+    report = train(straight, view, loop=loop)
     assert report.steps == 8 and all(np.isfinite(v) for v in report.metrics.values())
     assert list((tmp_path / "a" / "tb").glob("events.out.tfevents.*"))
     loaded = cls.load(tmp_path / "a" / f"{kind}.pt", tokenizer_sha256=config.tokenizer_sha256)
     assert loaded.step == 8 and loaded.config == config
-    assert_resumes_exactly(straight, lambda: cls(config), train, view, tmp_path / "b", **kw)
+    loop = dataclasses.replace(loop, out=tmp_path / "b")
+    assert_resumes_exactly(straight, lambda: cls(config), train, view, loop)
     other = cls(dataclasses.replace(config, lr=1e-3))
     with pytest.raises(CheckpointError, match="another config"):
-        train(other, view, out=tmp_path / "b", **kw)
+        train(other, view, loop=loop)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -305,8 +307,8 @@ def test_bad_input_is_a_clear_error(titok: tuple[Any, Any], fake_ds_path: Path) 
         BCConfig.preset("huge", vocab_size=4, tokens_per_frame=2, action_dim=1)
     _, view = titok
     with pytest.raises(ValueError, match="read tokens"):
-        train_bc(policy, open_dataset(fake_ds_path), progress=False)
+        train_bc(policy, open_dataset(fake_ds_path), loop=QUIET)
     config = CriticConfig.for_dataset(view, "tiny", frame_stack=2)
     wrong = TDCritic(dataclasses.replace(config, vocab_size=config.vocab_size + 1))
     with pytest.raises(ValueError, match="vocab_size"):
-        train_td_critic(wrong, view, progress=False)
+        train_td_critic(wrong, view, loop=QUIET)

@@ -11,6 +11,7 @@ import contextlib
 import io
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch.multiprocessing as mp
 
 from voc_rl import distributed
 from voc_rl.occupancy import OccupancyModel
+from voc_rl.train_loop import Loop
 
 STEPS = 40
 
@@ -49,7 +51,7 @@ def _worker(rank: int, port: int, dataset: str, tokenizer: str, out: str) -> Non
     ds = open_dataset(dataset)
     view = token_view(ds, tokenizer, progress=False)
     config = OccupancyConfig.for_dataset(view, "tiny", frame_stack=2, steps=STEPS, gamma=0.8, lr=3e-2)
-    kw: dict[str, Any] = {"ckpt_every": 10, "eval_every": 1000, "log_every": 5, "progress": False}
+    loop = Loop(ckpt_every=10, eval_every=1000, log_every=5, progress=False)
     losses: list[float] = []
     targets: list[OccupancyModel] = []  # this rank's EMA target model, caught where the trainer makes it
     make_target = occupancy_train.make_target
@@ -57,20 +59,27 @@ def _worker(rank: int, port: int, dataset: str, tokenizer: str, out: str) -> Non
     torch.manual_seed(rank)  # different initial weights on each rank: rank 0's must win
     straight = OccupancyModel(config)
     train_occupancy(
-        straight, view, out=Path(out) / "a", callback=lambda s, logs: losses.append(logs["td"]), **kw
+        straight,
+        view,
+        loop=replace(loop, out=Path(out) / "a", callback=lambda s, logs: losses.append(logs["td"])),
     )
     torch.manual_seed(rank)
-    train_occupancy(OccupancyModel(config), view, steps=STEPS // 2, out=Path(out) / "b", **kw)
+    train_occupancy(OccupancyModel(config), view, steps=STEPS // 2, loop=replace(loop, out=Path(out) / "b"))
     resumed = OccupancyModel(config)  # a fresh process would start from fresh weights
-    train_occupancy(resumed, view, out=Path(out) / "b", **kw)
-    tok_kw: dict[str, Any] = {"ckpt_every": 2, "eval_every": 1000, "log_every": 1000, "progress": False}
+    train_occupancy(resumed, view, loop=replace(loop, out=Path(out) / "b"))
+    tok_loop = Loop(ckpt_every=2, eval_every=1000, log_every=1000, progress=False)
     torch.manual_seed(rank)
     tok = make_tokenizer("titok", size="tiny", steps=4)
-    fit(tok, ds, out=Path(out) / "tok_a", **tok_kw)
+    fit(tok, ds, loop=replace(tok_loop, out=Path(out) / "tok_a"))
     torch.manual_seed(rank)
-    fit(make_tokenizer("titok", size="tiny", steps=4), ds, steps=2, out=Path(out) / "tok_b", **tok_kw)
+    fit(
+        make_tokenizer("titok", size="tiny", steps=4),
+        ds,
+        steps=2,
+        loop=replace(tok_loop, out=Path(out) / "tok_b"),
+    )
     tok_resumed = make_tokenizer("titok", size="tiny", steps=4)
-    fit(tok_resumed, ds, out=Path(out) / "tok_b", **tok_kw)
+    fit(tok_resumed, ds, loop=replace(tok_loop, out=Path(out) / "tok_b"))
     drifted = torch.nn.Linear(2, 2)
     torch.nn.init.constant_(drifted.weight, float(rank))
     try:

@@ -11,12 +11,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from fault_child import CKPT_EVERY, KW, STEPS, config
+from fault_child import CKPT_EVERY, LOOP, STEPS, config
 
 from voc_rl.checkpoint import CheckpointError, load_checkpoint
 from voc_rl.critic import CriticConfig, TDCritic
@@ -84,7 +85,7 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint_exactly(
 
     # the same run without the kill, in this process: weights, EMA target, optimiser, RNGs, step
     torch.manual_seed(0)
-    train_occupancy(OccupancyModel(config(view)), view, out=tmp_path / "straight", **KW)
+    train_occupancy(OccupancyModel(config(view)), view, loop=replace(LOOP, out=tmp_path / "straight"))
     straight = torch.load(tmp_path / "straight" / "train_state.pt", weights_only=True)
     killed = torch.load(out / "train_state.pt", weights_only=True)
     assert killed["step"] == STEPS
@@ -97,7 +98,7 @@ def test_truncated_checkpoint_and_leftover_temp_file(
     _, view = titok
     run = tmp_path / "run"
     torch.manual_seed(0)
-    train_occupancy(OccupancyModel(config(view)), view, steps=CKPT_EVERY, out=run, **KW)
+    train_occupancy(OccupancyModel(config(view)), view, steps=CKPT_EVERY, loop=replace(LOOP, out=run))
     state = run / "train_state.pt"
     # a kill during a save leaves the temp file that atomic_write renames into place: half written
     shutil.copy(state, run / ".train_state.pt.x1y2z3.tmp")
@@ -105,7 +106,7 @@ def test_truncated_checkpoint_and_leftover_temp_file(
         f.truncate(state.stat().st_size // 2)
     model = OccupancyModel(config(view))
     capsys.readouterr()
-    train_occupancy(model, view, steps=2 * CKPT_EVERY, out=run, **KW)
+    train_occupancy(model, view, steps=2 * CKPT_EVERY, loop=replace(LOOP, out=run))
     assert f"resumed occupancy model at step {CKPT_EVERY} from {state}" in capsys.readouterr().out
     assert model.step == 2 * CKPT_EVERY
     assert torch.load(state, weights_only=True)["step"] == 2 * CKPT_EVERY
@@ -114,7 +115,7 @@ def test_truncated_checkpoint_and_leftover_temp_file(
     for cut in (len(data) // 10, len(data) // 2, len(data) - 1):
         state.write_bytes(data[:cut])
         with pytest.raises(CheckpointError, match="truncated or corrupt"):
-            train_occupancy(OccupancyModel(config(view)), view, out=run, **KW)
+            train_occupancy(OccupancyModel(config(view)), view, loop=replace(LOOP, out=run))
         with pytest.raises(CheckpointError, match="truncated or corrupt"):
             load_checkpoint(state)
 

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 from chain import EPISODE, N_STATES, VOCAB, P, chain_batch, chain_occupancy, model_occupancy, train_on_chain
-from checks import assert_resumes_exactly
+from checks import QUIET, assert_resumes_exactly
 
 from voc_rl.checkpoint import CheckpointError
 from voc_rl.data import open_dataset
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
 from voc_rl.occupancy_train import train_occupancy
+from voc_rl.train_loop import Loop
 
 
 def tiny_model(**fields: object) -> OccupancyModel:
@@ -201,10 +202,10 @@ def test_training_logs_checkpoints_and_resumes_exactly(titok: tuple[Any, Any], t
     tok, view = titok
     config = OccupancyConfig.for_dataset(view, "tiny", frame_stack=2, steps=8, gamma=0.8)
     assert (config.vocab_size, config.tokens_per_frame, config.action_dim) == (tok.vocab_size, 8, 2)
-    kw = {"eval_every": 4, "ckpt_every": 4, "log_every": 2, "progress": False, "tokenizer": tok}
+    loop = Loop(tmp_path / "a", eval_every=4, ckpt_every=4, log_every=2, progress=False)
     torch.manual_seed(0)
     straight = OccupancyModel(config)
-    report, _ = train_occupancy(straight, view, out=tmp_path / "a", **kw)
+    report, _ = train_occupancy(straight, view, loop=loop, tokenizer=tok)
     assert report.steps == 8 and all(np.isfinite(v) for v in report.metrics.values())
     assert {"nll_future", "nll_next", "reward_nmse"} <= set(report.metrics)
     assert list((tmp_path / "a" / "tb").glob("events.out.tfevents.*"))
@@ -212,12 +213,13 @@ def test_training_logs_checkpoints_and_resumes_exactly(titok: tuple[Any, Any], t
         tmp_path / "a" / "occupancy.pt", tokenizer_sha256=config.tokenizer_sha256
     )
     assert loaded.step == 8 and reward is not None
+    loop = dataclasses.replace(loop, out=tmp_path / "b")
     assert_resumes_exactly(
-        straight, lambda: OccupancyModel(config), train_occupancy, view, tmp_path / "b", **kw
+        straight, lambda: OccupancyModel(config), train_occupancy, view, loop, tokenizer=tok
     )
     other = OccupancyModel(dataclasses.replace(config, gamma=0.5))
     with pytest.raises(CheckpointError, match="another config"):
-        train_occupancy(other, view, out=tmp_path / "b", **kw)
+        train_occupancy(other, view, loop=loop, tokenizer=tok)
 
 
 def test_training_with_a_policy_and_bad_datasets(titok: tuple[Any, Any], fake_ds_path: Path) -> None:
@@ -230,17 +232,17 @@ def test_training_with_a_policy_and_bad_datasets(titok: tuple[Any, Any], fake_ds
         return torch.zeros(len(next_obs), 2)
 
     with pytest.raises(ValueError, match=r"another policy needs n_step=1 \(got n_step=None\)"):
-        train_occupancy(OccupancyModel(config), view, policy=policy, progress=False)
+        train_occupancy(OccupancyModel(config), view, loop=QUIET, policy=policy)
     with pytest.raises(ValueError, match="n_step=1"):
         train_occupancy(OccupancyModel(dataclasses.replace(config, n_step=3)), view, policy=policy)
     one_step = dataclasses.replace(config, n_step=1, gamma=0.95)
-    train_occupancy(OccupancyModel(one_step), view, policy=policy, progress=False)
+    train_occupancy(OccupancyModel(one_step), view, loop=QUIET, policy=policy)
     assert seen and seen[0][1] == config.n_context
     with pytest.raises(ValueError, match="models read tokens"):
-        train_occupancy(OccupancyModel(config), open_dataset(fake_ds_path), progress=False)
+        train_occupancy(OccupancyModel(config), open_dataset(fake_ds_path), loop=QUIET)
     wrong = OccupancyModel(dataclasses.replace(config, vocab_size=config.vocab_size + 1))
     with pytest.raises(ValueError, match="vocab_size"):
-        train_occupancy(wrong, view, progress=False)
+        train_occupancy(wrong, view, loop=QUIET)
 
 
 def test_cli_fits_an_occupancy_model(titok: tuple[Any, Any], fake_ds_path: Path, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from voc_rl.occupancy import OccupancyConfig
 from voc_rl.parts import SharedParts, collect_or_open, fit_occupancy, fit_tokenizer
 from voc_rl.tokenizers import make_tokenizer
 from voc_rl.tokenizers.cache import token_view
+from voc_rl.train_loop import Loop
 
 STEPS = {"tokenizer": 3, "prior": 3, "occupancy": 3, "critic": 3}
 
@@ -68,7 +69,7 @@ def test_a_finished_part_is_reused_and_a_stopped_one_resumes(view: PixelDataset,
             steps.append(step)
             return step < stop_at
 
-        return fit_occupancy(view, config, out, progress=False, callback=callback)
+        return fit_occupancy(view, config, loop=Loop(out, progress=False, callback=callback))
 
     assert fit(stop_at=2)[0].step == 2 and steps == [1, 2]  # stopped by the callback, checkpointed
     model, reward = fit()
@@ -86,7 +87,7 @@ def test_tokenizer_config_takes_what_the_dataset_fixes(ds: PixelDataset, tmp_pat
     action_dim = int(ds.arrays["action"].shape[1])
     assert make_tokenizer("musik", "tiny", ds).config.action_dim == action_dim != 6
     assert make_tokenizer("musik", "tiny", ds, action_dim=6).config.action_dim == 6  # fields come last
-    tok = fit_tokenizer(ds, "musik", "tiny", tmp_path / "musik", {"steps": 2}, progress=False)
+    tok = fit_tokenizer(ds, "musik", "tiny", {"steps": 2}, loop=Loop(tmp_path / "musik", progress=False))
     assert tok.config.action_dim == action_dim and (tmp_path / "musik" / "tokenizer.pt").is_file()
 
 

@@ -28,6 +28,7 @@ from voc_rl.occupancy_train import train_occupancy
 from voc_rl.tokenizers import make_tokenizer
 from voc_rl.tokenizers.cache import cache_dir, token_view
 from voc_rl.tokenizers.train import fit
+from voc_rl.train_loop import Loop
 
 FAKE = "datasets/voc_rl/fake-pixels-random-v0"  # what collect("fake-pixels", "random", out="datasets") writes
 
@@ -90,7 +91,7 @@ def test_import_vd4rl_with_relative_paths(cwd: Path) -> None:
 # ------------------------------------------------------------------------------ tokenizers
 def test_tokenizer_fit_and_encode_with_relative_paths(cwd: Path) -> None:
     ds = open_dataset(fake_dataset())
-    report = fit(make_tokenizer("titok", size="tiny"), ds, steps=2, out="runs/tok", progress=False)
+    report = fit(make_tokenizer("titok", size="tiny"), ds, steps=2, loop=Loop("runs/tok", progress=False))
     assert report.steps == 2 and (cwd / "runs/tok/tokenizer.pt").is_file()
     assert list((cwd / "runs/tok/tb").glob("events.*"))
     view = token_view(ds, "runs/tok/tokenizer.pt", progress=False)
@@ -113,7 +114,7 @@ def test_occupancy_fit_with_relative_paths(cwd: Path) -> None:
     make_tokenizer("titok", size="tiny").save("tok.pt")
     view = token_view(open_dataset(FAKE), "tok.pt", progress=False)
     model = OccupancyModel(OccupancyConfig.for_dataset(view, "tiny", steps=2))
-    report, _ = train_occupancy(model, view, out="runs/occ", progress=False, device="cpu")
+    report, _ = train_occupancy(model, view, loop=Loop("runs/occ", device="cpu", progress=False))
     assert report.steps == 2 and (cwd / "runs/occ/occupancy.pt").is_file()
     assert list((cwd / "runs/occ/tb").glob("events.*"))
     cli("occupancy", "fit", "--dataset", FAKE, "--tokenizer", "tok.pt", "--size", "tiny", "--steps", "2",

@@ -15,6 +15,7 @@ from voc_rl.data import PixelDataset
 from voc_rl.tokenizers import Tokenizer, make_tokenizer
 from voc_rl.tokenizers.dino import DINOConfig, DINOTokenizer
 from voc_rl.tokenizers.train import fit
+from voc_rl.train_loop import Loop
 
 
 @pytest.fixture
@@ -105,7 +106,7 @@ def test_training_lowers_both_losses(tok: DINOTokenizer, ds: PixelDataset) -> No
 
 def test_fit_evaluates_and_round_trips(ds: PixelDataset, tmp_path: Path) -> None:
     tok = make_tokenizer("dino", "tiny")
-    report = fit(tok, ds, steps=30, out=tmp_path / "run", progress=False)
+    report = fit(tok, ds, steps=30, loop=Loop(tmp_path / "run", progress=False))
     assert {"usage", "perplexity", "probe_r2", "encode_fps"} <= set(report.metrics)
     assert report.metrics["usage"] > 0.05 and np.isfinite(report.final_loss)  # the codebook is alive
     frames = frames_of(ds, 6).reshape(2, 3, 3, 64, 64)

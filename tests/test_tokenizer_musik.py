@@ -11,7 +11,8 @@ import torch
 from voc_rl.data import PixelDataset
 from voc_rl.tokenizers import Tokenizer, make_tokenizer
 from voc_rl.tokenizers.musik import MUSIKConfig, MUSIKTokenizer
-from voc_rl.tokenizers.train import _frames_of, fit
+from voc_rl.tokenizers.train import fit
+from voc_rl.train_loop import Loop
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def tok() -> MUSIKTokenizer:
 
 
 def all_frames(ds: PixelDataset) -> np.ndarray:
-    return _frames_of(ds, np.arange(ds.num_episodes))
+    return ds.frame_index(np.arange(ds.num_episodes))
 
 
 def test_config_presets_shapes_and_dtypes(tok: MUSIKTokenizer, ds: PixelDataset) -> None:
@@ -125,7 +126,7 @@ def test_fit_lowers_the_loss_and_round_trips(ds: PixelDataset, tmp_path: Path) -
     with torch.no_grad():
         tok.train().loss(batch)  # initialise the codebook from data, as training does
         before = float(tok.eval().loss(batch)[0])
-    report = fit(tok, ds, steps=150, out=tmp_path / "run", progress=False)
+    report = fit(tok, ds, steps=150, loop=Loop(tmp_path / "run", progress=False))
     with torch.no_grad():
         after = float(tok.eval().loss(batch)[0])
     assert after < 0.9 * before, (before, after)

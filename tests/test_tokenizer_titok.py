@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from checks import QUIET
 
 from voc_rl.tokenizers import Tokenizer, make_tokenizer
 from voc_rl.tokenizers.titok import TiTokConfig, TiTokTokenizer
-from voc_rl.tokenizers.train import _frames_of, fit
+from voc_rl.tokenizers.train import fit
 
 
 @pytest.fixture
@@ -91,7 +92,7 @@ def test_untrained_decoder_outputs_the_mean_frame(tok, ds):
 
 def test_training_lowers_loss(tok, ds):
     rng = np.random.default_rng(0)
-    train = _frames_of(ds, np.arange(ds.num_episodes))
+    train = ds.frame_index(np.arange(ds.num_episodes))
     opt = torch.optim.AdamW(tok.parameters(), lr=2e-3)
     tok.train()
     losses = []
@@ -111,14 +112,14 @@ def test_training_lowers_loss(tok, ds):
 
 
 def test_fit_runs_and_evaluates(tok, ds):
-    report = fit(tok, ds, steps=20, progress=False)
+    report = fit(tok, ds, steps=20, loop=QUIET)
     assert report.steps == 20 and np.isfinite(report.final_loss)
     m = report.metrics
     assert m["tokens_per_frame"] == 8 and 0 < m["usage"] <= 1 and "psnr" in m and "probe_r2" in m
 
 
 def test_reference_statistics_follow_the_weights(tok, ds, tmp_path):
-    fit(tok, ds, steps=5, progress=False)
+    fit(tok, ds, steps=5, loop=QUIET)
     assert int(tok.ref_count) == tok.config.num_ref_frames  # kept from the first training batches
     frames = frames_of(ds, 16)
     tok.encode(frames)  # caches the reference statistics
@@ -130,7 +131,7 @@ def test_reference_statistics_follow_the_weights(tok, ds, tmp_path):
 
 
 def test_save_load_roundtrip(tok, ds, tmp_path):
-    fit(tok, ds, steps=5, progress=False)
+    fit(tok, ds, steps=5, loop=QUIET)
     frames = frames_of(ds, 8)
     path = tok.save(tmp_path / "titok.pt")
     loaded = Tokenizer.load(path, backend="titok")

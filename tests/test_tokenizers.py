@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from checks import assert_resumes_exactly
+from checks import QUIET, assert_resumes_exactly
 
 from voc_rl.checkpoint import CheckpointError
 from voc_rl.data import PixelDataset, WindowSampler, open_dataset
@@ -16,6 +17,7 @@ from voc_rl.tokenizers.base import linear_probe_r2, probe_r2_cv
 from voc_rl.tokenizers.cache import cache_dir, token_view
 from voc_rl.tokenizers.quantizer import VectorQuantizer, codebook_stats
 from voc_rl.tokenizers.train import fit
+from voc_rl.train_loop import Loop
 
 
 def test_registry_names_sizes_and_overrides() -> None:
@@ -104,7 +106,7 @@ def test_vqvae_shapes_fit_and_round_trip(fake_ds_path: Path, tmp_path: Path) -> 
     batch = tok.sample_batch(ds, np.arange(50), np.random.default_rng(0))
     with torch.no_grad():
         before = float(tok.eval().loss(batch)[0])
-    report = fit(tok, ds, steps=60, out=tmp_path / "run", progress=False)
+    report = fit(tok, ds, steps=60, loop=Loop(tmp_path / "run", progress=False))
     with torch.no_grad():
         after = float(tok.eval().loss(batch)[0])
     assert after < 0.7 * before
@@ -126,24 +128,27 @@ def test_fit_resumes_exactly(backend: str, ds: PixelDataset, tmp_path: Path) -> 
     """Stopped half-way and resumed in a fresh tokenizer, a run ends with the weights (codebooks and
     DINO's teacher included) of a run without a stop: the data, crops and code restarts draw the same."""
     fields = {"steps": 6, "restart_after": 2, **({"action_dim": 2} if backend == "musik" else {})}
-    kw = {"progress": False, "ckpt_every": 3, "log_every": 2, "eval_every": 2}  # logs and evals on the way
+    loop = Loop(
+        tmp_path / "a", progress=False, ckpt_every=3, log_every=2, eval_every=2
+    )  # logs and evals on the way
 
     def make() -> Tokenizer:
         return make_tokenizer(backend, size="tiny", **fields)
 
     torch.manual_seed(0)
     straight = make()
-    fit(straight, ds, out=tmp_path / "a", **kw)
+    fit(straight, ds, loop=loop)
     assert straight.step == 6
-    assert_resumes_exactly(straight, make, fit, ds, tmp_path / "b", **kw)
+    assert_resumes_exactly(straight, make, fit, ds, dataclasses.replace(loop, out=tmp_path / "b"))
 
 
 def test_fit_refuses_a_run_folder_of_another_config(ds: PixelDataset, tmp_path: Path) -> None:
-    fit(make_tokenizer("vqvae", size="tiny", steps=2), ds, out=tmp_path, progress=False)
+    loop = Loop(tmp_path, progress=False)
+    fit(make_tokenizer("vqvae", size="tiny", steps=2), ds, loop=loop)
     with pytest.raises(CheckpointError, match=r"another config \(differs in \{'lr'"):
-        fit(make_tokenizer("vqvae", size="tiny", steps=4, lr=1e-2), ds, out=tmp_path, progress=False)
+        fit(make_tokenizer("vqvae", size="tiny", steps=4, lr=1e-2), ds, loop=loop)
     with pytest.raises(CheckpointError, match="belongs to a run of backend 'vqvae', not 'titok'"):
-        fit(make_tokenizer("titok", size="tiny", steps=4), ds, out=tmp_path, progress=False)
+        fit(make_tokenizer("titok", size="tiny", steps=4), ds, loop=loop)
 
 
 @pytest.mark.parametrize("backend", ["vqvae", "dino", "musik", "titok"])
@@ -194,7 +199,7 @@ def test_bad_checkpoints_are_a_clear_error(fake_ds_path: Path, tmp_path: Path) -
             make_tokenizer("vqvae", size="tiny", image_size=32),
             open_dataset(fake_ds_path),
             steps=1,
-            progress=False,
+            loop=QUIET,
         )
 
 
@@ -208,7 +213,7 @@ def test_token_cache_is_reused_invalidated_and_sampled(fake_ds_path: Path, tmp_p
     stamp = (cache_dir(ds, ckpt) / "tokens.npy").stat().st_mtime_ns
     token_view(ds, ckpt, progress=False)
     assert (cache_dir(ds, ckpt) / "tokens.npy").stat().st_mtime_ns == stamp  # reused
-    fit(tok, ds, steps=5, progress=False)  # the weights change: a new checkpoint, a new cache
+    fit(tok, ds, steps=5, loop=QUIET)  # the weights change: a new checkpoint, a new cache
     ckpt_b = tok.save(tmp_path / "b.pt")
     assert cache_dir(ds, ckpt_b) != cache_dir(ds, ckpt)
     view_b = token_view(ds, ckpt_b, progress=False)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from voc_rl.checkpoint import CheckpointError
-from voc_rl.train_loop import Run, TrainReport, train
+from voc_rl.train_loop import Loop, Run, TrainReport, train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +72,7 @@ def test_trains_logs_checkpoints_and_reports(tmp_path: Path) -> None:
 
     run = toy_run()
     before = run.validate()  # type: ignore[misc]
-    report = train(run, 20, tmp_path, log_every=5, eval_every=10, ckpt_every=10, progress=False)
+    report = train(run, 20, Loop(tmp_path, log_every=5, eval_every=10, ckpt_every=10, progress=False))
     assert isinstance(report, TrainReport) and report.steps == 20 and run.model.step == 20
     assert report.metrics["w_error"] < before["w_error"]
     assert (tmp_path / "toy.pt").exists() and (tmp_path / "train_state.pt").exists()
@@ -82,19 +82,31 @@ def test_trains_logs_checkpoints_and_reports(tmp_path: Path) -> None:
 
 def test_a_stopped_run_resumes_bitwise(tmp_path: Path) -> None:
     straight = toy_run()
-    train(straight, 20, tmp_path / "a", ckpt_every=100, progress=False)
+    train(straight, 20, Loop(tmp_path / "a", ckpt_every=100, progress=False))
     first = toy_run()
-    report = train(first, 20, tmp_path / "b", ckpt_every=100, progress=False, callback=lambda s, _: s < 7)
+    report = train(
+        first, 20, Loop(tmp_path / "b", ckpt_every=100, progress=False, callback=lambda s, _: s < 7)
+    )
     assert report.steps == 7  # the callback stopped it; a checkpoint was written at the stop
     resumed = toy_run()
-    train(resumed, 20, tmp_path / "b", ckpt_every=100, progress=False)
+    train(resumed, 20, Loop(tmp_path / "b", ckpt_every=100, progress=False))
     for a, b in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(a, b)
 
 
 def test_refuses_a_run_folder_of_another_config_or_identity(tmp_path: Path) -> None:
-    train(toy_run(identity={"kind": "a"}), 3, tmp_path, progress=False)
+    train(toy_run(identity={"kind": "a"}), 3, Loop(tmp_path, progress=False))
     with pytest.raises(CheckpointError, match=r"another config \(differs in \{'lr'"):
-        train(toy_run(ToyConfig(lr=1e-3), identity={"kind": "a"}), 6, tmp_path, progress=False)
+        train(toy_run(ToyConfig(lr=1e-3), identity={"kind": "a"}), 6, Loop(tmp_path, progress=False))
     with pytest.raises(CheckpointError, match="run of kind 'a', not 'b'"):
-        train(toy_run(identity={"kind": "b"}), 6, tmp_path, progress=False)
+        train(toy_run(identity={"kind": "b"}), 6, Loop(tmp_path, progress=False))
+
+
+def test_loop_options_fill_only_what_the_caller_left_and_refuse_bad_intervals(tmp_path: Path) -> None:
+    loop = Loop("runs/x", log_every=7)
+    assert loop.out is not None and loop.out.is_absolute()  # a relative folder is resolved once, here
+    filled = loop.defaults(log_every=50, eval_every=500, ckpt_every=100)
+    assert (filled.log_every, filled.eval_every, filled.ckpt_every) == (7, 500, 100)
+    assert Loop().out is None and Loop().defaults(1, 2, 3).log_every == 1
+    with pytest.raises(ValueError, match="ckpt_every must be a positive"):
+        Loop(tmp_path, ckpt_every=0)

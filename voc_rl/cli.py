@@ -41,7 +41,7 @@ def _cmd_agents(args: argparse.Namespace) -> int:
 
     for name in list_agents(args.pattern):
         spec = REGISTRY[name]
-        print(f"{name:12s} {spec.config.kind:10s} {spec.config.tokenizer:6s} {spec.description}")
+        print(f"{name:12s} {spec.kind:10s} {spec.config.tokenizer:6s} {spec.description}")
     return 0
 
 
@@ -212,12 +212,13 @@ def _cmd_tokenizer_fit(args: argparse.Namespace) -> int:
     from voc_rl.data.dataset import open_dataset
     from voc_rl.tokenizers import make_tokenizer
     from voc_rl.tokenizers.train import fit
+    from voc_rl.train_loop import Loop
 
     ds = open_dataset(args.dataset)
     # the run length is part of the config: schedules (DINO's teacher momentum) follow it
     tok = make_tokenizer(args.backend, args.size, ds, **({"steps": args.steps} if args.steps else {}))
     out = args.out or user_path(f"runs/tokenizers/{ds.meta['name']}__{args.backend}__{args.size}")
-    report = fit(tok, ds, seed=args.seed, out=out)
+    report = fit(tok, ds, loop=Loop(out=out, seed=args.seed))
     print(
         f"{tok} trained {report.steps} steps in {report.seconds / 60:.1f} min; checkpoint {out}/tokenizer.pt"
     )
@@ -244,6 +245,7 @@ def _cmd_occupancy_fit(args: argparse.Namespace) -> int:
     from voc_rl.occupancy_train import train_occupancy
     from voc_rl.tokenizers import Tokenizer
     from voc_rl.tokenizers.cache import token_view
+    from voc_rl.train_loop import Loop
 
     ds = open_dataset(args.dataset)
     view = token_view(ds, args.tokenizer)
@@ -256,9 +258,8 @@ def _cmd_occupancy_fit(args: argparse.Namespace) -> int:
     )
     model = OccupancyModel(config)
     print(model)
-    report, _ = train_occupancy(
-        model, view, seed=args.seed, out=out, tokenizer=Tokenizer.load(args.tokenizer), device=args.device
-    )
+    loop = Loop(out=out, seed=args.seed, device=args.device)
+    report, _ = train_occupancy(model, view, loop=loop, tokenizer=Tokenizer.load(args.tokenizer))
     print(f"trained {report.steps} steps in {report.seconds / 60:.1f} min; checkpoint {out}/occupancy.pt")
     for key, value in report.metrics.items():
         print(f"  {key}: {value:.4g}")

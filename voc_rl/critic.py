@@ -14,17 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from voc_rl.checkpoint import Callback
-from voc_rl.data.dataset import PixelDataset
+from voc_rl.data.dataset import TokenView
 from voc_rl.data.sampler import WindowSampler, discounted_returns
 from voc_rl.token_trunk import (
     Batch,
+    Objective,
     TokenModel,
     TokenModelConfig,
     eval_index,
@@ -33,7 +32,7 @@ from voc_rl.token_trunk import (
     window_starts,
 )
 from voc_rl.tokenizers.cache import check_model_fits
-from voc_rl.train_loop import TrainReport
+from voc_rl.train_loop import Loop, TrainReport
 from voc_rl.utils import make_target, resolve_device
 
 MC_TAIL = 0.05  # Monte-Carlo check: only states whose truncated tail weighs gamma^(T-t) <= this
@@ -109,18 +108,11 @@ def critic_td_loss(critic: TDCritic, target: TDCritic, b: Batch) -> tuple[torch.
 
 def train_td_critic(
     critic: TDCritic,
-    token_ds: PixelDataset,
+    token_ds: TokenView,
     steps: int | None = None,
-    seed: int = 0,
-    out: str | Path | None = None,
-    progress: bool = True,
-    device: str | torch.device = "auto",
+    loop: Loop | None = None,
     val_fraction: float = 0.1,
     policy: Policy | None = None,
-    log_every: int = 100,
-    eval_every: int = 1000,
-    ckpt_every: int = 1000,
-    callback: Callback | None = None,
 ) -> TrainReport:
     """Fit ``critic`` by SARSA TD on the training episodes of ``token_ds`` (``ds.split(val_fraction,
     seed)``, the occupancy model's split) with an EMA target network; returns a report.
@@ -141,12 +133,12 @@ def train_td_critic(
     """
     c = critic.config
     check_model_fits(c, token_ds, "CriticConfig.for_dataset")
-    steps = steps or c.steps
-    device = resolve_device(device)
+    steps, loop = steps or c.steps, loop or Loop()
+    device = resolve_device(loop.device)
     critic.to(device).train()
-    train_eps, val_eps = token_ds.split(val_fraction, seed)
+    train_eps, val_eps = token_ds.split(val_fraction, loop.seed)
     val_eps = val_eps if len(val_eps) else train_eps
-    sampler = WindowSampler(token_ds, train_eps, frame_stack=c.frame_stack, seed=seed)
+    sampler = WindowSampler(token_ds, train_eps, frame_stack=c.frame_stack, seed=loop.seed)
     if critic.step == 0:  # start at the normalised value of a constant reward: the training mean
         mean_reward = token_ds.arrays["reward"][window_starts(token_ds, train_eps, True)].mean()
         with torch.no_grad():
@@ -184,12 +176,10 @@ def train_td_critic(
             }
         return metrics
 
-    return fit_token_model(
-        critic, token_ds, loss_fn=lambda b: critic_td_loss(critic, target, act(b)), evaluate=evaluate,
-        target=target, name="critic", nxt=True, sampler=sampler, steps=steps, seed=seed, out=out,
-        log_every=log_every, eval_every=eval_every, ckpt_every=ckpt_every, progress=progress,
-        callback=callback,
-    )  # fmt: skip
+    objective = Objective(
+        "critic", lambda b: critic_td_loss(critic, target, act(b)), evaluate, target=target, next_frames=True
+    )
+    return fit_token_model(critic, token_ds, objective, sampler, steps, loop)
 
 
 def distill_q(

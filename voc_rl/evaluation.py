@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from voc_rl.critic import TDCritic
-from voc_rl.data import PixelDataset
+from voc_rl.data import PixelDataset, TokenView
 from voc_rl.occupancy import OccupancyModel, RewardModel
 from voc_rl.prior import BCPolicy
 from voc_rl.value import density_q, pool_q, rollout_q, sample_q
@@ -49,7 +49,7 @@ def spearman(pred: np.ndarray, true: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def reward_nmse(view: PixelDataset, idx: np.ndarray, occ: OccupancyModel, reward: RewardModel) -> float:
+def reward_nmse(view: TokenView, idx: np.ndarray, occ: OccupancyModel, reward: RewardModel) -> float:
     """Held-out NMSE of the reward model: r(s_{t+1}) against the dataset's r_t at the states ``idx``."""
     c = occ.config
     tokens = torch.from_numpy(view.stacks(idx + 1, c.frame_stack)[:, -c.n_target :].astype(np.int64))
@@ -60,7 +60,7 @@ def reward_nmse(view: PixelDataset, idx: np.ndarray, occ: OccupancyModel, reward
 # ---------------------------------------------------------------------------------------------- states
 def states_of(ds: PixelDataset, episodes: np.ndarray, n: int, seed: int) -> np.ndarray:
     """``n`` flat indices of frames with an action (t < T) in ``episodes``, sorted."""
-    frames = np.concatenate([ds.ep_start[e] + np.arange(ds.ep_len[e]) for e in episodes])
+    frames = ds.frame_index(episodes, last=False)
     return np.sort(np.random.default_rng(seed).choice(frames, size=min(n, len(frames)), replace=False))
 
 
@@ -119,7 +119,7 @@ CHUNK = {"sample": 16, "density": 16, "pool": 8, "paper-style": 8, "td-critic": 
 
 
 def q_estimates(
-    view: PixelDataset,
+    view: TokenView,
     idx: np.ndarray,
     gamma: float,
     models: Models,
@@ -199,7 +199,7 @@ RESPONSE_METHODS = ("pool", "td-critic")  # the methods whose response to the ac
 
 
 def action_response(
-    view: PixelDataset,
+    view: TokenView,
     idx: np.ndarray,
     models: Models,
     methods: Sequence[str] = RESPONSE_METHODS,

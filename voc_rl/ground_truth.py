@@ -23,7 +23,7 @@ reward, else restoring does not reproduce the dataset and this raises; and the b
 loaded now must be the one the dataset records (name and training metadata), else this raises.
 A saved physics state (qpos, qvel, act) lacks MuJoCo's solver warm start: a restored state steps
 differently by ~1e-16, which chaotic dynamics (a running cheetah) grow to O(1) reward differences
-after a few hundred steps (measured: ~260 agent steps). That changes single trajectories, not the
+after a few hundred steps. That changes single trajectories, not the
 distribution the rollouts average over.
 
 Parallel runs use the ``spawn`` start method (safest with MuJoCo): a script calling

@@ -1,6 +1,6 @@
 """Training of the occupancy model and its reward model on a token dataset.
 
-``train_occupancy(model, token_ds, out="runs/occ")`` trains with the objective of horizon
+``train_occupancy(model, token_ds, loop=Loop(out="runs/occ"))`` trains with the objective of horizon
 ``config.n_step`` (see :mod:`voc_rl.occupancy`: Monte-Carlo dataset futures by default, 1-step
 generative TD on request) on the training episodes, and the reward model on its own batches with its
 own optimizer. It watches held-out episodes: the NLL per token of the true discounted future
@@ -15,7 +15,6 @@ frames beside the true future frames.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,12 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from voc_rl import distributed
-from voc_rl.checkpoint import Callback
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.data.sampler import TargetBatch, WindowBatch, WindowSampler
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel, td_loss
 from voc_rl.tokenizers.cache import check_model_fits
-from voc_rl.train_loop import Run, TrainReport, train
+from voc_rl.train_loop import Loop, Run, TrainReport, train
 from voc_rl.utils import ema_update, make_target, resolve_device, to_tensors
 
 Policy = Callable[[torch.Tensor], torch.Tensor]  # tokens of s_{t+1} (B, n_context) -> a_{t+1} (B, A)
@@ -50,8 +48,7 @@ def _targets(batch: TargetBatch, device: torch.device) -> dict[str, torch.Tensor
 def unigram_logp(ds: PixelDataset, episodes: np.ndarray, vocab_size: int) -> torch.Tensor:
     """Per-slot unigram of a token dataset's frames in ``episodes``: (tokens_per_frame, vocab) log
     probabilities (add-one smoothed). The NLL a model that ignores the context can reach."""
-    frames = np.concatenate([ds.ep_start[e] + np.arange(ds.ep_len[e] + 1) for e in episodes])
-    tokens = np.asarray(ds.frames[np.sort(frames)], dtype=np.int64)  # (N, tokens_per_frame)
+    tokens = np.asarray(ds.frames[np.sort(ds.frame_index(episodes))], dtype=np.int64)  # (N, tokens_per_frame)
     counts = np.ones((tokens.shape[1], vocab_size))
     for slot in range(tokens.shape[1]):
         counts[slot] += np.bincount(tokens[:, slot], minlength=vocab_size)
@@ -94,25 +91,18 @@ def train_occupancy(
     model: OccupancyModel,
     ds: PixelDataset,
     steps: int | None = None,
-    seed: int = 0,
-    out: str | Path | None = None,
+    loop: Loop | None = None,
     tokenizer: Any | None = None,
     policy: Policy | None = None,
     reward: RewardModel | None = None,
     val_fraction: float = 0.1,
-    log_every: int = 50,
-    eval_every: int | None = None,
-    ckpt_every: int = 500,
-    progress: bool = True,
-    device: str | torch.device = "auto",
-    callback: Callback | None = None,
 ) -> tuple[TrainReport, RewardModel]:
     """Train ``model`` (and a reward model) on the token dataset ``ds``; see the module docstring.
 
     ``policy`` maps the tokens of s_{t+1} to a_{t+1} (the occupancy of that policy, which needs
     ``config.n_step=1``); by default the dataset's actions are used (the behaviour policy's
-    occupancy). ``callback(step, logs)`` runs after every step; returning ``False`` stops the run
-    (after a checkpoint).
+    occupancy). ``loop`` (:class:`~voc_rl.train_loop.Loop`): the run folder, seed, device, callback
+    and intervals.
     """
     c = model.config
     check_model_fits(c, ds, "OccupancyConfig.for_dataset")
@@ -123,8 +113,9 @@ def train_occupancy(
             "use OccupancyConfig.for_dataset(..., n_step=1)"
         )
     distributed.init()
-    steps = steps or c.steps
-    device = resolve_device(device)
+    steps, loop = steps or c.steps, loop or Loop()
+    seed = loop.seed
+    device = resolve_device(loop.device)
     model.to(device)
     reward = (reward or RewardModel(c)).to(device)
     target = make_target(model)
@@ -172,8 +163,8 @@ def train_occupancy(
         units=("tokens", c.batch_size * (c.n_context + 1 + c.n_target)),
     )
     # a learning curve of ~10 points by default
-    eval_every = eval_every or min(500, max(10, steps // 10))
-    report = train(run, steps, out, log_every, eval_every, ckpt_every, progress, callback)
+    eval_every = min(500, max(10, steps // 10))
+    report = train(run, steps, loop.defaults(log_every=50, eval_every=eval_every, ckpt_every=500))
     return report, reward
 
 

@@ -6,12 +6,13 @@ the agent's run folder), the return-error and policy benchmarks (parts shared in
 named by what they are, :class:`SharedParts`), the main job and the learning-curve benchmark. (The
 CLI's ``fit`` commands and the benchmarks that time training call the trainers themselves.)
 
-Each ``fit_*`` function takes a part's config and the folder ``out`` it trains in. It reuses the
-checkpoint in ``out`` when that was trained for the config's steps with the same config; otherwise
-it trains there, and a run that stopped part way resumes exactly from ``out/train_state.pt`` (the
-trainers' own resume, which refuses a folder of another config). ``out=None`` trains in memory.
-What trains is ``model``, a model in hand (an agent's part, on a second ``learn``), or else a new one
-made after ``torch.manual_seed(seed)``. The part comes back in eval mode on ``device``.
+Each ``fit_*`` function takes a part's config and a :class:`~voc_rl.train_loop.Loop` whose ``out``
+is the folder it trains in. It reuses the checkpoint in ``out`` when that was trained for the
+config's steps with the same config; otherwise it trains there, and a run that stopped part way
+resumes exactly from ``out/train_state.pt`` (the trainers' own resume, which refuses a folder of
+another config). ``out=None`` trains in memory. What trains is ``model``, a model in hand (an
+agent's part, on a second ``learn``), or else a new one made after ``torch.manual_seed(loop.seed)``.
+The part comes back in eval mode on ``loop.device``.
 """
 
 from __future__ import annotations
@@ -24,18 +25,18 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from voc_rl.checkpoint import Callback
 from voc_rl.critic import CriticConfig, TDCritic, train_td_critic
 from voc_rl.data.collect import collect
-from voc_rl.data.dataset import PixelDataset, open_dataset
+from voc_rl.data.dataset import PixelDataset, TokenView, open_dataset
 from voc_rl.data.storage import dataset_dir
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
 from voc_rl.occupancy_train import train_occupancy
-from voc_rl.paths import PathLike, optional_user_path, user_path
+from voc_rl.paths import PathLike, user_path
 from voc_rl.prior import BCConfig, BCPolicy, train_bc
 from voc_rl.registry import AGENT_TOKENS
 from voc_rl.tokenizers import Tokenizer, get_backend
 from voc_rl.tokenizers.train import fit
+from voc_rl.train_loop import Loop
 from voc_rl.utils import resolve_device
 
 CHECKPOINT = {  # the file of each part in its run folder, as its trainer writes it
@@ -91,118 +92,94 @@ def fit_tokenizer(
     ds: PixelDataset,
     backend: str,
     size: str = "small",
-    out: PathLike | None = None,
     fields: Mapping[str, Any] | None = None,
     *,
-    seed: int = 0,
     model: Tokenizer | None = None,
-    device: str | torch.device = "auto",
-    progress: bool = True,
-    callback: Callback | None = None,
+    loop: Loop | None = None,
 ) -> Tokenizer:
-    """A ``backend`` tokenizer of the pixel dataset ``ds``: the ``size`` preset with what ``ds`` fixes
-    and ``fields`` (:meth:`~voc_rl.tokenizers.Tokenizer.config_for`). ``out`` ends up with its
-    ``tokenizer.pt``, the checkpoint that keys the dataset's token view."""
-    cls, out, device = get_backend(backend), optional_user_path(out), resolve_device(device)
+    """The tokenizer ``backend`` of preset ``size`` for ``ds``, from the backend's ``config_for(ds)``
+    and ``fields`` (:meth:`~voc_rl.tokenizers.Tokenizer.config_for`). ``loop.out`` ends up with its
+    checkpoint even for a tokenizer that trains no steps (quantized DINO)."""
+    loop = loop or Loop()
+    cls, out, device = get_backend(backend), loop.out, resolve_device(loop.device)
     config = cls.config_for(ds, size, **(fields or {}))
 
     def train() -> Tokenizer:
-        tok = (model or _new(cls, config, seed)).to(device)
-        fit(tok, ds, seed=seed, out=out, progress=progress, callback=callback)
+        tok = (model or _new(cls, config, loop.seed)).to(device)
+        fit(tok, ds, loop=loop)
         if out is not None and not (out / CHECKPOINT["tokenizer"]).exists():  # in hand, needing no steps
             tok.save(out / CHECKPOINT["tokenizer"])
         return tok
 
-    return _fit_or_reuse("tokenizer", config, out, Tokenizer.load, train).to(device).eval()
+    return _fit_or_reuse("tokenizer", config, out, lambda p: Tokenizer.load(p, backend=backend), train).to(
+        device
+    )
 
 
 def fit_prior(
-    view: PixelDataset,
+    view: TokenView,
     config: BCConfig,
-    out: PathLike | None = None,
     *,
-    seed: int = 0,
     model: BCPolicy | None = None,
-    device: str | torch.device = "auto",
-    progress: bool = True,
-    callback: Callback | None = None,
     weights: np.ndarray | Callable[[], np.ndarray] | None = None,
+    loop: Loop | None = None,
 ) -> BCPolicy:
-    """The behaviour prior of ``config`` on the token dataset ``view``; with ``weights`` (one per frame,
+    """The behaviour prior of ``config`` on the token dataset ``view``; with ``weights`` (per frame,
     or a function computing them, called only when the prior must train) the extracted prior
     (:func:`voc_rl.prior.train_bc`). A folder holds one or the other: the checkpoint does not record
-    the weights, so give an extracted prior its own ``out``."""
+    the weights."""
 
-    def trainer(new: BCPolicy, ds: PixelDataset, **kwargs: Any) -> Any:
+    def trainer(new: BCPolicy, ds: PixelDataset, loop: Loop) -> Any:
         w = weights() if callable(weights) else weights
-        return train_bc(new, ds, weights=w, **kwargs)
+        return train_bc(new, ds, loop=loop, weights=w)
 
-    return _fit_token_model(
-        "prior", BCPolicy, trainer, view, config, out, seed, model, device, progress, callback
-    )
+    return _fit_token_model("prior", BCPolicy, trainer, view, config, model, loop or Loop())
 
 
 def fit_critic(
-    view: PixelDataset,
-    config: CriticConfig,
-    out: PathLike | None = None,
-    *,
-    seed: int = 0,
-    model: TDCritic | None = None,
-    device: str | torch.device = "auto",
-    progress: bool = True,
-    callback: Callback | None = None,
+    view: TokenView, config: CriticConfig, *, model: TDCritic | None = None, loop: Loop | None = None
 ) -> TDCritic:
-    """The SARSA TD critic of ``config`` on the token dataset ``view``."""
-    return _fit_token_model(
-        "critic", TDCritic, train_td_critic, view, config, out, seed, model, device, progress, callback
-    )
+    """The TD critic of ``config`` on the token dataset ``view``."""
+
+    def trainer(new: TDCritic, ds: PixelDataset, loop: Loop) -> Any:
+        return train_td_critic(new, ds, loop=loop)
+
+    return _fit_token_model("critic", TDCritic, trainer, view, config, model, loop or Loop())
 
 
 def _fit_token_model(
-    part: str, cls: Any, trainer: Callable[..., Any], view: PixelDataset, config: Any, out: PathLike | None,
-    seed: int, model: Any, device: str | torch.device, progress: bool, callback: Callback | None,
-    **extra: Any,
-) -> Any:  # fmt: skip
-    """The prior and the critic: token models with the same trainer signature (``extra``: the
-    trainer's own keywords)."""
-    out = optional_user_path(out)
+    part: str, cls: Any, trainer: Callable[..., Any], view: TokenView, config: Any, model: Any, loop: Loop
+) -> Any:
+    """The prior and the critic: token models trained by ``trainer(model, view, loop)``."""
 
     def train() -> Any:
-        new = model or _new(cls, config, seed)
-        trainer(new, view, seed=seed, out=out, device=device, progress=progress, callback=callback, **extra)
+        new = model or _new(cls, config, loop.seed)
+        trainer(new, view, loop)
         return new
 
-    return _fit_or_reuse(part, config, out, cls.load, train).to(resolve_device(device)).eval()
+    return _fit_or_reuse(part, config, loop.out, cls.load, train).to(resolve_device(loop.device)).eval()
 
 
 def fit_occupancy(
-    view: PixelDataset,
+    view: TokenView,
     config: OccupancyConfig,
-    out: PathLike | None = None,
     *,
-    seed: int = 0,
     model: OccupancyModel | None = None,
     reward: RewardModel | None = None,
     tokenizer: Tokenizer | None = None,
-    device: str | torch.device = "auto",
-    progress: bool = True,
-    callback: Callback | None = None,
+    loop: Loop | None = None,
 ) -> tuple[OccupancyModel, RewardModel]:
     """The occupancy model of ``config`` on the token dataset ``view`` and its reward model
     (``reward`` continues one in hand; ``tokenizer`` decodes samples for TensorBoard)."""
-    out = optional_user_path(out)
+    loop = loop or Loop()
 
     def train() -> tuple[OccupancyModel, RewardModel]:
-        occ = model or _new(OccupancyModel, config, seed)
-        _, trained_reward = train_occupancy(
-            occ, view, seed=seed, out=out, tokenizer=tokenizer, reward=reward, device=device,
-            progress=progress, callback=callback,
-        )  # fmt: skip
+        occ = model or _new(OccupancyModel, config, loop.seed)
+        _, trained_reward = train_occupancy(occ, view, loop=loop, tokenizer=tokenizer, reward=reward)
         return occ, trained_reward
 
-    occ, trained_reward = _fit_or_reuse("occupancy", config, out, OccupancyModel.load, train)
-    device = resolve_device(device)
+    occ, trained_reward = _fit_or_reuse("occupancy", config, loop.out, OccupancyModel.load, train)
+    device = resolve_device(loop.device)
     return occ.to(device).eval(), trained_reward.to(device).eval()
 
 
@@ -241,7 +218,7 @@ class SharedParts:
             return (
                 self.root / f"{name}__tok_{backend}_{self.tok_size}{'_16' if self.agent_tokens else ''}{tag}"
             )
-        tokens = ds.meta["tokens"]
+        tokens = ds.tokens
         horizon = "mc" if self.n_step is None else self.n_step
         names = {
             "prior": f"{name}__{tokens['backend']}__bc",
@@ -262,21 +239,21 @@ class SharedParts:
         """The checkpoint of the ``backend`` tokenizer of the pixel dataset ``ds``, fitted if needed."""
         fields = {**(AGENT_TOKENS[backend] if self.agent_tokens else {}), **self._steps("tokenizer")}
         out = self.folder("tokenizer", ds, backend)
-        fit_tokenizer(ds, backend, self.tok_size, out, fields, progress=self.progress)
+        fit_tokenizer(ds, backend, self.tok_size, fields, loop=Loop(out=out, progress=self.progress))
         return out / CHECKPOINT["tokenizer"]
 
-    def prior(self, view: PixelDataset) -> BCPolicy:
+    def prior(self, view: TokenView) -> BCPolicy:
         config = BCConfig.for_dataset(view, self.size, **self._steps("prior"))
-        return fit_prior(view, config, self.folder("prior", view), progress=self.progress)
+        return fit_prior(view, config, loop=Loop(out=self.folder("prior", view), progress=self.progress))
 
-    def occupancy(self, view: PixelDataset, gamma: float, seed: int) -> tuple[OccupancyModel, RewardModel]:
+    def occupancy(self, view: TokenView, gamma: float, seed: int) -> tuple[OccupancyModel, RewardModel]:
         config = OccupancyConfig.for_dataset(
             view, self.size, gamma=gamma, n_step=self.n_step, **self._steps("occupancy")
         )
         out = self.folder("occupancy", view, gamma=gamma, seed=seed)
-        return fit_occupancy(view, config, out, seed=seed, progress=self.progress)
+        return fit_occupancy(view, config, loop=Loop(out=out, seed=seed, progress=self.progress))
 
-    def critic(self, view: PixelDataset, gamma: float, seed: int) -> TDCritic:
+    def critic(self, view: TokenView, gamma: float, seed: int) -> TDCritic:
         config = CriticConfig.for_dataset(view, self.size, gamma=gamma, **self._steps("critic"))
         out = self.folder("critic", view, gamma=gamma, seed=seed)
-        return fit_critic(view, config, out, seed=seed, progress=self.progress)
+        return fit_critic(view, config, loop=Loop(out=out, seed=seed, progress=self.progress))

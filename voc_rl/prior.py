@@ -5,8 +5,8 @@ agent proposes its candidate actions from it (:mod:`voc_rl.agents.base`).
 a tanh-squashed diagonal Gaussian fitted by maximum likelihood to the dataset's actions, with beta-NLL
 weighting (Seitzer et al., 2022): under plain NLL an action dimension that fits badly early gets a
 wide std, hence small gradients, and can stay unlearned (measured on a deterministic rule). Token
-dropout (0.2) and 2k steps by default: on 100k transitions its held-out NLL is best after 1-2k steps
-and rises later as the std shrinks on the training episodes. :func:`train_bc` fits it with
+dropout (0.2) and 2k steps by default: longer runs raise the held-out NLL as the std shrinks on the
+training episodes. :func:`train_bc` fits it with
 :func:`voc_rl.token_trunk.fit_token_model`.
 
 Policy extraction trains the same model with a weight per transition (``train_bc(..., weights=)``):
@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from voc_rl.checkpoint import Callback
-from voc_rl.data.dataset import PixelDataset
+from voc_rl.data.dataset import PixelDataset, TokenView
 from voc_rl.data.sampler import WindowSampler
 from voc_rl.token_trunk import (
     Batch,
+    Objective,
     TokenModel,
     TokenModelConfig,
     eval_index,
@@ -36,7 +35,7 @@ from voc_rl.token_trunk import (
     token_batch,
 )
 from voc_rl.tokenizers.cache import check_model_fits
-from voc_rl.train_loop import TrainReport
+from voc_rl.train_loop import Loop, TrainReport
 from voc_rl.utils import resolve_device
 
 ACTION_EPS = 1e-4  # dataset actions are clamped to [-1 + eps, 1 - eps] before atanh
@@ -157,17 +156,10 @@ def top_episode_weights(ds: PixelDataset, episodes: np.ndarray, fraction: float)
 # ---------------------------------------------------------------------- training
 def train_bc(
     policy: BCPolicy,
-    token_ds: PixelDataset,
+    token_ds: TokenView,
     steps: int | None = None,
-    seed: int = 0,
-    out: str | Path | None = None,
-    progress: bool = True,
-    device: str | torch.device = "auto",
+    loop: Loop | None = None,
     val_fraction: float = 0.1,
-    log_every: int = 100,
-    eval_every: int = 1000,
-    ckpt_every: int = 1000,
-    callback: Callback | None = None,
     weights: np.ndarray | None = None,
 ) -> TrainReport:
     """Fit ``policy`` by maximum likelihood (beta-NLL weighted, ``config.nll_beta``) on the training
@@ -179,12 +171,12 @@ def train_bc(
     """
     c = policy.config
     check_model_fits(c, token_ds, "BCConfig.for_dataset")
-    steps = steps or c.steps
-    device = resolve_device(device)
+    steps, loop = steps or c.steps, loop or Loop()
+    device = resolve_device(loop.device)
     policy.to(device).train()
-    train_eps, val_eps = token_ds.split(val_fraction, seed)
+    train_eps, val_eps = token_ds.split(val_fraction, loop.seed)
     val_eps = val_eps if len(val_eps) else train_eps
-    sampler = WindowSampler(token_ds, train_eps, c.frame_stack, seed, require_next_action=False)
+    sampler = WindowSampler(token_ds, train_eps, c.frame_stack, loop.seed, require_next_action=False)
     val = token_batch(token_ds, eval_index(token_ds, val_eps, False), c.frame_stack, device, False)
     weight = None
     if weights is not None:
@@ -213,8 +205,4 @@ def train_bc(
         nll = -policy._log_prob(val["obs"], val["action"]).mean()
         return {"nll": float(nll), "mode_mse": float(mse), "mode_nmse": float(mse / var)}
 
-    return fit_token_model(
-        policy, token_ds, loss_fn=loss_fn, evaluate=evaluate, target=None, name="bc", nxt=False,
-        sampler=sampler, steps=steps, seed=seed, out=out, log_every=log_every, eval_every=eval_every,
-        ckpt_every=ckpt_every, progress=progress, callback=callback,
-    )  # fmt: skip
+    return fit_token_model(policy, token_ds, Objective("bc", loss_fn, evaluate), sampler, steps, loop)

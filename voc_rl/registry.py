@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 SIZES = ("tiny", "small", "base")
-KINDS = ("voc", "wm-rollout", "td-critic", "bc")
 EXTRACTIONS = ("none", "awr", "qwr", "pbc")
 
 
@@ -27,9 +26,6 @@ class AgentConfig:
     """Everything that defines an agent before it sees data (the parts' own configs follow from it
     and the dataset's token geometry at ``learn``)."""
 
-    kind: str = "voc"
-    """How candidate actions are scored: ``voc`` (occupancy model, pool estimator), ``wm-rollout``
-    (gamma-0 model rolled out), ``td-critic`` (SARSA Q network) or ``bc`` (no scoring: the prior)."""
     tokenizer: str = "dino"
     """Tokenizer backend (``voc_rl.list_tokenizers()``)."""
     size: str = "small"
@@ -90,8 +86,6 @@ class AgentConfig:
     """``auto`` (a GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``..."""
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown agent kind {self.kind!r}; choose from {KINDS}")
         if self.size not in SIZES:
             raise ValueError(f"unknown size {self.size!r}; choose from {SIZES}")
         if not 0.0 <= self.gamma < 1.0:
@@ -103,10 +97,6 @@ class AgentConfig:
             raise ValueError(f"target_frames must be >= 0, got {self.target_frames}")
         if self.extraction not in EXTRACTIONS:
             raise ValueError(f"unknown extraction {self.extraction!r}; choose from {EXTRACTIONS}")
-        if self.extraction in ("awr", "qwr") and self.kind == "bc":
-            raise ValueError(
-                f"extraction={self.extraction!r} needs a Q: a bc agent has none (use pbc, or td-critic/voc)"
-            )
         if self.awr_samples < 1 or self.awr_temperature <= 0 or self.awr_clip <= 1:
             raise ValueError("need awr_samples >= 1, awr_temperature > 0 and awr_clip > 1")
         if self.awr_states < 2 or self.distill_steps < 1:
@@ -127,6 +117,12 @@ class AgentSpec:
     entry_point: str  # "module:Class", imported at make time
     config: AgentConfig
     description: str = ""
+
+    @property
+    def kind(self) -> str:
+        """How the agent scores candidate actions, from its class (``Agent.kind``): ``voc``,
+        ``wm-rollout``, ``td-critic`` or ``bc`` (imports the class)."""
+        return load_class(self.entry_point).kind
 
 
 REGISTRY: dict[str, AgentSpec] = {}
@@ -186,8 +182,8 @@ def load_agent(path: str | Path) -> Any:
 
 
 # Agents read 16 tokens per 64 px frame (4x4 grids, 16x16 ViT patches, 16 TiTok slots): scoring a
-# candidate costs about 4x less than with the tokenizers' 64-token presets (decision latency on a
-# CPU: README, "Control from offline data").
+# candidate costs several times less than with the tokenizers' 64-token presets (decision latency on
+# a CPU: README, "Control from offline data").
 _ENTRY = "voc_rl.agents.agents:"
 AGENT_TOKENS = {
     "vqvae": {"downsample": 4},
@@ -199,34 +195,37 @@ for _backend, _kwargs in AGENT_TOKENS.items():
     register(
         f"voc-{_backend}",
         _ENTRY + "VOCAgent",
-        AgentConfig(kind="voc", tokenizer=_backend, tokenizer_kwargs=_kwargs),
+        AgentConfig(tokenizer=_backend, tokenizer_kwargs=_kwargs),
         f"video occupancy model on {_backend} tokens; acts by pool-estimated Q over prior candidates",
     )
     for _how, _what in (("awr", "advantage-weighted"), ("qwr", "Q-weighted")):
         register(
             f"voc-{_backend}-{_how}", _ENTRY + "VOCAgent",
-            AgentConfig(kind="voc", tokenizer=_backend, tokenizer_kwargs=_kwargs, extraction=_how,
-                        candidates=1),
+            AgentConfig(tokenizer=_backend, tokenizer_kwargs=_kwargs, extraction=_how, candidates=1),
             f"prior extracted by {_what} regression with the {_backend} occupancy model's Q "
             "(distilled into a token Q network); acts with its mode",
         )  # fmt: skip
 _BASE = AgentConfig(tokenizer="vqvae", tokenizer_kwargs=AGENT_TOKENS["vqvae"])
-register("bc", _ENTRY + "BCAgent", _BASE, "behaviour cloning on tokens", kind="bc")
+register("bc", _ENTRY + "BCAgent", _BASE, "behaviour cloning on tokens")
 register(
-    "td-critic", _ENTRY + "TDCriticAgent", _BASE, "SARSA Q network on tokens scoring the prior's candidates",
-    kind="td-critic",
-)  # fmt: skip
+    "td-critic", _ENTRY + "TDCriticAgent", _BASE, "SARSA Q network on tokens scoring the prior's candidates"
+)
 register(
-    "pbc", _ENTRY + "BCAgent", _BASE, "%BC: behaviour cloning on the top third of episodes by return",
-    kind="bc", extraction="pbc",
-)  # fmt: skip
+    "pbc",
+    _ENTRY + "BCAgent",
+    _BASE,
+    "%BC: behaviour cloning on the top third of episodes by return",
+    extraction="pbc",
+)
 for _how, _what in (("awr", "advantage-weighted"), ("qwr", "Q-weighted")):
     register(
         f"td-critic-{_how}", _ENTRY + "TDCriticAgent", _BASE,
         f"prior extracted by {_what} regression with a SARSA critic's Q; acts with its mode",
-        kind="td-critic", extraction=_how, candidates=1,
+        extraction=_how, candidates=1,
     )  # fmt: skip
 register(
-    "wm-rollout", _ENTRY + "WMRolloutAgent", _BASE,
-    "gamma-0 occupancy model as a one-step world model, rolled out 1/(1-gamma) steps", kind="wm-rollout",
-)  # fmt: skip
+    "wm-rollout",
+    _ENTRY + "WMRolloutAgent",
+    _BASE,
+    "gamma-0 occupancy model as a one-step world model, rolled out 1/(1-gamma) steps",
+)

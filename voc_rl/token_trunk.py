@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from voc_rl.checkpoint import Callback, load_model, save_model
-from voc_rl.data.dataset import PixelDataset
+from voc_rl.checkpoint import load_model, save_model
+from voc_rl.data.dataset import PixelDataset, TokenView
 from voc_rl.data.sampler import WindowSampler
 from voc_rl.presets import from_preset
 from voc_rl.tokenizers.cache import model_fields
-from voc_rl.train_loop import Run, TrainReport, train
+from voc_rl.train_loop import Loop, Run, TrainReport, train
 from voc_rl.utils import ema_update, to_tensors
 
 EVAL_MAX = 4096  # held-out frames scored per evaluation (evenly spaced)
@@ -77,7 +77,7 @@ class TokenModelConfig:
         return from_preset(cls, cls.presets, size, fields, cls.__name__)
 
     @classmethod
-    def for_dataset(cls: type[C], token_ds: PixelDataset, size: str = "small", **fields: Any) -> C:
+    def for_dataset(cls: type[C], token_ds: TokenView, size: str = "small", **fields: Any) -> C:
         """The ``size`` preset with the vocabulary, tokens per frame, action size and tokenizer of
         the token dataset ``token_ds``, then ``fields``."""
         return cls.preset(size, **{**model_fields(token_ds), **fields})
@@ -200,49 +200,48 @@ def eval_index(ds: PixelDataset, episodes: np.ndarray, nxt: bool) -> np.ndarray:
     return valid[np.linspace(0, len(valid) - 1, min(len(valid), EVAL_MAX)).round().astype(int)]
 
 
+@dataclass(frozen=True)
+class Objective:
+    """What a token model minimises, for :func:`fit_token_model`."""
+
+    name: str  # the run's name and its model file's (``{name}.pt``)
+    loss: Callable[[Batch], tuple[torch.Tensor, dict[str, float]]]  # a batch -> the loss and its logs
+    evaluate: Callable[[], dict[str, float]]  # the held-out metrics
+    target: nn.Module | None = None  # an EMA copy of the model, updated after every step
+    next_frames: bool = False  # batches also carry s_{t+1} and a_{t+1} (TD targets)
+
+
 def fit_token_model(
-    model: TokenModel,
-    ds: PixelDataset,
-    *,
-    loss_fn: Callable[[Batch], tuple[torch.Tensor, dict[str, float]]],
-    evaluate: Callable[[], dict[str, float]],
-    target: nn.Module | None,
-    name: str,
-    nxt: bool,
-    sampler: WindowSampler,
-    steps: int,
-    seed: int,
-    out: str | Path | None,
-    log_every: int,
-    eval_every: int,
-    ckpt_every: int,
-    progress: bool,
-    callback: Callback | None,
+    model: TokenModel, ds: PixelDataset, objective: Objective, sampler: WindowSampler, steps: int, loop: Loop
 ) -> TrainReport:
     """Train the prior or the critic in the shared loop (:func:`voc_rl.train_loop.train`: warm-up
     then cosine, clipping at 10, a guard against rare spikes only) on batches of ``sampler``."""
-    c = model.config
-    modules = {"model": model} if target is None else {"model": model, "target": target}
+    c, o = model.config, objective
+    modules = {"model": model} if o.target is None else {"model": model, "target": o.target}
 
     def step() -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         index = sampler.sample_indices(c.batch_size, 0.0)[0]
-        batch = token_batch(ds, index, c.frame_stack, model.device, nxt)
+        batch = token_batch(ds, index, c.frame_stack, model.device, o.next_frames)
         batch["index"] = torch.from_numpy(index).to(model.device)  # flat frame indices, for per-row weights
-        loss, logs = loss_fn(batch)
+        loss, logs = o.loss(batch)
         return {"loss": loss}, logs
 
+    def after_step() -> None:
+        assert o.target is not None
+        ema_update(o.target, model, c.target_rate)
+
     run = Run(
-        name=name,
+        name=o.name,
         config=c,
         modules=modules,
         optimizers={"loss": torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)},
         step=step,
         rngs=[sampler.rng],
-        data_seed=seed,
+        data_seed=loop.seed,
         device=model.device,
-        save=lambda folder: model.save(folder / f"{name}.pt"),
+        save=lambda folder: model.save(folder / f"{o.name}.pt"),
         clip=10.0,
-        after_step=None if target is None else lambda: ema_update(target, model, c.target_rate),
-        validate=evaluate,
+        after_step=None if o.target is None else after_step,
+        validate=o.evaluate,
     )
-    return train(run, steps, out, log_every, eval_every, ckpt_every, progress, callback)
+    return train(run, steps, loop.defaults(log_every=100, eval_every=1000, ckpt_every=1000))

@@ -3,7 +3,9 @@ prior and the TD critic all train through :func:`train`.
 
 A trainer describes its run as a :class:`Run` (the modules to checkpoint, one optimiser per loss, the
 random generators of its batch samplers, a ``step`` function that draws a batch and returns the
-losses, and optional hooks) and hands it to :func:`train`, which owns everything else:
+losses, and optional hooks) and hands it to :func:`train` with the caller's :class:`Loop` (the run
+folder, intervals, progress bar, callback, seed and device: what every trainer takes as ``loop``);
+:func:`train` owns everything else:
 
 - the schedule: linear warm-up over ``warmup`` steps, then constant or cosine down to 10% of ``lr``
   at the config's ``steps`` (the ``steps`` asked of one call only say where to stop);
@@ -43,6 +45,34 @@ from voc_rl.utils import restore_rngs, rng_states
 
 Losses = dict[str, torch.Tensor]  # one loss per optimiser, by the optimiser's name
 Logs = dict[str, float]
+
+
+@dataclass(frozen=True)
+class Loop:
+    """How a training call runs, apart from what it trains: every trainer (tokenizers' ``fit``,
+    ``train_occupancy``, ``train_bc``, ``train_td_critic`` and the ``voc_rl.parts.fit_*`` functions)
+    takes one as ``loop``. An interval left ``None`` takes the trainer's default."""
+
+    out: Path | None = None  # the run folder (TensorBoard, checkpoints, resume); None: none of those
+    seed: int = 0  # the held-out split of episodes and the batch samplers' streams
+    device: str | torch.device = "auto"  # where a trainer puts the model ("auto": a GPU where one exists)
+    progress: bool = True  # a progress bar
+    callback: Callback | None = None  # (step, logs) after every step; returning False stops the run
+    log_every: int | None = None  # steps between ``train/`` scalars
+    eval_every: int | None = None  # steps between ``val/`` metrics (and at the end)
+    ckpt_every: int | None = None  # steps between checkpoints (and at the end, and when stopped)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", optional_user_path(self.out))
+        for name in ("log_every", "eval_every", "ckpt_every"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"Loop.{name} must be a positive number of steps, got {value}")
+
+    def defaults(self, log_every: int, eval_every: int, ckpt_every: int) -> Loop:
+        """This loop with the intervals it leaves ``None`` set to a trainer's defaults."""
+        given = {"log_every": log_every, "eval_every": eval_every, "ckpt_every": ckpt_every}
+        return dataclasses.replace(self, **{k: v for k, v in given.items() if getattr(self, k) is None})
 
 
 @dataclass
@@ -98,19 +128,14 @@ class Run:
         return lr
 
 
-def train(
-    run: Run,
-    steps: int,
-    out: str | Path | None = None,
-    log_every: int = 50,
-    eval_every: int = 500,
-    ckpt_every: int = 500,
-    progress: bool = True,
-    callback: Callback | None = None,
-) -> TrainReport:
-    """Train ``run`` to ``steps`` (see the module docstring); with ``out`` (a folder) also log,
+def train(run: Run, steps: int, loop: Loop) -> TrainReport:
+    """Train ``run`` to ``steps`` (see the module docstring); with ``loop.out`` (a folder) also log,
     checkpoint and resume."""
     from tqdm import tqdm
+
+    loop = loop.defaults(log_every=50, eval_every=500, ckpt_every=500)
+    out, callback = loop.out, loop.callback
+    log_every, eval_every, ckpt_every = loop.log_every, loop.eval_every, loop.ckpt_every
 
     distributed.init()
     main, world = distributed.is_main(), distributed.world_size()
@@ -119,7 +144,6 @@ def train(
     for module in run.modules.values():  # every rank starts from rank 0's weights
         distributed.broadcast_module(module)
     torch.manual_seed(run.data_seed)
-    out = optional_user_path(out)
     writer = None
     if out is not None:
         _resume(run, out / "train_state.pt", main)
@@ -137,7 +161,11 @@ def train(
     start, tic = time.perf_counter(), time.perf_counter()
     values: Logs = {}
     bar = tqdm(
-        total=steps, initial=model.step, disable=not (progress and main), desc=f"fit {run.name}", unit="step"
+        total=steps,
+        initial=model.step,
+        disable=not (loop.progress and main),
+        desc=f"fit {run.name}",
+        unit="step",
     )
     while model.step < steps:
         lr = run.lr(model.step)

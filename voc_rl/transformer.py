@@ -6,8 +6,8 @@ tokens, a projected action in between) and calls :class:`GPT` on them. ``forward
 past at each step) and the inputs attend to everything cached before them, so the same code does
 teacher forcing, prefilling a prompt once and decoding one token at a time. A prompt shared by many
 rows (the context of a state, for K candidate actions x M futures) is computed once and copied to
-its rows (:meth:`KVCache.repeat_rows`): measured on this project's CPU, one copy of its keys and
-values and the fused attention kernel beat attending to an uncopied prefix by 2-4x.
+its rows (:meth:`KVCache.repeat_rows`): on a CPU, one copy of its keys and values and the fused
+attention kernel are faster than attending to an uncopied prefix.
 """
 
 from __future__ import annotations

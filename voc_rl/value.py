@@ -16,7 +16,7 @@ All three estimate ``Q(s, a) = E_{s_e ~ mu(.|s, a)}[r(s_e)] / (1 - gamma)``:
 Both importance-weighted estimators can return the effective sample size (Kish, ``1 / sum w^2`` of
 the normalised weights) of their weights, ``return_ess=True``. Over dataset candidates it collapses
 as the model sharpens (exact log-densities of near-identical states differ by tens of nats, so one
-or two candidates decide Q; measured: ESS about 7 of 4096 on cheetah-run), which is why ``density``
+or two candidates decide Q: FACTS.md), which is why ``density``
 over a dataset is a baseline and the pool of the model's own samples is the density-based estimator
 of record.
 

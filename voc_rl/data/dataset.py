@@ -470,6 +470,13 @@ class PixelDataset:
         """All frames of episode ``e``, (T+1, 3, H, W)."""
         return np.asarray(self.frames[self.ep_start[e] : self.ep_start[e] + self.ep_len[e] + 1])
 
+    def frame_index(self, episodes: np.ndarray, last: bool = True) -> np.ndarray:
+        """Flat indices of every frame of ``episodes``, in their order; ``last=False`` leaves out each
+        episode's final frame (s_T, which has no action)."""
+        extra = 1 if last else 0
+        parts = [self.ep_start[e] + np.arange(self.ep_len[e] + extra) for e in np.asarray(episodes)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
     def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Train / validation episode ids, split by whole episodes, fixed by ``seed``.
 
@@ -513,7 +520,7 @@ class PixelDataset:
 
     def __repr__(self) -> str:
         return (
-            f"PixelDataset({self.meta['name']!r}: {self.num_episodes} episodes, "
+            f"{type(self).__name__}({self.meta['name']!r}: {self.num_episodes} episodes, "
             f"{self.num_transitions} transitions, "
             f"frames {tuple(self.frames.shape[1:])}, env {self.env_id})"
         )
@@ -521,3 +528,28 @@ class PixelDataset:
 
 def open_dataset(path: str | Path, verify: bool = False) -> PixelDataset:
     return PixelDataset.open(path, verify=verify)
+
+
+@dataclass
+class TokenView(PixelDataset):
+    """A dataset whose ``frames`` are the token ids of every frame, (N, tokens_per_frame), with the
+    tokenizer that made them in ``meta["tokens"]`` (``backend``, ``vocab_size``, ``tokens_per_frame``,
+    ``key``): what the occupancy model, the prior and the critic read. Made from a pixel dataset and a
+    tokenizer checkpoint by :func:`voc_rl.tokenizers.cache.token_view`."""
+
+    def __post_init__(self) -> None:
+        if self.frames.ndim != 2 or "tokens" not in self.meta:
+            raise ValueError(
+                f"a token view holds (N, tokens_per_frame) token ids and meta['tokens']; got frames of shape "
+                f"{tuple(self.frames.shape)}{'' if 'tokens' in self.meta else ' and no meta[tokens]'}"
+            )
+
+    @classmethod
+    def of(cls, ds: PixelDataset, tokens: np.ndarray, info: dict[str, Any]) -> TokenView:
+        """``ds`` with its frames replaced by ``tokens`` (N, tokens_per_frame) described by ``info``."""
+        return cls(ds.path, {**ds.meta, "tokens": info}, tokens, ds.arrays, ds.ep_start, ds.ep_len)
+
+    @property
+    def tokens(self) -> dict[str, Any]:
+        """The tokenizer's description: ``backend``, ``vocab_size``, ``tokens_per_frame``, ``key``..."""
+        return self.meta["tokens"]

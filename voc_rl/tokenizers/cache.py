@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from voc_rl.checkpoint import atomic_write
-from voc_rl.data.dataset import PixelDataset
+from voc_rl.data.dataset import PixelDataset, TokenView
 from voc_rl.data.storage import DatasetError, sha256_file
 from voc_rl.paths import user_path
 from voc_rl.tokenizers.base import Tokenizer
@@ -30,8 +30,9 @@ def cache_dir(ds: PixelDataset, checkpoint: str | Path) -> Path:
 
 def token_view(
     ds: PixelDataset, checkpoint: str | Path, chunk: int = 512, progress: bool = True
-) -> PixelDataset:
-    """``ds`` with ``frames`` replaced by the tokens of every frame, encoding on first use."""
+) -> TokenView:
+    """``ds`` with ``frames`` replaced by the tokens of every frame (a :class:`TokenView`), encoding
+    on first use."""
     checkpoint = user_path(checkpoint)
     folder = cache_dir(ds, checkpoint)
     meta_file = folder / "tokens.json"
@@ -75,20 +76,18 @@ def token_view(
         raise DatasetError(
             f"{folder / 'tokens.npy'} has shape {tokens.shape}: truncated? delete it to re-encode"
         )
-    view = dataclasses.replace(ds, frames=tokens)
-    view.meta = {**ds.meta, "tokens": {**meta, "key": folder.name}}
-    return view
+    return TokenView.of(ds, tokens, {**meta, "key": folder.name})
 
 
-def model_fields(token_ds: PixelDataset) -> dict[str, Any]:
+def model_fields(token_ds: TokenView) -> dict[str, Any]:
     """The config fields a model reading ``token_ds`` must have: vocabulary, tokens per frame, action
     size, and the tokenizer (backend and checkpoint key) that made the tokens."""
-    if "tokens" not in token_ds.meta or token_ds.frames.ndim != 2:
+    if not isinstance(token_ds, TokenView):
         raise ValueError(
             f"{token_ds.path} is a pixel dataset; models read tokens: "
             "pass voc_rl.tokenizers.cache.token_view(dataset, tokenizer_checkpoint)"
         )
-    tokens = token_ds.meta["tokens"]
+    tokens = token_ds.tokens
     return {
         "vocab_size": tokens["vocab_size"],
         "tokens_per_frame": tokens["tokens_per_frame"],
@@ -98,7 +97,7 @@ def model_fields(token_ds: PixelDataset) -> dict[str, Any]:
     }
 
 
-def check_model_fits(config: Any, token_ds: PixelDataset, config_helper: str) -> None:
+def check_model_fits(config: Any, token_ds: TokenView, config_helper: str) -> None:
     """Raise ``ValueError`` when a model's ``config`` was not made for the tokens of ``token_ds``
     (the tokenizer checkpoint is compared only when the config records one)."""
     fields = model_fields(token_ds)

@@ -14,51 +14,41 @@ from __future__ import annotations
 
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from voc_rl import distributed
-from voc_rl.checkpoint import Callback
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.tokenizers.base import Tokenizer, probe_r2_cv, psnr, to_float
 from voc_rl.tokenizers.quantizer import codebook_stats
-from voc_rl.train_loop import Run, TrainReport, train
+from voc_rl.train_loop import Loop, Run, TrainReport, train
+from voc_rl.utils import resolve_device
 
 COLLAPSE_USAGE = 0.05  # below this fraction of codes in use on held-out frames, the codebook collapsed
-
-
-def _frames_of(ds: PixelDataset, episodes: np.ndarray) -> np.ndarray:
-    return np.concatenate([ds.ep_start[e] + np.arange(ds.ep_len[e] + 1) for e in episodes])
 
 
 def fit(
     tok: Tokenizer,
     ds: PixelDataset,
     steps: int | None = None,
+    loop: Loop | None = None,
     val_fraction: float = 0.1,
-    seed: int = 0,
-    out: str | Path | None = None,
-    log_every: int = 50,
-    eval_every: int = 500,
-    ckpt_every: int = 500,
-    progress: bool = True,
-    callback: Callback | None = None,
 ) -> TrainReport:
     """Train ``tok`` on ``ds`` with :func:`voc_rl.train_loop.train` (warm-up then a constant rate,
-    clipping at 1); with ``out`` (a folder) also TensorBoard logs, checkpoints and resume.
-
-    ``callback(step, logs)`` runs after every step; returning ``False`` stops (after a checkpoint).
-    """
+    clipping at 1) on ``loop.device``; with ``loop.out`` (a folder) also TensorBoard logs,
+    checkpoints and resume."""
     if tuple(ds.frames.shape[1:]) != (3, tok.config.image_size, tok.config.image_size):
         raise ValueError(
             f"dataset frames are {tuple(ds.frames.shape[1:])}; expected 3x{tok.config.image_size}px"
         )
+    loop = loop or Loop()
+    seed = loop.seed
+    tok.to(resolve_device(loop.device))
     distributed.init()
     train_eps, val_eps = ds.split(val_fraction, seed)
-    train_frames = _frames_of(ds, train_eps)
+    train_frames = ds.frame_index(train_eps)
     data_seed = distributed.rank_seed(seed)  # = seed on one process
     rng = np.random.default_rng(data_seed)
     opt = torch.optim.AdamW(
@@ -95,11 +85,11 @@ def fit(
         final=final,
         media=lambda writer, _: _log_eval(tok, ds, val_eps, writer),
     )
-    return train(run, steps or tok.config.steps, out, log_every, eval_every, ckpt_every, progress, callback)
+    return train(run, steps or tok.config.steps, loop.defaults(log_every=50, eval_every=500, ckpt_every=500))
 
 
 def _log_eval(tok: Tokenizer, ds: PixelDataset, val_eps: np.ndarray, writer: Any) -> None:
-    frames = _frames_of(ds, val_eps[:1] if len(val_eps) else np.array([0]))
+    frames = ds.frame_index(val_eps[:1] if len(val_eps) else np.array([0]))
     pick = np.asarray(ds.frames[frames[:: max(len(frames) // 8, 1)][:8]])  # (8, 3, H, W)
     codes = tok.encode(pick)
     stats = codebook_stats(codes, tok.vocab_size)
@@ -127,7 +117,7 @@ def evaluate(
     chosen on a held-back slice of them) and scored on up to ``max_frames`` frames of ``episodes``.
     """
     rng = np.random.default_rng(seed)
-    test = _subsample(_frames_of(ds, episodes), max_frames, rng)
+    test = _subsample(ds.frame_index(episodes), max_frames, rng)
     frames = np.asarray(ds.frames[test])
     start = time.perf_counter()
     codes = tok.encode(frames)  # (M, T)
@@ -148,7 +138,7 @@ def evaluate(
         mse = float(((recon - to_float(frames)) ** 2).mean())
         metrics.update(mse=mse, psnr=psnr(mse))
     if "proprio" in ds.arrays and train_episodes is not None and len(train_episodes):
-        train = _subsample(_frames_of(ds, train_episodes), probe_frames, rng)
+        train = _subsample(ds.frame_index(train_episodes), probe_frames, rng)
         x_train, x_test = (_stack_features(tok, ds, idx, frame_stack) for idx in (train, test))
         r2, ridge = probe_r2_cv(x_train, ds.arrays["proprio"][train], x_test, ds.arrays["proprio"][test])
         metrics.update(probe_r2=float(np.mean(r2)), probe_ridge=ridge)
