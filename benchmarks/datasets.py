@@ -1,10 +1,14 @@
 """Dataset benchmarks: collection speed, size on disk, peak RAM and window-sampler throughput.
 
-Per image size: times ``collect`` (random policy; the shipped ``medium`` one if any) on a short run into a
-temp folder; collects (or reuses) the full 200-episode random dataset ``bench-<task>-random-<size>px``
-under ``--data-root`` and measures its HDF5 and cache sizes; measures peak RAM of fresh subprocesses that
-build the cache from scratch, or open it and sample; times :class:`WindowSampler` warm.
+Per image size: times ``collect`` (random policy; the shipped ``medium`` one if any) on a short run
+into a temp folder; collects (or reuses) the full random dataset ``bench-<task>-random-<size>px``
+(``--full-episodes``) under ``--data-root`` and measures its HDF5 and cache sizes; measures peak RAM
+of fresh subprocesses that build the cache from scratch, or open it and sample; times
+:class:`WindowSampler` warm.
 Writes ``<out-dir>/datasets.csv`` (``what,size,value,unit,note``) and ``<out-dir>/datasets.md``.
+
+    python benchmarks/datasets.py [--sizes 64 84] [--data-root DIR] [--note TEXT]
+    python benchmarks/datasets.py --quick      # a smoke run in a temporary folder
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ whenever an episode ends, so reset cost is included) the steps per second of:
 * ``bare-render``: ``suite.load`` then ``env.step(a); env.physics.render(size, size, camera_id=0)``.
 
 Writes ``<out-dir>/env_speed.csv`` (``env,size,path,steps_per_s``) and ``<out-dir>/env_speed.md``.
+
+    python benchmarks/env_speed.py [--tasks cheetah-run] [--sizes 64] [--quick]
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ per second (N = 32 futures, 16 states a call) and ``pool`` Q evaluations per sec
 futures, 4 states a call: the return-error benchmark's pool row). The token geometry is the agents'
 (16 tokens per frame, vocabulary 512, a 3-frame context, 2-frame futures: 48 + 1 + 32 positions);
 weights and tokens are random (the cost does not depend on their values). Each figure is the
-fastest of ``--repeats`` calls after a warm-up: this machine's timings vary by tens of % between
-calls, the minimum is the stable statistic.
+fastest of ``--repeats`` calls after a warm-up: timings vary between calls, the minimum is the
+stable statistic.
 
 It calls only ``pool_q`` and ``sample_q``, so the same script times an older checkout of the code
 (``PYTHONPATH=/path/to/old/checkout python benchmarks/estimator_speed.py --label before``). Rows are

@@ -2,11 +2,12 @@
 
 For each tokenizer's token geometry (tokens per frame and vocabulary of its preset; a frame stack of
 3 as context and as target) it measures, in one run: generative-TD training steps/s and tokens/s
-(gamma 0.9 with the distillation target, and gamma 0, the one-step world model), ms per occupancy
+(one-step TD and Monte-Carlo futures at gamma 0.9, and gamma 0, the one-step world model), ms per occupancy
 sample with and without the KV cache, and candidate states scored per second by ``log_prob`` (for
 one context, and for a pool shared by 16 candidate actions as agents use it). Weights and tokens
-are random: the cost of these operations does not depend on their values. Targets (issue [4/7]):
-KV cache >= 10x faster than recompute; scoring a candidate >= 20x cheaper than sampling one.
+are random: the cost of these operations does not depend on their values. The report checks two
+targets: the KV cache >= 10x faster than recompute; scoring a candidate >= 20x cheaper than sampling
+one.
 
     python benchmarks/occupancy_speed.py [--tokenizers vqvae titok] [--threads 2] [--quick]
 """

@@ -29,6 +29,7 @@ the markdown mean +- std).
 
 Parts are kept in ``--runs`` (:class:`voc_rl.parts.SharedParts`: a later run, or the policy benchmark's
 ``--from-return-error``, reuses them); the estimates are :func:`voc_rl.evaluation.q_estimates`.
+``--quick`` shrinks everything into a scratch folder (options given beside it still apply):
 
     voc-rl bench return-error --quick                    # a tiny version in minutes
     python benchmarks/return_error.py --data-root datasets --tasks cheetah-run --gammas 0.9 0.99

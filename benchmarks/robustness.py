@@ -3,7 +3,9 @@
 Runs each case against data built in a temporary folder (a fake-pixels dataset, untrained tiny
 parts, an agent zip), records the error type and the message, and writes
 ``<out-dir>/robustness.md``. ``tests/test_bad_input.py`` asserts the same catalogue's error types
-and messages, so the table and the tests cannot drift apart. Takes about 10 s.
+and messages, so the table and the tests cannot drift apart.
+
+    python benchmarks/robustness.py [--out-dir results]
 """
 
 from __future__ import annotations

@@ -3,11 +3,11 @@
 For every backend and task it trains a tokenizer with ``fit`` on the training episodes of a dataset
 (episodes split by seed) and measures on the held-out ones: codebook usage, PSNR (where a decoder
 exists), the linear-probe R^2 from the token embeddings of a 3-frame stack to the proprioceptive
-state, encode throughput and tokens per frame. Targets (issue [3/7]): usage >= 50%, probe R^2 >= 0.8
+state, encode throughput and tokens per frame. Targets checked: usage >= 50%, probe R^2 >= 0.8
 for the best backend, titok with >= 2x fewer tokens per frame than vqvae at a probe R^2 no more than
 0.05 below it.
 
-    python benchmarks/tokenizers.py --data-root /work/voc_runs/datasets [--steps 3000] [--quick]
+    python benchmarks/tokenizers.py --data-root datasets [--steps 3000] [--quick]
 """
 
 from __future__ import annotations
