@@ -29,7 +29,7 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import argparse
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -37,13 +37,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from voc_rl.args import parse_args
 from voc_rl.critic import CriticConfig
 from voc_rl.evaluation import nmse, states_by_level
 from voc_rl.ground_truth import simulator_q
 from voc_rl.occupancy import OccupancyConfig
 from voc_rl.occupancy_train import validate, validation_batch
 from voc_rl.parts import collect_or_open, fit_critic, fit_occupancy, fit_tokenizer
-from voc_rl.paths import resolve_args, user_path
 from voc_rl.registry import AGENT_TOKENS
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.tokenizers.cache import token_view
@@ -57,6 +57,46 @@ COLUMNS = (
 LEVELS = ("expert", "medium", "random")
 
 
+@dataclasses.dataclass(frozen=True)
+class Args:
+    tasks: tuple[str, ...] = ("cheetah-run", "walker-walk")
+    """tasks"""
+    dataset: str = "mixed"
+    """behaviour dataset of each task"""
+    collect_episodes: int = 200
+    """episodes per dataset collected if missing"""
+    tokenizer: tuple[Path, ...] = dataclasses.field(default=(), metadata={"nargs": "*"})
+    """a tokenizer.pt per task (else trained)"""
+    tokenizer_steps: int = 1000
+    """training steps of a tokenizer trained here"""
+    conditionings: tuple[str, ...] = ("token", "film")
+    """how the occupancy model reads the action: token, every or film, each optionally with :mlp"""
+    occupancy_steps: int = 3000
+    """occupancy-model training steps"""
+    critic_steps: int = 5000
+    """TD-critic training steps"""
+    gamma: float = 0.9
+    """discount"""
+    states: int = 240
+    """held-out states per task, equally from every behaviour level"""
+    rollouts: int = 4
+    """simulator rollouts per state and action"""
+    pool: int = 64
+    """futures in the pool shared by a_t and the uniform action"""
+    seed: int = 0
+    """training seed"""
+    size: str = "small"
+    """size preset of the tokenizer, the occupancy models and the critic"""
+    processes: int = 1
+    """simulator processes"""
+    data_root: Path = Path("datasets")
+    """datasets root (missing datasets are collected there)"""
+    runs: Path = Path("runs/action_response")
+    """folder of the trained models"""
+    out_dir: Path = Path("results")
+    """folder of the table"""
+
+
 def responses(q_data: np.ndarray, q_unif: np.ndarray, level: np.ndarray) -> dict[str, float]:
     return {
         f"response_{lv}": float((q_data - q_unif)[level == lv].mean()) for lv in LEVELS if (level == lv).any()
@@ -64,29 +104,7 @@ def responses(q_data: np.ndarray, q_unif: np.ndarray, level: np.ndarray) -> dict
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", nargs="+", default=["cheetah-run", "walker-walk"])
-    p.add_argument("--dataset", default="mixed")
-    p.add_argument("--collect-episodes", type=int, default=200)
-    p.add_argument(
-        "--tokenizer", type=Path, nargs="*", default=[], help="a tokenizer.pt per task (else trained)"
-    )
-    p.add_argument("--tokenizer-steps", type=int, default=1000)
-    p.add_argument("--conditionings", nargs="+", default=["token", "film"])
-    p.add_argument("--occupancy-steps", type=int, default=3000)
-    p.add_argument("--critic-steps", type=int, default=5000)
-    p.add_argument("--gamma", type=float, default=0.9)
-    p.add_argument("--states", type=int, default=240)
-    p.add_argument("--rollouts", type=int, default=4)
-    p.add_argument("--pool", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", default="small")
-    p.add_argument("--processes", type=int, default=1)
-    p.add_argument("--data-root", type=Path, default=Path("datasets"))
-    p.add_argument("--runs", type=Path, default=Path("runs/action_response"))
-    p.add_argument("--out-dir", type=Path, default=Path("results"))
-    args = resolve_args(p.parse_args(argv), "data_root", "runs", "out_dir")
-    args.tokenizer = [user_path(t) for t in args.tokenizer]
+    args = parse_args(Args, argv)
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     start, rows = time.perf_counter(), []
     for i, task in enumerate(args.tasks):
@@ -151,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         write(rows, args, time.perf_counter() - start, len(idx))
 
 
-def write(rows: list[dict[str, Any]], args: argparse.Namespace, seconds: float, states: int) -> None:
+def write(rows: list[dict[str, Any]], args: Args, seconds: float, states: int) -> None:
     out = [
         {c: (round(r[c], 3) if isinstance(r.get(c), float) else r.get(c, "-")) for c in COLUMNS} for r in rows
     ]

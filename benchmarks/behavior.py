@@ -13,22 +13,33 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import argparse
 import csv
+import dataclasses
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from voc_rl.args import parse_args
 from voc_rl.behavior import LEVELS, BehaviorPolicy, evaluate, load_policy, shipped_policy_path
-from voc_rl.paths import resolve_args
 
 COLUMNS = ["task", "level", "mode", "episodes", "return_mean", "return_std", "train_steps", "file_kb"]
 
 
-def measure(tasks: list[str], episodes: int) -> list[dict[str, object]]:
+@dataclasses.dataclass(frozen=True)
+class Args:
+    tasks: tuple[str, ...] = ("cheetah-run", "walker-walk")
+    """tasks"""
+    episodes: int = 10
+    """episodes per policy level and mode"""
+    out_dir: Path = Path("results")
+    """folder of the table"""
+
+
+def measure(tasks: Sequence[str], episodes: int) -> list[dict[str, object]]:
     rows = []
     for task in tasks:
         for level in LEVELS:
@@ -86,14 +97,8 @@ def write(rows: list[dict[str, object]], out_dir: Path, command: str, seconds: f
     (out_dir / "behavior.md").write_text("\n".join(lines) + "\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--tasks", nargs="+", default=["cheetah-run", "walker-walk"])
-    parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument("--out-dir", type=Path, default=Path("results"))
-    args = resolve_args(parser.parse_args(), "out_dir")
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(Args, argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
     rows = measure(args.tasks, args.episodes)

@@ -13,8 +13,8 @@ agrees, and ms per decision of each:
 
 from __future__ import annotations
 
-import argparse
 import copy
+import dataclasses
 import time
 from pathlib import Path
 
@@ -22,17 +22,25 @@ import numpy as np
 import torch
 
 import voc_rl
+from voc_rl.args import parse_args
 from voc_rl.report import command_line, machine_line
 from voc_rl.value import pool_q
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--agent", type=Path, required=True, help="a saved voc-<tok> agent (.zip)")
-    p.add_argument("--tokens", type=Path, required=True, help="(frames, tokens per frame) array of its data")
-    p.add_argument("--states", type=int, default=32)
-    p.add_argument("--out-dir", type=Path, default=Path("results"))
-    a = p.parse_args()
+@dataclasses.dataclass(frozen=True)
+class Args:
+    agent: Path
+    """a saved voc-<tok> agent (.zip)"""
+    tokens: Path
+    """(frames, tokens per frame) array of its data"""
+    states: int = 32
+    """token contexts compared"""
+    out_dir: Path = Path("results")
+    """folder of the table"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(Args, argv)
     torch.set_num_threads(1)
     agent = voc_rl.load_agent(a.agent)
     occ, rew, prior = agent.occupancy, agent.reward, agent.prior

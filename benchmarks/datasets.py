@@ -1,10 +1,14 @@
 """Dataset benchmarks: collection speed, size on disk, peak RAM and window-sampler throughput.
 
-Per image size: times ``collect`` (random policy; the shipped ``medium`` one if any) on a short run into a
-temp folder; collects (or reuses) the full 200-episode random dataset ``bench-<task>-random-<size>px``
-under ``--data-root`` and measures its HDF5 and cache sizes; measures peak RAM of fresh subprocesses that
-build the cache from scratch, or open it and sample; times :class:`WindowSampler` warm.
+Per image size: times ``collect`` (random policy; the shipped ``medium`` one if any) on a short run
+into a temp folder; collects (or reuses) the full random dataset ``bench-<task>-random-<size>px``
+(``--full-episodes``) under ``--data-root`` and measures its HDF5 and cache sizes; measures peak RAM
+of fresh subprocesses that build the cache from scratch, or open it and sample; times
+:class:`WindowSampler` warm.
 Writes ``<out-dir>/datasets.csv`` (``what,size,value,unit,note``) and ``<out-dir>/datasets.md``.
+
+    python benchmarks/datasets.py [--sizes 64 84] [--data-root DIR] [--note TEXT]
+    python benchmarks/datasets.py --quick      # a smoke run in a temporary folder
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy is imported
 import argparse
 import contextlib
 import csv
+import dataclasses
 import datetime
 import functools
 import json
@@ -30,18 +35,66 @@ import time
 import timeit
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
+from voc_rl.args import parse_args
 from voc_rl.behavior import shipped_policy_path
 from voc_rl.data.collect import collect
 from voc_rl.data.dataset import open_dataset
 from voc_rl.data.sampler import WindowSampler
 from voc_rl.data.storage import DatasetError, dataset_dir
-from voc_rl.paths import resolve_args
 
 BATCH, GAMMA, FRAME_STACK = 256, 0.9, 3
 MIN_WINDOWS_64, MAX_RAM_RATIO = 20_000.0, 2.0
 DEFAULT_ROOT = Path("/work/voc_runs/datasets")
 Row = tuple[str, int, float | None, str, str]  # what, size, value, unit, note
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    task: str = "cheetah-run"
+    """task"""
+    sizes: tuple[int, ...] = (64,)
+    """image sizes"""
+    collect_episodes: int = 10
+    """episodes for the timed short run"""
+    full_episodes: int = 200
+    """episodes of the full dataset (collected once, then reused)"""
+    warmup: int = 50
+    """untimed sampler batches first"""
+    batches: int = 100
+    """sampler batches per timed repeat"""
+    repeats: int = 5
+    """timed repeats of the sampler (the median is kept)"""
+    mem_batches: int = 200
+    """batches sampled by the process whose peak RAM is measured"""
+    data_root: Path = DEFAULT_ROOT
+    """datasets root (a temporary folder with --quick)"""
+    out_dir: Path = Path("results")
+    """folder of the tables (a temporary folder with --quick)"""
+    note: str = ""
+    """free text for the markdown, e.g. what else was running"""
+    quick: bool = False
+    """tiny smoke run; figures are not meaningful"""
+    child: tuple[str, ...] | None = dataclasses.field(
+        default=None, metadata={"nargs": 2, "metavar": ("MODE", "PATH"), "help": argparse.SUPPRESS}
+    )
+    """internal: build the cache of PATH (MODE build) or open and sample it (sample), in a fresh process"""
+
+
+def quick() -> dict[str, Any]:
+    """The ``--quick`` preset: few episodes and batches, in a temporary folder (its datasets/ removed
+    at the end)."""
+    tmp = Path(tempfile.mkdtemp(prefix="voc-bench-quick-"))
+    return {
+        "collect_episodes": 2,
+        "full_episodes": 20,
+        "warmup": 5,
+        "batches": 10,
+        "mem_batches": 20,
+        "data_root": tmp / "datasets",
+        "out_dir": tmp / "results",
+    }
 
 
 def fmt(v: float | None) -> str:
@@ -88,7 +141,7 @@ def run_child(mode: str, path: Path, batches: int = 0) -> dict[str, float]:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def collect_rows(args: argparse.Namespace, size: int) -> list[Row]:
+def collect_rows(args: Args, size: int) -> list[Row]:
     """Agent steps (one rendered frame each) per second, wall clock, HDF5 writing included."""
     rows: list[Row] = []
     for policy in ("random", "medium"):
@@ -110,7 +163,7 @@ def collect_rows(args: argparse.Namespace, size: int) -> list[Row]:
     return [*rows, ("collect", size, args.full_episodes * 500 / sec, "frames/s", note)]
 
 
-def bench_size(args: argparse.Namespace, size: int) -> list[Row]:
+def bench_size(args: Args, size: int) -> list[Row]:
     rows = collect_rows(args, size)
     path = dataset_dir(args.data_root, f"bench-{args.task}-random-{size}px")
     ds = open_dataset(path)
@@ -143,7 +196,7 @@ def bench_size(args: argparse.Namespace, size: int) -> list[Row]:
     return [*rows, ("sampler", size, statistics.median(rates), "windows/s", note)]
 
 
-def write_results(args: argparse.Namespace, rows: list[Row], wall_s: float) -> None:
+def write_results(args: Args, rows: list[Row], wall_s: float) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with open(args.out_dir / "datasets.csv", "w", newline="") as f:
         csv_rows = [(w, s, "" if v is None else f"{v:.6g}", u, n) for w, s, v, u, n in rows]
@@ -188,27 +241,10 @@ def write_results(args: argparse.Namespace, rows: list[Row], wall_s: float) -> N
     (args.out_dir / "datasets.md").write_text("\n".join(lines) + "\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--task", default="cheetah-run")
-    parser.add_argument("--sizes", nargs="+", type=int, default=[64])
-    parser.add_argument("--collect-episodes", type=int, default=10, help="episodes for the timed short run")
-    parser.add_argument("--data-root", type=Path, default=None, help=f"default {DEFAULT_ROOT}")
-    parser.add_argument("--out-dir", type=Path, default=None, help="default results (a temp dir if --quick)")
-    parser.add_argument("--note", default="", help="free text for the markdown, e.g. what else was running")
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run; figures are not meaningful")
-    parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
-    parser.add_argument("--batches", type=int, default=100, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(Args, argv, quick=quick)
     if args.child:  # internal: "build" or "sample", in a fresh process
         return child(args.child[0], Path(args.child[1]), args.batches)
-    vars(args).update(full_episodes=200, warmup=50, repeats=5, mem_batches=200)
-    if args.quick:
-        vars(args).update(collect_episodes=2, full_episodes=20, warmup=5, batches=10, mem_batches=20)
-        tmp = Path(tempfile.mkdtemp(prefix="voc-bench-quick-"))  # its datasets/ is removed at the end
-        args.out_dir, args.data_root = args.out_dir or tmp / "results", args.data_root or tmp / "datasets"
-    args.out_dir, args.data_root = args.out_dir or Path("results"), args.data_root or DEFAULT_ROOT
-    resolve_args(args, "out_dir", "data_root")
     start, rows = time.perf_counter(), []
     for size in args.sizes:
         rows += (new := bench_size(args, size))

@@ -11,6 +11,8 @@ whenever an episode ends, so reset cost is included) the steps per second of:
 * ``bare-render``: ``suite.load`` then ``env.step(a); env.physics.render(size, size, camera_id=0)``.
 
 Writes ``<out-dir>/env_speed.csv`` (``env,size,path,steps_per_s``) and ``<out-dir>/env_speed.md``.
+
+    python benchmarks/env_speed.py [--tasks cheetah-run] [--sizes 64] [--quick]
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy is imported
 
-import argparse
 import csv
+import dataclasses
 import datetime
 import platform
 import shlex
@@ -32,8 +34,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 import voc_rl
+from voc_rl.args import parse_args
 from voc_rl.envs._gl import ensure_gl_backend
-from voc_rl.paths import resolve_args
 
 GL_BACKEND = ensure_gl_backend()  # must precede the first shimmy / dm_control import
 
@@ -57,6 +59,34 @@ FAST_NOTE = (
     " numbers or to reuse data rendered that way. Both qualities reuse one camera per env, whereas"
     " shimmy and bare-render go through `physics.render`, which builds a new camera for every frame."
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    out_dir: Path = Path("results")
+    """folder of the tables"""
+    tasks: tuple[str, ...] = dataclasses.field(
+        default=("cheetah-run", "walker-walk"), metadata={"choices": sorted(TASKS)}
+    )
+    """tasks"""
+    sizes: tuple[int, ...] = (64, 84)
+    """image sizes"""
+    steps: int = 2000
+    """timed steps, a tenth for the slow paths (standard rendering, shimmy, bare-render)"""
+    warmup: int = 20
+    """untimed steps first"""
+    repeats: int = 3
+    """timed windows per measurement; the median is kept"""
+    quick: bool = False
+    """tiny smoke run (50 steps, 5 warm-up)"""
+
+    @property
+    def slow_steps(self) -> int:
+        """Timed steps of the slow paths."""
+        return max(1, self.steps // 10)
+
+
+QUICK = {"steps": 50, "warmup": 5}
 
 
 def gym_stepper(env: gym.Env) -> Stepper:
@@ -125,7 +155,7 @@ def machine_lines() -> list[str]:
     return [f"- CPU: {cpu}, {cores} cores usable", f"- Python {platform.python_version()}; {pkgs}"]
 
 
-def write_markdown(path: Path, results: Results, args: argparse.Namespace, wall_s: float) -> None:
+def write_markdown(path: Path, results: Results, args: Args, wall_s: float) -> None:
     keys = sorted({(t, s) for t, s, _ in results}, key=lambda k: (args.tasks.index(k[0]), k[1]))
     ratios = {k: results[(*k, "voc_rl-fast-ar1")] / results[(*k, "shimmy")] for k in keys}
     fast64 = {t: results[(t, 64, "voc_rl-fast")] for t, s in keys if s == 64}
@@ -171,21 +201,8 @@ def write_markdown(path: Path, results: Results, args: argparse.Namespace, wall_
     path.write_text("\n".join(lines) + "\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--out-dir", type=Path, default=Path("results"))
-    parser.add_argument("--tasks", nargs="+", default=["cheetah-run", "walker-walk"], choices=sorted(TASKS))
-    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 84])
-    parser.add_argument("--steps", type=int, default=2000, help="timed steps, a tenth for SLOW_PATHS")
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument(
-        "--repeats", type=int, default=3, help="timed windows per measurement; the median is kept"
-    )
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run (50 steps, 5 warm-up)")
-    args = resolve_args(parser.parse_args(), "out_dir")
-    if args.quick:
-        args.steps, args.warmup = 50, 5
-    args.slow_steps = max(1, args.steps // 10)
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(Args, argv, quick=QUICK)
     start = time.perf_counter()
     results: Results = {}
     for task in args.tasks:

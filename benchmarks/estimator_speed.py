@@ -7,8 +7,8 @@ per second (N = 32 futures, 16 states a call) and ``pool`` Q evaluations per sec
 futures, 4 states a call: the return-error benchmark's pool row). The token geometry is the agents'
 (16 tokens per frame, vocabulary 512, a 3-frame context, 2-frame futures: 48 + 1 + 32 positions);
 weights and tokens are random (the cost does not depend on their values). Each figure is the
-fastest of ``--repeats`` calls after a warm-up: this machine's timings vary by tens of % between
-calls, the minimum is the stable statistic.
+fastest of ``--repeats`` calls after a warm-up: timings vary between calls, the minimum is the
+stable statistic.
 
 It calls only ``pool_q`` and ``sample_q``, so the same script times an older checkout of the code
 (``PYTHONPATH=/path/to/old/checkout python benchmarks/estimator_speed.py --label before``). Rows are
@@ -21,14 +21,15 @@ labels or devices add to one table:
 
 from __future__ import annotations
 
-import argparse
 import csv
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from voc_rl.args import parse_args
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.value import pool_q, sample_q
@@ -36,6 +37,24 @@ from voc_rl.value import pool_q, sample_q
 COLUMNS = ["label", "device", "dtype", "threads", "size", "what", "value", "unit", "date"]
 KEY = ("label", "device", "dtype", "threads", "size", "what")
 DECISIONS = ((4, 8), (8, 8), (8, 32))  # (K candidate actions, pool size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    label: str = "after"
+    """names the code version timed (before/after...)"""
+    sizes: tuple[str, ...] = ("tiny", "small", "base")
+    """occupancy-model presets"""
+    threads: int = 1
+    """torch threads"""
+    device: str = "cpu"
+    """cpu or cuda"""
+    dtype: str = dataclasses.field(default="float32", metadata={"choices": ("float32", "bfloat16")})
+    """model dtype"""
+    repeats: int = 9
+    """timed calls per decision row (a third for Q/s)"""
+    out_dir: Path = Path("results")
+    """folder of the tables (rows are merged into its estimator_speed.csv)"""
 
 
 def fastest(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
@@ -92,16 +111,8 @@ def merge(path: Path, new: list[dict[str, object]]) -> list[dict[str, object]]:
     return [r for r in old if tuple(r[c] for c in KEY) not in keys] + new
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--label", default="after", help="names the code version timed (before/after...)")
-    p.add_argument("--sizes", nargs="+", default=["tiny", "small", "base"], help="occupancy-model presets")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="model dtype")
-    p.add_argument("--repeats", type=int, default=9, help="timed calls per decision row (a third for Q/s)")
-    p.add_argument("--out-dir", type=Path, default=Path("results"))
-    a = p.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(Args, argv)
     torch.set_num_threads(a.threads)
     device, dtype = torch.device(a.device), getattr(torch, a.dtype)
     date = time.strftime("%Y-%m-%d", time.gmtime())

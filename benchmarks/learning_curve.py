@@ -38,17 +38,18 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import argparse
 import csv
+import dataclasses
 import datetime
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from voc_rl.args import parse_args
 from voc_rl.critic import CriticConfig, TDCritic, train_td_critic
 from voc_rl.data import PixelDataset
 from voc_rl.evaluation import nmse, spearman, states_by_level, states_of
@@ -69,8 +70,70 @@ N_STEP = {"td1": 1, "nstep10": 10, "mc": None}
 METHODS = (*N_STEP, "td-critic")
 
 
+@dataclasses.dataclass(frozen=True)
+class Args:
+    data_root: Path = Path("datasets")
+    """datasets root (a missing dataset is collected there)"""
+    runs: Path = Path("runs/learning_curve")
+    """folder of the fitted tokenizer and of each method's rows"""
+    out_dir: Path = Path("results")
+    """folder of the table and plot"""
+    tokenizer: Path | None = None
+    """a 16-token tokenizer.pt (default: fit one in --runs)"""
+    task: str = "cheetah-run"
+    """task"""
+    dataset: str = "mixed"
+    """behaviour dataset"""
+    episodes: int = 200
+    """episodes to collect when the dataset is missing"""
+    gamma: float = 0.9
+    """discount"""
+    methods: tuple[str, ...] = dataclasses.field(default=METHODS, metadata={"choices": METHODS})
+    """methods to train"""
+    eval_at: tuple[float, ...] = (2.5, 5, 10, 15, 20)
+    """checkpoints, in training minutes; training stops at the last"""
+    n_states: int = 129
+    """held-out states"""
+    rollouts: int = 4
+    """simulator rollouts per state and action"""
+    actions: int = 8
+    """K candidate actions per state (a_t first)"""
+    samples: int = 32
+    """N of sample"""
+    pool_size: int = 32
+    """pool shared by the K actions"""
+    candidates: int = 256
+    """M training states of density"""
+    processes: int = 1
+    """simulator processes"""
+    seed: int = 0
+    """training seed"""
+    quick: bool = False
+    """tiny sizes, seconds of training"""
+    quiet: bool = False
+    """no progress bars"""
+    report_only: bool = False
+    """train nothing: merge the rows in --runs into the table and plot"""
+    note: str = ""
+    """a line for the report (how the runs were made)"""
+    prepare: bool = False
+    """only the ground truth and tokens (cached), then exit"""
+
+
+QUICK = {
+    "episodes": 6,
+    "n_states": 6,
+    "rollouts": 1,
+    "eval_at": (0.02, 0.04),
+    "candidates": 16,
+    "samples": 4,
+    "pool_size": 4,
+    "actions": 2,
+}
+
+
 # ---------------------------------------------------------------------------------------------- data
-def tokenizer_for(ds: PixelDataset, args: argparse.Namespace) -> Path:
+def tokenizer_for(ds: PixelDataset, args: Args) -> Path:
     """One 16-token VQ-VAE (``downsample=4``: a 4x4 grid of codes per 64px frame) for every method."""
     if args.tokenizer is not None:
         return args.tokenizer
@@ -81,7 +144,7 @@ def tokenizer_for(ds: PixelDataset, args: argparse.Namespace) -> Path:
 class Bench:
     """The held-out states, their simulator Q (and that of K candidate actions each), token stacks."""
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: Args):
         self.args = args
         name = f"{args.task}-{args.dataset}" + ("-quick" if args.quick else "")
         ds = collect_or_open(args.data_root, args.task, args.dataset, args.episodes, name)
@@ -177,7 +240,7 @@ class Clock:
     The time is this process's CPU time (``time.process_time``): with one torch thread it equals the
     wall-clock of an idle core, and it stays fair when several runs share a machine's cores."""
 
-    def __init__(self, eval_at: list[float], evaluate: Callable[[int, float], None]):
+    def __init__(self, eval_at: Sequence[float], evaluate: Callable[[int, float], None]):
         self.eval_at, self.evaluate = [60 * m for m in eval_at], evaluate
         self.spent, self.tic = 0.0, time.process_time()
 
@@ -190,7 +253,7 @@ class Clock:
         return bool(self.eval_at)  # False: stop after the last checkpoint
 
 
-def train_method(bench: Bench, method: str, args: argparse.Namespace) -> None:
+def train_method(bench: Bench, method: str, args: Args) -> None:
     path = args.runs / f"{method}.csv"
     rows: list[dict[str, Any]] = []
 
@@ -232,7 +295,7 @@ def train_method(bench: Bench, method: str, args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- report
-def report(args: argparse.Namespace) -> None:
+def report(args: Args) -> None:
     rows: list[dict[str, Any]] = []
     for method in METHODS:
         path = args.runs / f"{method}.csv"
@@ -325,41 +388,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", type=Path, default=Path("datasets"))
-    p.add_argument("--runs", type=Path, default=Path("runs/learning_curve"))
-    p.add_argument("--out-dir", type=Path, default=Path("results"))
-    p.add_argument("--tokenizer", type=Path, help="a 16-token tokenizer.pt (default: fit one in --runs)")
-    p.add_argument("--task", default="cheetah-run")
-    p.add_argument("--dataset", default="mixed")
-    p.add_argument(
-        "--episodes", type=int, default=200, help="episodes to collect when the dataset is missing"
-    )
-    p.add_argument("--gamma", type=float, default=0.9)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--eval-at", type=float, nargs="+", default=[2.5, 5, 10, 15, 20], help="training minutes")
-    p.add_argument("--n-states", type=int, default=129)
-    p.add_argument("--rollouts", type=int, default=4)
-    p.add_argument("--actions", type=int, default=8, help="K candidate actions per state (a_t first)")
-    p.add_argument("--samples", type=int, default=32, help="N of sample")
-    p.add_argument("--pool-size", type=int, default=32, help="pool shared by the K actions")
-    p.add_argument("--candidates", type=int, default=256, help="M training states of density")
-    p.add_argument("--processes", type=int, default=1, help="simulator processes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="tiny sizes, seconds of training")
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--report-only", action="store_true")
-    p.add_argument("--note", default="", help="a line for the report (how the runs were made)")
-    p.add_argument(
-        "--prepare", action="store_true", help="only the ground truth and tokens (cached), then exit"
-    )
-    args = p.parse_args(argv)
-    for name in ("data_root", "runs", "out_dir", "tokenizer"):
-        if getattr(args, name) is not None:
-            setattr(args, name, getattr(args, name).expanduser().resolve())
-    if args.quick:
-        args.episodes, args.n_states, args.rollouts, args.eval_at = 6, 6, 1, [0.02, 0.04]
-        args.candidates, args.samples, args.pool_size, args.actions = 16, 4, 4, 2
+    args = parse_args(Args, argv, quick=QUICK)
     torch.set_num_threads(1)
     args.runs.mkdir(parents=True, exist_ok=True)
     if not args.report_only:

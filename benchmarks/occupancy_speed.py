@@ -2,33 +2,54 @@
 
 For each tokenizer's token geometry (tokens per frame and vocabulary of its preset; a frame stack of
 3 as context and as target) it measures, in one run: generative-TD training steps/s and tokens/s
-(gamma 0.9 with the distillation target, and gamma 0, the one-step world model), ms per occupancy
+(one-step TD and Monte-Carlo futures at gamma 0.9, and gamma 0, the one-step world model), ms per occupancy
 sample with and without the KV cache, and candidate states scored per second by ``log_prob`` (for
 one context, and for a pool shared by 16 candidate actions as agents use it). Weights and tokens
-are random: the cost of these operations does not depend on their values. Targets (issue [4/7]):
-KV cache >= 10x faster than recompute; scoring a candidate >= 20x cheaper than sampling one.
+are random: the cost of these operations does not depend on their values. The report checks two
+targets: the KV cache >= 10x faster than recompute; scoring a candidate >= 20x cheaper than sampling
+one.
 
     python benchmarks/occupancy_speed.py [--tokenizers vqvae titok] [--threads 2] [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from voc_rl.args import parse_args
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, td_loss
-from voc_rl.paths import resolve_args
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.tokenizers import make_tokenizer
 from voc_rl.utils import make_target
 
 COLUMNS = ["tokenizer", "size", "what", "value", "unit"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    tokenizers: tuple[str, ...] = ("vqvae", "titok")
+    """token geometries to measure (dino and musik small share vqvae's: 64 tokens/frame, vocab 512)"""
+    size: str = "small"
+    """occupancy-model preset"""
+    threads: int = os.cpu_count() or 1
+    """torch threads"""
+    out_dir: Path = Path("results")
+    """folder of the tables (a temporary folder with --quick)"""
+    quick: bool = False
+    """tiny presets, one repeat (figures not meaningful)"""
+
+
+def quick() -> dict[str, Any]:
+    """The ``--quick`` preset: the tiny occupancy model, into a temporary folder."""
+    return {"size": "tiny", "out_dir": Path(tempfile.mkdtemp(prefix="voc_rl_occ_speed_"))}
 
 
 def timed(fn: Callable[[], object], repeats: int) -> float:
@@ -113,30 +134,10 @@ def measure(backend: str, size: str, quick: bool) -> list[dict[str, object]]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--tokenizers",
-        nargs="+",
-        default=["vqvae", "titok"],
-        help="token geometries to measure (dino and musik small share vqvae's: 64 tokens/frame, vocab 512)",
-    )
-    parser.add_argument("--size", default="small", help="occupancy-model preset")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--out-dir", type=Path, default=Path("results"))
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny presets, one repeat (figures not meaningful)"
-    )
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(Args, argv, quick=quick)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    if args.quick:
-        args.size = "tiny"
-        if args.out_dir == Path("results"):
-            args.out_dir = Path(tempfile.mkdtemp(prefix="voc_rl_occ_speed_"))
-    resolve_args(args, "out_dir")
     start = time.perf_counter()
     rows = [r for backend in args.tokenizers for r in measure(backend, args.size, args.quick)]
     args.out_dir.mkdir(parents=True, exist_ok=True)

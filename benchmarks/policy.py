@@ -31,11 +31,11 @@ simulator's best (chance 1/K).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import multiprocessing
 import os
+import re
 import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
@@ -50,12 +50,12 @@ import torch
 import voc_rl
 from voc_rl.agents import Agent
 from voc_rl.agents.base import play_episode
+from voc_rl.args import parse_args
 from voc_rl.checkpoint import atomic_write
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.evaluation import states_of
 from voc_rl.ground_truth import simulator_q
 from voc_rl.parts import SharedParts, collect_or_open
-from voc_rl.paths import resolve_args
 from voc_rl.registry import AGENT_TOKENS, agent_spec
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.tokenizers.cache import token_view
@@ -73,6 +73,69 @@ SAMPLED = " (sampled)"
 REPS = 2000  # bootstrap resamples
 
 
+@dataclasses.dataclass(frozen=True)
+class Args:
+    tasks: tuple[str, ...] = ("cheetah-run", "walker-walk")
+    """tasks"""
+    datasets: tuple[str, ...] = ("mixed",)
+    """behaviour datasets of each task"""
+    agents: tuple[str, ...] = (
+        "bc",
+        "pbc",
+        "td-critic",
+        "td-critic-awr",
+        "td-critic-qwr",
+        "voc-vqvae-awr",
+        "voc-vqvae-qwr",
+    )
+    """registered agents"""
+    sampled: tuple[str, ...] = dataclasses.field(default=("bc",), metadata={"nargs": "*"})
+    """agents also evaluated with deterministic=False"""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """training seeds"""
+    episodes: int = 10
+    """evaluation episodes per agent and seed"""
+    gamma: float = 0.9
+    """discount of the agents"""
+    size: str = "small"
+    """size preset of the agents"""
+    set: tuple[str, ...] = dataclasses.field(default=(), metadata={"nargs": "*", "metavar": "FIELD=VALUE"})
+    """agent config overrides (integers), e.g. occupancy_steps=3000"""
+    top1_states: int = 0
+    """held-out states of the top-1 agreement table (0: none)"""
+    top1_rollouts: int = 4
+    """simulator rollouts per candidate of the top-1 table"""
+    processes: int = os.cpu_count() or 1
+    """episode worker processes"""
+    collect_episodes: int = 200
+    """episodes per dataset collected if missing"""
+    data_root: Path = Path("datasets")
+    """datasets root (missing datasets are collected there)"""
+    runs: Path = Path("runs/policy")
+    """folder of the trained agents, reused by a rerun"""
+    from_return_error: Path | None = None
+    """assemble agents from this return-error --runs folder"""
+    baseline_tokenizer: str = "titok"
+    """tokens of bc/td-critic/wm-rollout with --from-return-error"""
+    out_dir: Path = Path("results")
+    """folder of the tables and plot"""
+    note: str = ""
+    """a line for the report (how the run was made)"""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.sampled) - set(self.agents))
+        if unknown:
+            raise ValueError(f"--sampled {unknown}: not among --agents")
+        bad = [s for s in self.set if not re.fullmatch(r"\w+=[+-]?\d+", s)]
+        if bad:
+            raise ValueError(f"--set {bad}: expected FIELD=INTEGER")
+
+    @property
+    def agent_overrides(self) -> dict[str, int]:
+        """``--set`` as agent config fields."""
+        return {k: int(v) for k, v in (s.split("=") for s in self.set)}
+
+
 # ---------------------------------------------------------------------- agents
 def base_of(name: str) -> str:
     """The agent whose folder (prior, scorer) an extraction agent extends: pbc -> bc, x-awr -> x,
@@ -86,7 +149,7 @@ def base_of(name: str) -> str:
 PARTS = ("tokenizer", "prior", "occupancy", "critic")  # as SharedParts names them; agents' <part>_steps
 
 
-def from_return_error(name: str, ds: PixelDataset, seed: int, args: argparse.Namespace) -> Agent:
+def from_return_error(name: str, ds: PixelDataset, seed: int, args: Args) -> Agent:
     """An agent assembled from the parts a return-error run left in ``--from-return-error`` (same
     split; its defaults: tokenizers at the agents' 16 tokens, Monte-Carlo occupancy models). Steps set
     with ``--set <part>_steps=N`` find the parts that run trained with ``--<part>-steps N``."""
@@ -118,7 +181,7 @@ class Trainer:
     each saved as ``{agent}.zip`` there, with the seconds each one's training took in
     ``train_seconds.json`` (so that a rerun reports the cost of the run that trained it)."""
 
-    def __init__(self, ds: PixelDataset, seed: int, args: argparse.Namespace):
+    def __init__(self, ds: PixelDataset, seed: int, args: Args):
         self.ds, self.seed, self.args = ds, seed, args
 
     def folder(self, agent: Agent) -> Path:
@@ -176,7 +239,7 @@ def same_config(zipped: Path, agent: Agent) -> bool:
     return json.dumps(saved, sort_keys=True) == json.dumps(dataclasses.asdict(agent.config), sort_keys=True)
 
 
-def assembled(name: str, ds: PixelDataset, seed: int, args: argparse.Namespace) -> tuple[Path, float]:
+def assembled(name: str, ds: PixelDataset, seed: int, args: Args) -> tuple[Path, float]:
     """``--from-return-error``: the assembled agent saved for the workers (no training cost here)."""
     folder = args.runs / f"{ds.meta['name']}__assembled__s{seed}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -250,41 +313,8 @@ def verdict(stats: dict[str, float]) -> str:
 
 # ---------------------------------------------------------------------- the run
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", nargs="+", default=["cheetah-run", "walker-walk"])
-    p.add_argument("--datasets", nargs="+", default=["mixed"])
-    p.add_argument("--agents", nargs="+", default=["bc", "pbc", "td-critic", "td-critic-awr", "td-critic-qwr",
-                                                   "voc-vqvae-awr", "voc-vqvae-qwr"])  # fmt: skip
-    p.add_argument(
-        "--sampled", nargs="*", default=["bc"], help="agents also evaluated with deterministic=False"
-    )
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--gamma", type=float, default=0.9)
-    p.add_argument("--size", default="small")
-    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="agent config overrides (int)")
-    p.add_argument("--top1-states", type=int, default=0)
-    p.add_argument("--top1-rollouts", type=int, default=4)
-    p.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="episode worker processes")
-    p.add_argument("--collect-episodes", type=int, default=200)
-    p.add_argument("--data-root", type=Path, default=Path("datasets"))
-    p.add_argument("--runs", type=Path, default=Path("runs/policy"))
-    p.add_argument(
-        "--from-return-error", type=Path, help="assemble agents from this return-error --runs folder"
-    )
-    p.add_argument(
-        "--baseline-tokenizer",
-        default="titok",
-        help="tokens of bc/td-critic/wm-rollout with --from-return-error",
-    )
-    p.add_argument("--out-dir", type=Path, default=Path("results"))
-    p.add_argument("--note", default="")
-    args = resolve_args(p.parse_args(argv), "data_root", "runs", "from_return_error", "out_dir")
+    args = parse_args(Args, argv)
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    args.agent_overrides = {k: int(v) for k, v in (s.split("=") for s in args.set)}
-    unknown = sorted(set(args.sampled) - set(args.agents))
-    if unknown:
-        p.error(f"--sampled {unknown}: not among --agents")
     start = time.perf_counter()
     state = Results(args)
     context = multiprocessing.get_context("spawn")  # MuJoCo's renderer does not survive a fork
@@ -310,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def top1_rows(
-    task: str, kind: str, ds: PixelDataset, seed: int, args: argparse.Namespace, trainer: Trainer
+    task: str, kind: str, ds: PixelDataset, seed: int, args: Args, trainer: Trainer
 ) -> list[dict[str, Any]]:
     """Agreement of each agent's best candidate with the simulator's best (chance 1 / K)."""
     agents = {name: Agent.load(trainer.train(name)[0]) for name in args.agents}
@@ -343,7 +373,7 @@ def top1_rows(
 class Results:
     """Every episode of the run (``policy_episodes.csv``) and the tables made from them."""
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: Args):
         self.args = args
         self.episodes: list[dict[str, Any]] = []
         self.behaviour_rows: list[dict[str, Any]] = []
@@ -427,9 +457,9 @@ class Results:
             *([f"  \n{a.note}"] if a.note else []),
             "",
             f"Deterministic evaluation episodes (500 agent steps, env seeds 1000-{999 + a.episodes}) of "
-            f"agents trained with seeds {a.seeds}; `(sampled)`: `deterministic=False`. IQM and mean of the "
-            f"returns with 95% stratified-bootstrap intervals ({REPS} resamples, rliable) over the runs "
-            "(seed, episode); p_better_than_bc: probability of improvement over bc with its interval; "
+            f"agents trained with seeds {list(a.seeds)}; `(sampled)`: `deterministic=False`. IQM and mean "
+            f"of the returns with 95% stratified-bootstrap intervals ({REPS} resamples, rliable) over the "
+            "runs (seed, episode); p_better_than_bc: probability of improvement over bc with its interval; "
             "vs_bc: better/worse where that interval excludes 0.5, else within noise. train_min: the "
             "shared tokenizer, the reused parts and the agent's own; ms_per_decision: one env, batch 1.",
             "",

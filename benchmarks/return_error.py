@@ -29,6 +29,7 @@ the markdown mean +- std).
 
 Parts are kept in ``--runs`` (:class:`voc_rl.parts.SharedParts`: a later run, or the policy benchmark's
 ``--from-return-error``, reuses them); the estimates are :func:`voc_rl.evaluation.q_estimates`.
+``--quick`` shrinks everything into a scratch folder (options given beside it still apply):
 
     voc-rl bench return-error --quick                    # a tiny version in minutes
     python benchmarks/return_error.py --data-root datasets --tasks cheetah-run --gammas 0.9 0.99
@@ -40,17 +41,19 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import argparse
 import csv
+import dataclasses
 import itertools
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from voc_rl.args import parse_args
 from voc_rl.evaluation import (
     METHODS,
     RESPONSE_METHODS,
@@ -68,7 +71,6 @@ from voc_rl.evaluation import (
 from voc_rl.ground_truth import simulator_q
 from voc_rl.occupancy_train import validate, validation_batch
 from voc_rl.parts import SharedParts, collect_or_open
-from voc_rl.paths import resolve_args
 from voc_rl.report import command_line, machine_line, write_csv
 from voc_rl.tokenizers.cache import token_view
 
@@ -79,20 +81,119 @@ COLUMNS = [
 ]  # fmt: skip
 DIAGNOSTICS = ("reward_nmse", "action_info", "action_response")  # columns only some methods have
 Plots = dict[tuple, list[tuple[str, np.ndarray, np.ndarray]]]  # (task, dataset, gamma, tokenizer) -> pairs
+Save = Callable[[list[dict[str, Any]], Plots], None]  # writes the tables of the rows so far
+
+
+def mc_or_int(text: str) -> int | None:
+    """``--n-step``: ``mc`` (or ``none``) for Monte-Carlo futures, else an integer."""
+    return None if text.lower() in ("mc", "none") else int(text)
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    tasks: tuple[str, ...] = ("cheetah-run", "walker-walk")
+    """tasks of the table"""
+    datasets: tuple[str, ...] = ("medium", "mixed")
+    """behaviour datasets of each task"""
+    gammas: tuple[float, ...] = (0.8, 0.9, 0.95, 0.99)
+    """discounts"""
+    tokenizers: tuple[str, ...] = ("vqvae", "dino", "musik", "titok")
+    """tokenizer backends"""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """seeds of the occupancy models and critics"""
+    n_states: int = 200
+    """held-out states per dataset"""
+    episodes: int = 200
+    """episodes per dataset collected if missing"""
+    rollouts: int = 8
+    """simulator rollouts per state"""
+    processes: int = os.cpu_count() or 1
+    """simulator processes"""
+    samples: int = 32
+    """N of the sample estimator"""
+    candidates: int = 256
+    """M of the density estimator"""
+    pool_actions: int = 8
+    """K of the pool estimator"""
+    pool_size: int = 64
+    """futures in the pool shared by the K actions"""
+    rollouts_wm: int = 4
+    """world-model rollouts per state"""
+    tok_size: str = "small"
+    """tokenizer size preset"""
+    tok_steps: int | None = None
+    """tokenizer training steps (default: the preset's)"""
+    occ_size: str = "small"
+    """occupancy-model size preset"""
+    occ_steps: int | None = None
+    """occupancy-model training steps (default: the preset's)"""
+    n_step: int | None = dataclasses.field(default=None, metadata={"type": mc_or_int, "metavar": "N|mc"})
+    """horizon of the occupancy objective: mc (default) or N (1: one-step generative TD)"""
+    tokens: str = dataclasses.field(default="agent", metadata={"choices": ("agent", "preset")})
+    """tokens per frame: the agents' 16 or the tokenizer preset's (64 for vqvae)"""
+    critic_steps: int | None = None
+    """TD-critic training steps (default: the preset's)"""
+    bc_steps: int | None = None
+    """behaviour-cloning prior training steps (default: the preset's)"""
+    data_root: Path = Path("datasets")
+    """datasets root (missing datasets are collected there)"""
+    runs: Path = Path("runs/return_error")
+    """folder of the trained parts, reused by later runs"""
+    out_dir: Path = Path("results")
+    """folder of the tables and plots"""
+    skip: tuple[str, ...] = dataclasses.field(default=(), metadata={"nargs": "*", "choices": METHODS})
+    """methods to leave out, e.g. wm-rollout-3x"""
+    keep: bool = False
+    """keep the rows of --out-dir's return_error_seeds.csv that this run does not redo (by task, dataset,
+    gamma, tokenizer and seed)"""
+    report_only: bool = False
+    """train and evaluate nothing: rewrite the tables from --out-dir's return_error_seeds.csv"""
+    note: str = ""
+    """a line for the table's header (how the rows were made)"""
+    quiet: bool = False
+    """no progress bars"""
+    quick: bool = False
+    """tiny everything in a scratch folder: checks the pipeline in minutes"""
+
+
+def quick() -> dict[str, Any]:
+    """The ``--quick`` preset: one task, tiny data, models and steps, in a new scratch folder."""
+    scratch = Path(tempfile.mkdtemp(prefix="voc_rl_return_quick_"))
+    return {
+        "tasks": Args.tasks[:1],
+        "datasets": ("mixed",),
+        "gammas": (0.8, 0.9),
+        "tokenizers": ("titok",),
+        "seeds": (0,),
+        "n_states": 16,
+        "episodes": 3,
+        "rollouts": 2,
+        "samples": 4,
+        "candidates": 32,
+        "pool_size": 16,
+        "rollouts_wm": 1,
+        "tok_size": "tiny",
+        "occ_size": "tiny",
+        **dict.fromkeys(("tok_steps", "occ_steps", "critic_steps", "bc_steps"), 20),
+        "data_root": scratch / "datasets",
+        "runs": scratch / "runs",
+        "out_dir": scratch / "results",
+    }
 
 
 # ---------------------------------------------------------------------------------------------- the table
-def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Plots]:
-    """Per-seed rows of metrics, and (method, predicted, true) of the first seed for the plots."""
+def run(args: Args, save: Save) -> tuple[list[dict[str, Any]], Plots]:
+    """Per-seed rows of metrics, and (method, predicted, true) of the first seed for the plots;
+    ``save`` writes the tables after every seed (a long run leaves results)."""
     rows: list[dict[str, Any]] = []
     plots: Plots = {}
     for task in args.tasks:
         for kind in args.datasets:
-            evaluate_dataset(task, kind, args, rows, plots)
+            evaluate_dataset(task, kind, args, rows, plots, save)
     return rows, plots
 
 
-def shared_parts(args: argparse.Namespace) -> SharedParts:
+def shared_parts(args: Args) -> SharedParts:
     steps = {"tokenizer": args.tok_steps, "prior": args.bc_steps, "occupancy": args.occ_steps,
              "critic": args.critic_steps}  # fmt: skip
     return SharedParts(
@@ -101,7 +202,7 @@ def shared_parts(args: argparse.Namespace) -> SharedParts:
     )  # fmt: skip
 
 
-def evaluate_dataset(task: str, kind: str, args: argparse.Namespace, rows: list, plots: Plots) -> None:
+def evaluate_dataset(task: str, kind: str, args: Args, rows: list, plots: Plots, save: Save) -> None:
     name = f"{task}-{kind}" + ("-quick" if args.quick else "")
     ds = collect_or_open(args.data_root, task, kind, args.episodes, name, progress=not args.quiet)
     train_eps, val_eps = ds.split(0.1, 0)
@@ -173,23 +274,21 @@ def evaluate_dataset(task: str, kind: str, args: argparse.Namespace, rows: list,
                         )
                         print(f"{task} {kind} gamma {gamma} {backend} {method} seed {seed} vs {truth_name}: "
                               f"NMSE {rows[-1]['nmse']:.3f}", flush=True)  # fmt: skip
-                write(
-                    rows, plots, args, time.perf_counter() - args.start, partial=True
-                )  # a long run leaves results
+                save(rows, plots)
 
 
 # ---------------------------------------------------------------------------------------------- output
 KEYS = ("task", "dataset", "gamma", "tokenizer", "method", "ground_truth")
 
 
-def kept_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+def kept_rows(args: Args) -> list[dict[str, Any]]:
     """Rows of an earlier run in ``--out-dir`` for (task, dataset, gamma, tokenizer, seed) not redone now
     (all of them with ``--report-only``)."""
     path = args.out_dir / "return_error_seeds.csv"
     if not path.exists():
         return []
     grid = (args.tasks, args.datasets, args.gammas, args.tokenizers, args.seeds)
-    redo = set() if getattr(args, "report_only", False) else set(itertools.product(*grid))
+    redo = set() if args.report_only else set(itertools.product(*grid))
     out = []
     with path.open() as f:
         for r in csv.DictReader(f):
@@ -226,10 +325,10 @@ def fmt(x: float, digits: int = 3) -> str:
 
 
 def write(
-    rows: list[dict[str, Any]], plots: Plots, args: argparse.Namespace, seconds: float, partial: bool = False
+    rows: list[dict[str, Any]], plots: Plots, args: Args, seconds: float, kept: int = 0, partial: bool = False
 ) -> None:
+    """The tables of ``rows`` (the first ``kept`` of them from an earlier run) and the plots."""
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [*getattr(args, "kept", []), *rows]
     agg = aggregate(rows)
     write_csv(args.out_dir / "return_error.csv", agg, COLUMNS)
     write_csv(args.out_dir / "return_error_seeds.csv", rows, [*COLUMNS, "seed", "truth_stderr", "truth_std"])
@@ -248,12 +347,12 @@ def write(
         + ("  \n**--quick: tiny data, models and steps; figures not meaningful**" if args.quick else "")
         + ("  \n**partial: the run is still going; rows so far**" if partial else "")
         + (
-            f"  \n{len(args.kept)} per-seed rows kept from earlier runs (`--keep`): their commands are in "
+            f"  \n{kept} per-seed rows kept from earlier runs (`--keep`): their commands are in "
             "the git history of this file"
-            if getattr(args, "kept", []) and not getattr(args, "note", "")
+            if kept and not args.note
             else ""
         )
-        + (f"  \n{args.note}" if getattr(args, "note", "") else ""),
+        + (f"  \n{args.note}" if args.note else ""),
         "",
         f"States: {args.n_states} per dataset from held-out episodes. Ground truth `simulator`: "
         f"{args.rollouts} rollouts per state of the episode's behaviour policy from the restored physics "
@@ -278,7 +377,7 @@ def write(
     (args.out_dir / "return_error.md").write_text("\n".join(lines) + "\n")
 
 
-def scatter(plots: Plots, args: argparse.Namespace) -> None:
+def scatter(plots: Plots, args: Args) -> None:
     """One figure per (task, dataset, gamma, tokenizer): predicted against simulator Q, per method."""
     import matplotlib
 
@@ -301,79 +400,16 @@ def scatter(plots: Plots, args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    p = argparse.ArgumentParser(
-        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--tasks", nargs="+", default=["cheetah-run", "walker-walk"])
-    p.add_argument("--datasets", nargs="+", default=["medium", "mixed"])
-    p.add_argument("--gammas", nargs="+", type=float, default=[0.8, 0.9, 0.95, 0.99])
-    p.add_argument("--tokenizers", nargs="+", default=["vqvae", "dino", "musik", "titok"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--n-states", type=int, default=200)
-    p.add_argument("--episodes", type=int, default=200, help="episodes per dataset collected if missing")
-    p.add_argument("--rollouts", type=int, default=8, help="simulator rollouts per state")
-    p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--samples", type=int, default=32, help="N of the sample estimator")
-    p.add_argument("--candidates", type=int, default=256, help="M of the density estimator")
-    p.add_argument("--pool-actions", type=int, default=8, help="K of the pool estimator")
-    p.add_argument("--pool-size", type=int, default=64)
-    p.add_argument("--rollouts-wm", type=int, default=4, help="world-model rollouts per state")
-    p.add_argument("--tok-size", default="small")
-    p.add_argument("--tok-steps", type=int)
-    p.add_argument("--occ-size", default="small")
-    p.add_argument("--occ-steps", type=int)
-    p.add_argument(
-        "--n-step",
-        type=lambda t: None if t.lower() in ("mc", "none") else int(t),
-        default=None,
-        help="horizon of the occupancy objective: mc (default) or N (1: one-step generative TD)",
-    )
-    p.add_argument(
-        "--tokens",
-        choices=("agent", "preset"),
-        default="agent",
-        help="tokens per frame: the agents' 16 (default) or the tokenizer preset's (64 for vqvae)",
-    )
-    p.add_argument("--critic-steps", type=int)
-    p.add_argument("--bc-steps", type=int)
-    p.add_argument("--data-root", type=Path, default=Path("datasets"))
-    p.add_argument("--runs", type=Path, default=Path("runs/return_error"))
-    p.add_argument("--out-dir", type=Path, default=Path("results"))
-    p.add_argument(
-        "--skip", nargs="*", default=[], choices=METHODS, help="methods to leave out, e.g. wm-rollout-3x"
-    )
-    p.add_argument(
-        "--keep",
-        action="store_true",
-        help="keep the rows of --out-dir's return_error_seeds.csv that this run does not redo "
-        "(by task, dataset, gamma, tokenizer and seed)",
-    )
-    p.add_argument(
-        "--report-only",
-        action="store_true",
-        help="train and evaluate nothing: rewrite the tables from --out-dir's return_error_seeds.csv",
-    )
-    p.add_argument("--note", default="", help="a line for the table's header (how the rows were made)")
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--quick", action="store_true", help="tiny everything: checks the pipeline in minutes")
-    args = p.parse_args(argv)
+    args = parse_args(Args, argv, quick=quick, prog=prog)
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    if args.quick:
-        scratch = Path(tempfile.mkdtemp(prefix="voc_rl_return_quick_"))
-        args.tasks, args.datasets, args.gammas = args.tasks[:1], ["mixed"], [0.8, 0.9]
-        args.tokenizers, args.seeds = ["titok"], [0]
-        args.n_states, args.episodes, args.rollouts, args.samples, args.candidates = 16, 3, 2, 4, 32
-        args.pool_size, args.rollouts_wm = 16, 1
-        args.tok_size, args.occ_size = "tiny", "tiny"
-        args.tok_steps = args.occ_steps = args.critic_steps = args.bc_steps = 20
-        args.data_root, args.runs = scratch / "datasets", scratch / "runs"
-        if args.out_dir == Path("results"):
-            args.out_dir = scratch / "results"
-    resolve_args(args, "data_root", "runs", "out_dir")
-    args.start = time.perf_counter()
-    args.kept = kept_rows(args) if args.keep or args.report_only else []
-    rows, plots = ([], {}) if args.report_only else run(args)
-    write(rows, plots, args, time.perf_counter() - args.start)
+    start = time.perf_counter()
+    kept = kept_rows(args) if args.keep or args.report_only else []
+
+    def save(rows: list[dict[str, Any]], plots: Plots, partial: bool = True) -> None:
+        write([*kept, *rows], plots, args, time.perf_counter() - start, kept=len(kept), partial=partial)
+
+    rows, plots = ([], {}) if args.report_only else run(args, save)
+    save(rows, plots, partial=False)
     print(f"wrote {args.out_dir / 'return_error.md'}")
 
 

@@ -3,7 +3,9 @@
 Runs each case against data built in a temporary folder (a fake-pixels dataset, untrained tiny
 parts, an agent zip), records the error type and the message, and writes
 ``<out-dir>/robustness.md``. ``tests/test_bad_input.py`` asserts the same catalogue's error types
-and messages, so the table and the tests cannot drift apart. Takes about 10 s.
+and messages, so the table and the tests cannot drift apart.
+
+    python benchmarks/robustness.py [--out-dir results]
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy and torch are imported
 
-import argparse
+import dataclasses
 import re
 import tempfile
 import time
@@ -21,12 +23,18 @@ from typing import Any
 
 import torch
 
+from voc_rl.args import parse_args
 from voc_rl.benchmarks import bad_input
-from voc_rl.paths import resolve_args
 from voc_rl.report import command_line, machine_line, markdown_table
 
 COLUMNS = ("case", "input", "call", "error", "message (first 100 characters)", "status")
 WIDTH = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    out_dir: Path = Path("results")
+    """folder of robustness.md"""
 
 
 def cell(text: str) -> str:
@@ -67,9 +75,7 @@ def run_case(case: Any, world: Any, exit_type: type, warned_type: type) -> dict[
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", type=Path, default=Path("results"))
-    args = resolve_args(parser.parse_args(argv), "out_dir")
+    args = parse_args(Args, argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="robustness-") as tmp:

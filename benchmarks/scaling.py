@@ -17,6 +17,7 @@ machine busy with other jobs, threads oversubscribe the cores and that row can b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from voc_rl.args import parse_args
 
 COLUMNS = [
     "processes",
@@ -43,6 +46,51 @@ COLUMNS = [
     "peak_rss_mb_total",
 ]
 TOKENS_PER_FRAME, VOCAB, ACTION_DIM, EPISODE_LEN = 16, 512, 6, 500
+INTERNAL = {"help": argparse.SUPPRESS}  # options of the worker processes the script launches
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    procs: tuple[int, ...] = (1, 2)
+    """CPU process counts"""
+    threads: int = 1
+    """torch threads per CPU process"""
+    also_threads: tuple[int, ...] = dataclasses.field(default=(), metadata={"nargs": "*"})
+    """extra 1-process rows: thread counts"""
+    size: str = "small"
+    """occupancy-model preset"""
+    steps: int = 30
+    """timed steps per configuration"""
+    warmup: int = 3
+    """untimed steps first"""
+    transitions: int = 100_000
+    """size of the random token dataset"""
+    dataset: Path | None = None
+    """a dataset folder: train on its token cache instead"""
+    tokenizer: Path | None = None
+    """with --dataset: the tokenizer.pt whose tokens to read"""
+    out_dir: Path = Path("results")
+    """folder of the tables (a temporary folder with --quick)"""
+    quick: bool = False
+    """tiny preset, few steps, a temporary out-dir"""
+    worker: bool = dataclasses.field(default=False, metadata=INTERNAL)
+    """run as one training process of a configuration"""
+    data: Path | None = dataclasses.field(default=None, metadata=INTERNAL)
+    """the worker's token dataset"""
+    result: str | None = dataclasses.field(default=None, metadata=INTERNAL)
+    """the worker's result files: RESULT.rankN.json"""
+    device: str = dataclasses.field(default="cpu", metadata=INTERNAL)
+    """the worker's device"""
+
+    def __post_init__(self) -> None:
+        if (self.dataset is None) != (self.tokenizer is None):
+            raise ValueError("--dataset and --tokenizer go together")
+
+
+def quick() -> dict[str, Any]:
+    """The ``--quick`` preset: the tiny occupancy model, few steps, into a temporary folder."""
+    out_dir = Path(tempfile.mkdtemp(prefix="voc_rl_scaling_"))
+    return {"size": "tiny", "steps": 5, "warmup": 2, "transitions": 5_000, "out_dir": out_dir}
 
 
 def write_token_dataset(folder: Path, transitions: int, seed: int = 0) -> None:
@@ -87,7 +135,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def worker(args: argparse.Namespace) -> None:
+def worker(args: Args) -> None:
     """One training process (one rank under torchrun): time the steps, report the peak RSS."""
     import torch
 
@@ -103,7 +151,8 @@ def worker(args: argparse.Namespace) -> None:
 
         ds = token_view(open_dataset(args.dataset), args.tokenizer, progress=False)
     else:
-        ds = open_token_dataset(Path(args.data))
+        assert args.data is not None, "--worker needs --data"
+        ds = open_token_dataset(args.data)
     config = OccupancyConfig.for_dataset(ds, args.size, gamma=0.9, variant="distill")
     torch.manual_seed(0)
     model = OccupancyModel(config)
@@ -133,15 +182,13 @@ def worker(args: argparse.Namespace) -> None:
     distributed.destroy()
 
 
-def launch(
-    args: argparse.Namespace, procs: int, threads: int, device: str, data: Path, tmp: Path
-) -> dict[str, Any]:
+def launch(args: Args, procs: int, threads: int, device: str, data: Path, tmp: Path) -> dict[str, Any]:
     result = tmp / f"{device}{procs}x{threads}"
     script = [str(Path(__file__).resolve()), "--worker", "--data", str(data), "--result", str(result)]
     script += ["--threads", str(threads), "--size", args.size, "--device", device]
     script += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
     if args.dataset:
-        script += ["--dataset", args.dataset, "--tokenizer", args.tokenizer]
+        script += ["--dataset", str(args.dataset), "--tokenizer", str(args.tokenizer)]
     if procs > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
         cmd += script
@@ -171,42 +218,14 @@ def launch(
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="CPU process counts (1 2)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per CPU process (1)")
-    parser.add_argument(
-        "--also-threads", type=int, nargs="*", default=[], help="extra 1-process rows: thread counts"
-    )
-    parser.add_argument("--size", default="small", help="occupancy-model preset (small)")
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per configuration (30)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (3)")
-    parser.add_argument("--transitions", type=int, default=100_000, help="size of the random token dataset")
-    parser.add_argument("--dataset", help="a dataset folder: train on its token cache instead")
-    parser.add_argument("--tokenizer", help="with --dataset: the tokenizer.pt whose tokens to read")
-    parser.add_argument("--out-dir", type=Path, default=Path("results"))
-    parser.add_argument("--quick", action="store_true", help="tiny preset, few steps, a temporary out-dir")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--data", help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)
-    parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(Args, argv, quick=quick)
     if args.worker:
         worker(args)
         return
-    from voc_rl.paths import resolve_args
-    from voc_rl.report import command_line, machine_line, markdown_table, write_csv
-
-    if bool(args.dataset) != bool(args.tokenizer):
-        parser.error("--dataset and --tokenizer go together")
-    if args.quick:
-        args.size, args.steps, args.warmup, args.transitions = "tiny", 5, 2, 5_000
-        if args.out_dir == Path("results"):
-            args.out_dir = Path(tempfile.mkdtemp(prefix="voc_rl_scaling_"))
-    resolve_args(args, "out_dir", "dataset", "tokenizer")
     import torch
+
+    from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 
     start, load = time.perf_counter(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="voc_rl_scaling_") as tmp_name:

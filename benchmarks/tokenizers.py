@@ -3,11 +3,11 @@
 For every backend and task it trains a tokenizer with ``fit`` on the training episodes of a dataset
 (episodes split by seed) and measures on the held-out ones: codebook usage, PSNR (where a decoder
 exists), the linear-probe R^2 from the token embeddings of a 3-frame stack to the proprioceptive
-state, encode throughput and tokens per frame. Targets (issue [3/7]): usage >= 50%, probe R^2 >= 0.8
+state, encode throughput and tokens per frame. Targets checked: usage >= 50%, probe R^2 >= 0.8
 for the best backend, titok with >= 2x fewer tokens per frame than vqvae at a probe R^2 no more than
 0.05 below it.
 
-    python benchmarks/tokenizers.py --data-root /work/voc_runs/datasets [--steps 3000] [--quick]
+    python benchmarks/tokenizers.py --data-root datasets [--steps 3000] [--quick]
 """
 
 from __future__ import annotations
@@ -16,16 +16,17 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import argparse
+import dataclasses
 import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from voc_rl.args import parse_args
 from voc_rl.parts import collect_or_open
-from voc_rl.paths import resolve_args
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.tokenizers import make_tokenizer
 from voc_rl.tokenizers.train import fit
@@ -45,7 +46,45 @@ COLUMNS = [
 ]
 
 
-def run(args: argparse.Namespace) -> list[dict[str, object]]:
+@dataclasses.dataclass(frozen=True)
+class Args:
+    tasks: tuple[str, ...] = ("cheetah-run", "walker-walk")
+    """tasks (each one's mixed dataset)"""
+    backends: tuple[str, ...] = ("vqvae", "dino", "musik", "titok")
+    """tokenizer backends"""
+    size: str = "small"
+    """tokenizer size preset"""
+    steps: int | None = None
+    """training steps (default: the preset's)"""
+    data_root: Path = Path("datasets")
+    """datasets root (missing datasets are collected there)"""
+    runs: Path = Path("runs/tokenizers")
+    """fit outputs (resumable; a finished row is reused)"""
+    out_dir: Path = Path("results")
+    """folder of the tables"""
+    seed: int = 0
+    """training seed"""
+    quick: bool = False
+    """tiny preset, 3-episode datasets, 20 steps, in a scratch folder"""
+    quiet: bool = False
+    """no progress bars"""
+    note: str = ""
+    """a line for the report (e.g. how the rows were run)"""
+
+
+def quick() -> dict[str, Any]:
+    """The ``--quick`` preset: tiny tokenizers and steps, in a new scratch folder."""
+    scratch = Path(tempfile.mkdtemp(prefix="voc_rl_tok_quick_"))
+    return {
+        "size": "tiny",
+        "steps": 20,
+        "data_root": scratch / "datasets",
+        "runs": scratch / "runs",
+        "out_dir": scratch / "results",
+    }
+
+
+def run(args: Args) -> list[dict[str, object]]:
     rows = []
     for task in args.tasks:
         name = f"{task}-mixed" + ("-quick" if args.quick else "")  # tiny with --quick
@@ -105,7 +144,7 @@ def verdicts(rows: list[dict[str, object]]) -> list[str]:
     return lines
 
 
-def write(rows: list[dict[str, object]], args: argparse.Namespace, seconds: float) -> None:
+def write(rows: list[dict[str, object]], args: Args, seconds: float) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(args.out_dir / "tokenizers.csv", rows, COLUMNS)
     steps = ", ".join(sorted({f"{r['backend']} {r['steps']}" for r in rows}))
@@ -136,30 +175,9 @@ def write(rows: list[dict[str, object]], args: argparse.Namespace, seconds: floa
     (args.out_dir / "tokenizers.md").write_text("\n".join(lines) + "\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--tasks", nargs="+", default=["cheetah-run", "walker-walk"])
-    parser.add_argument("--backends", nargs="+", default=["vqvae", "dino", "musik", "titok"])
-    parser.add_argument("--size", default="small")
-    parser.add_argument("--steps", type=int, help="training steps (default: the preset's)")
-    parser.add_argument("--data-root", type=Path, default=Path("datasets"))
-    parser.add_argument("--runs", type=Path, default=Path("runs/tokenizers"), help="fit outputs (resumable)")
-    parser.add_argument("--out-dir", type=Path, default=Path("results"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="tiny preset, 3-episode datasets, 20 steps")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--note", default="", help="a line for the report (e.g. how the rows were run)")
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(Args, argv, quick=quick)
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    if args.quick:
-        scratch = Path(tempfile.mkdtemp(prefix="voc_rl_tok_quick_"))
-        args.size, args.steps = "tiny", 20
-        args.data_root, args.runs = scratch / "datasets", scratch / "runs"
-        if args.out_dir == Path("results"):
-            args.out_dir = scratch / "results"
-    resolve_args(args, "data_root", "runs", "out_dir")
     start = time.perf_counter()
     rows = run(args)
     write(rows, args, time.perf_counter() - start)

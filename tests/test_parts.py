@@ -3,7 +3,7 @@ policy benchmark assembles agents from the parts that the return-error benchmark
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -105,17 +105,11 @@ def test_policy_benchmark_assembles_agents_from_shared_parts(
     for gamma in (0.0, 0.9):
         shared.occupancy(view, gamma, 0)
     shared.critic(view, 0.9, 0)
-    steps = {f"{part}_steps": n for part, n in STEPS.items()}  # the run's steps, as --set gives them
-    args = argparse.Namespace(
-        from_return_error=shared.root,
-        size="tiny",
-        gamma=0.9,
-        baseline_tokenizer="titok",
-        agent_overrides=steps,
-    )
+    steps = tuple(f"{part}_steps={n}" for part, n in STEPS.items())  # the run's steps, as --set gives them
+    args = policy.Args(from_return_error=shared.root, size="tiny", gamma=0.9, set=steps)
     for name in ("voc-titok", "wm-rollout", "td-critic", "bc"):
         agent = policy.from_return_error(name, ds, 0, args)
         assert agent.task == "fake-pixels" and agent.tokenizer.backend == "titok", name
-    args.baseline_tokenizer = "vqvae"  # no such run in the folder: a clear error, not a stale path
+    args = dataclasses.replace(args, baseline_tokenizer="vqvae")  # no such run here: a clear error
     with pytest.raises(FileNotFoundError, match="no return-error run of vqvae tokens"):
         policy.from_return_error("bc", ds, 0, args)

@@ -4,11 +4,15 @@ metrics and targets of voc_rl.evaluation that it reports."""
 from __future__ import annotations
 
 import csv
+import dataclasses
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from voc_rl.benchmarks.return_error import COLUMNS, DIAGNOSTICS, kept_rows
+from voc_rl.args import parse_args
+from voc_rl.benchmarks.return_error import COLUMNS, DIAGNOSTICS, Args, kept_rows, quick
 from voc_rl.cli import main
 from voc_rl.evaluation import METHODS, nmse, paper_target, rmse, spearman
 
@@ -56,8 +60,6 @@ def test_paper_target_stops_at_ten_steps_and_episode_end(ds) -> None:
 
 
 def test_keep_retains_the_rows_a_new_run_does_not_redo(tmp_path: Path) -> None:
-    import argparse
-
     from voc_rl.report import write_csv
 
     base = {"task": "cheetah-run", "dataset": "mixed", "tokenizer": "titok", "method": "sample",
@@ -65,10 +67,21 @@ def test_keep_retains_the_rows_a_new_run_does_not_redo(tmp_path: Path) -> None:
             "ground_truth": "simulator", "seed": 0, "truth_stderr": 0.1, "truth_std": 2.0}  # fmt: skip
     rows = [{**base, "gamma": 0.9}, {**base, "gamma": 0.99}, {**base, "gamma": 0.99, "seed": 1}]
     write_csv(tmp_path / "return_error_seeds.csv", rows, [*COLUMNS, "seed", "truth_stderr", "truth_std"])
-    args = argparse.Namespace(out_dir=tmp_path, tasks=["cheetah-run"], datasets=["mixed"], gammas=[0.99],
-                              tokenizers=["titok"], seeds=[1])  # fmt: skip
+    grid = {"tasks": ("cheetah-run",), "datasets": ("mixed",), "tokenizers": ("titok",)}
+    args = Args(out_dir=tmp_path, gammas=(0.99,), seeds=(1,), **grid)
     kept = kept_rows(args)  # a run of gamma 0.99 seed 1 keeps gamma 0.9 and gamma 0.99's seed 0
     assert [(r["gamma"], r["seed"]) for r in kept] == [(0.9, 0), (0.99, 0)]
     assert kept[0]["nmse"] == 0.5 and kept[0]["method"] == "sample"
-    assert kept_rows(argparse.Namespace(**{**vars(args), "out_dir": tmp_path / "empty"})) == []
-    assert len(kept_rows(argparse.Namespace(**{**vars(args), "report_only": True}))) == 3
+    assert kept_rows(dataclasses.replace(args, out_dir=tmp_path / "empty")) == []
+    assert len(kept_rows(dataclasses.replace(args, report_only=True))) == 3
+
+
+def test_quick_keeps_the_options_given_beside_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--quick is a preset below the options typed: --seeds 5 stays, the rest is the quick size."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the preset's scratch folder goes
+    args = parse_args(Args, ["--quick", "--seeds", "5", "--gammas", "0.99", "--n-states", "200"], quick)
+    assert (args.seeds, args.gammas, args.n_states) == ((5,), (0.99,), 200)  # 200: the default, typed
+    assert (args.tasks, args.tokenizers, args.episodes) == (("cheetah-run",), ("titok",), 3)
+    assert args.out_dir.parent.parent == tmp_path and args.out_dir.name == "results"
+    args = parse_args(Args, ["--quick", "--out-dir", "results"], quick)
+    assert args.out_dir == Path("results").resolve() and args.runs.parent.parent == tmp_path

@@ -12,7 +12,6 @@ elsewhere.
 from __future__ import annotations
 
 import os
-from argparse import Namespace
 from pathlib import Path
 
 PathLike = str | os.PathLike[str]
@@ -26,10 +25,3 @@ def user_path(path: PathLike) -> Path:
 def optional_user_path(path: PathLike | None) -> Path | None:
     """:func:`user_path`, passing ``None`` (an option left unset) through."""
     return None if path is None else user_path(path)
-
-
-def resolve_args(args: Namespace, *names: str) -> Namespace:
-    """Resolve the path options ``names`` of parsed ``args`` in place (those left ``None`` stay so)."""
-    for name in names:
-        setattr(args, name, optional_user_path(getattr(args, name)))
-    return args

@@ -1,0 +1,127 @@
+"""Command lines parsed into frozen dataclasses: a script's options are the fields of its ``Args``.
+
+Each field is one option. Its name gives the flag (``n_states``: ``--n-states``); its annotation the
+type (``int``, ``float``, ``str``, ``Path``; ``X | None``; ``tuple[X, ...]``: one or more values;
+``bool``: a flag, off by default); its default the default (a field without one is a required
+option); the string literal right under it, its docstring, the help. A field's metadata goes to
+``argparse.ArgumentParser.add_argument`` as it is, for anything else: ``choices``, ``nargs="*"``,
+``metavar``, a ``type`` that converts, ``help=argparse.SUPPRESS`` for an option internal to the
+script::
+
+    @dataclasses.dataclass(frozen=True)
+    class Args:
+        seeds: tuple[int, ...] = (0, 1, 2)
+        '''training seeds'''
+        out_dir: Path = Path("results")
+        '''where the tables go'''
+        quick: bool = False
+        '''a tiny run'''
+
+    args = parse_args(Args, argv, quick={"seeds": (0,)})
+
+A script's ``quick`` preset applies when ``--quick`` is given, under the options the user typed:
+``--quick --seeds 5`` runs the quick preset with seed 5. Paths come back absolute, ``~`` expanded
+(:func:`voc_rl.paths.user_path`). A ``ValueError`` raised by the class (its ``__post_init__``
+checks) becomes a usage error: the message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import itertools
+import sys
+import textwrap
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from voc_rl.paths import user_path
+
+T = TypeVar("T")
+Preset = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring of each field of ``cls`` (the string literal right under it), on one line."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):  # no source (a class made at run time): no help texts
+        return {}
+    body = tree.body[0].body if isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for node, after in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def _shown(default: Any) -> str:
+    """A default as a user would type it (``a b`` for a tuple), or '' where there is nothing to show."""
+    if default is None or isinstance(default, bool) or default == ():
+        return ""
+    return " ".join(map(str, default)) if isinstance(default, tuple) else str(default)
+
+
+def build_parser(cls: type, prog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``cls``'s options; an option it is not given is absent from the namespace."""
+    module = sys.modules[cls.__module__]
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    hints, docs = typing.get_type_hints(cls), field_docs(cls)
+    for f in dataclasses.fields(cls):
+        hint, kwargs = hints[f.name], {}
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        if typing.get_origin(hint) is tuple:
+            hint, kwargs["nargs"] = typing.get_args(hint)[0], "+"
+        if hint is bool:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["type"] = hint
+        if f.default is dataclasses.MISSING:
+            kwargs["required"] = True
+        shown = "" if f.default is dataclasses.MISSING else _shown(f.default)
+        text = docs.get(f.name, "") + (f" (default: {shown})" if shown else "")
+        kwargs["help"] = text.replace("%", "%%")
+        parser.add_argument("--" + f.name.replace("_", "-"), **{**kwargs, **f.metadata})
+    return parser
+
+
+def _resolved(value: Any) -> Any:
+    """Paths made absolute with ``~`` expanded, lists (argparse's values of ``nargs``) made tuples."""
+    if isinstance(value, Path):
+        return user_path(value)
+    return tuple(_resolved(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def parse_args(
+    cls: type[T], argv: Sequence[str] | None = None, quick: Preset | None = None, prog: str | None = None
+) -> T:
+    """``argv`` (default: this process's arguments) parsed into a ``cls``: its defaults, then the
+    ``quick`` preset where ``--quick`` is given (a mapping of field values, or a function returning
+    one, called only then), then the options given in ``argv``."""
+    parser = build_parser(cls, prog)
+    given = vars(parser.parse_args(argv))
+    values = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    if given.get("quick") and quick is not None:
+        values |= quick() if callable(quick) else quick
+    values |= given
+    try:
+        return cls(**{name: _resolved(value) for name, value in values.items()})
+    except ValueError as exc:
+        parser.error(str(exc))
