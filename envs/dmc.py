@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
@@ -169,6 +170,24 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
         self._needs_reset = terminated or truncated
         info = self._info()
         return self._observe(), float(reward), terminated, truncated, info
+
+    def task_rewards(
+        self, action: np.ndarray, rewards: Sequence[Callable[[Any], float]]
+    ) -> tuple[float, np.ndarray]:
+        """One agent step's rewards from the current physics state, as :meth:`step` would take the
+        step, without rendering or counting it: the task's own reward and each of ``rewards``
+        (functions of the physics, scored after every physics step as dm_control scores its own),
+        summed over the ``action_repeat`` steps. The physics is left after the step."""
+        a = check_action(action, self.action_space.shape)
+        a = self._act_low + (a + 1.0) * 0.5 * (self._act_high - self._act_low)
+        own, others = 0.0, np.zeros(len(rewards))
+        for _ in range(self.action_repeat):
+            ts = self._env.step(a)
+            own += ts.reward or 0.0
+            others += [reward(self.physics) for reward in rewards]
+            if ts.discount == 0.0:
+                break
+        return own, others
 
     def render(self) -> np.ndarray | None:
         """The latest frame as (H, W, 3) uint8, rendering it if the env has not yet done so."""

@@ -41,7 +41,7 @@ def _cmd_agents(args: argparse.Namespace) -> int:
 
     for name in list_agents(args.pattern):
         spec = REGISTRY[name]
-        print(f"{name:12s} {spec.kind:10s} {spec.config.tokenizer:6s} {spec.description}")
+        print(f"{name:14s} {spec.kind:10s} {spec.config.tokenizer:6s} {spec.description}")
     return 0
 
 
@@ -148,7 +148,7 @@ def _cmd_dataset_info(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from voc_rl.data.dataset import open_dataset
+    from voc_rl.data.dataset import open_dataset, reward_manifest
 
     ds = open_dataset(args.path, verify=args.verify)
     print(ds)
@@ -164,10 +164,28 @@ def _cmd_dataset_info(args: argparse.Namespace) -> int:
             f"  policy {pid} ({desc.get('level', '?')}): {count} episodes, "
             f"mean return {returns[ids == pid].mean():.1f}"
         )
+    relabelled = sorted(reward_manifest(ds)["tasks"])
+    if relabelled:
+        print(f"relabelled rewards: {', '.join(relabelled)}")
     if args.verify:
         print("checksum OK")
     if args.json:
         print(json.dumps(ds.meta, indent=2))
+    return 0
+
+
+def _cmd_dataset_relabel(args: argparse.Namespace) -> int:
+    from voc_rl.data.dataset import open_dataset
+    from voc_rl.task_rewards import TASKS, other_tasks, relabel
+
+    ds = open_dataset(args.path)
+    tasks = args.tasks or other_tasks(ds)
+    folder = relabel(ds, tasks)
+    for task in tasks:
+        r = ds.task_reward(task)
+        note = "" if TASKS[task].on_support else " (off the data's support)"
+        print(f"{task}: reward mean {r.mean():.4f}, std {r.std():.4f}{note}")
+    print(f"wrote {folder}")
     return 0
 
 
@@ -334,6 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--verify", action="store_true", help="re-hash the HDF5 against its metadata")
     info.add_argument("--json", action="store_true", help="print the full metadata")
     info.set_defaults(func=_cmd_dataset_info)
+    relabel = ds_sub.add_parser(
+        "relabel", help="add other tasks' rewards of the dataset's domain, recomputed from its physics"
+    )
+    relabel.add_argument("path")
+    relabel.add_argument(
+        "--tasks", nargs="+", help="e.g. walker-stand walker-run (default: every task of the domain)"
+    )
+    relabel.set_defaults(func=_cmd_dataset_relabel)
 
     imp = sub.add_parser("import-vd4rl", help="convert V-D4RL files (64px npz or 84px hdf5) to a dataset")
     imp.add_argument("path", help="folder of V-D4RL .npz episodes or .hdf5 shards")

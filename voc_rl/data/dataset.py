@@ -470,6 +470,24 @@ class PixelDataset:
         """All frames of episode ``e``, (T+1, 3, H, W)."""
         return np.asarray(self.frames[self.ep_start[e] : self.ep_start[e] + self.ep_len[e] + 1])
 
+    def task_reward(self, task: str) -> np.ndarray:
+        """The rewards of ``task``, aligned with ``arrays["reward"]``: the recorded ones for the
+        dataset's own task, else those written by ``voc-rl dataset relabel`` (another task of the
+        same domain, recomputed from the physics: :mod:`voc_rl.task_rewards`)."""
+        if task == self.meta.get("task"):
+            return self.arrays["reward"]
+        if task not in reward_manifest(self)["tasks"]:
+            raise DatasetError(
+                f"{self.path} has no rewards of {task!r}: "
+                f"run `voc-rl dataset relabel {self.path} --tasks {task}`"
+            )
+        values = np.load(rewards_dir(self.path) / f"{task}.npy", mmap_mode="r")
+        if values.shape != self.arrays["reward"].shape:
+            raise DatasetError(
+                f"{task}'s rewards have shape {values.shape}, not {self.arrays['reward'].shape}"
+            )
+        return values
+
     def frame_index(self, episodes: np.ndarray, last: bool = True) -> np.ndarray:
         """Flat indices of every frame of ``episodes``, in their order; ``last=False`` leaves out each
         episode's final frame (s_T, which has no action)."""
@@ -527,7 +545,33 @@ class PixelDataset:
 
 
 def open_dataset(path: str | Path, verify: bool = False) -> PixelDataset:
-    return PixelDataset.open(path, verify=verify)
+    """``PixelDataset.open``; with ``verify`` also the hashes of the relabelled rewards."""
+    ds = PixelDataset.open(path, verify=verify)
+    if verify:
+        for task, entry in reward_manifest(ds)["tasks"].items():
+            file = rewards_dir(ds.path) / f"{task}.npy"
+            if not file.exists() or sha256_file(file) != entry["sha256"]:
+                raise DatasetError(f"{file} is missing or does not match its manifest: relabel {task} again")
+    return ds
+
+
+def rewards_dir(ds_dir: Path) -> Path:
+    """Where the rewards of a dataset's other tasks live (:mod:`voc_rl.task_rewards`)."""
+    return ds_dir / "rewards"
+
+
+def reward_manifest(ds: PixelDataset) -> dict[str, Any]:
+    """The dataset's relabelled tasks (``{"tasks": {task: {"sha256": ...}}}``; none where it has none);
+    refuses a manifest written for another version of the dataset."""
+    path = rewards_dir(ds.path) / "rewards.json"
+    if not path.exists():
+        return {"dataset_sha256": ds.meta.get("hdf5_sha256"), "tasks": {}}
+    manifest = json.loads(path.read_text())
+    if manifest.get("dataset_sha256") != ds.meta.get("hdf5_sha256"):
+        raise DatasetError(
+            f"{path} was written for another version of {ds.path}; delete the folder and relabel"
+        )
+    return manifest
 
 
 @dataclass

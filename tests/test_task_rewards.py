@@ -1,0 +1,84 @@
+"""Other tasks' rewards of a dataset's domain, recomputed from its physics: exact on the dataset's own
+task, written beside the dataset and verified, refused where they cannot be computed."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voc_rl.cli import main as cli
+from voc_rl.data import DatasetError, PixelDataset, open_dataset
+from voc_rl.data.collect import collect
+from voc_rl.task_rewards import TASKS, check_tasks, other_tasks, relabel, task_rewards
+
+
+@pytest.fixture(scope="module")
+def walker(tmp_path_factory: pytest.TempPathFactory) -> PixelDataset:
+    """3 short episodes of walker-walk, one per level (random, medium, expert)."""
+    out = tmp_path_factory.mktemp("walker")
+    return open_dataset(collect("walker-walk", "mixed", episodes=3, out=out, size=64, progress=False))
+
+
+def test_the_own_task_is_recomputed_exactly_and_the_others_differ(walker: PixelDataset) -> None:
+    names = ["walker-stand", "walker-walk", "walker-run"]
+    rewards = task_rewards(walker, names, progress=False)
+    np.testing.assert_allclose(rewards["walker-walk"], walker.arrays["reward"], rtol=0, atol=1e-6)
+    last = walker.ep_start + walker.ep_len  # each episode's last frame has no action: no reward
+    assert all(not r[last].any() for r in rewards.values())
+    stand, walk, run = (rewards[n].astype(np.float64) for n in names)
+    assert np.all(run <= walk + 1e-6)  # the run reward asks 8 m/s where walk asks 1: never more
+    assert stand.std() > 0.01 and run.std() > 0.01 and not np.allclose(stand, walk)
+    assert other_tasks(walker) == ["walker-stand", "walker-run"]
+
+
+def test_relabel_writes_verified_files_beside_the_dataset_and_the_cli_runs(
+    walker: PixelDataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "ds"
+    shutil.copytree(walker.path, path)
+    ds = open_dataset(path)
+    with pytest.raises(DatasetError, match="dataset relabel"):
+        ds.task_reward("walker-run")
+    assert cli(["dataset", "relabel", str(path), "--tasks", "walker-run"]) == 0
+    assert "walker-run: reward mean" in capsys.readouterr().out
+    ds = open_dataset(path, verify=True)
+    np.testing.assert_array_equal(
+        ds.task_reward("walker-run"), task_rewards(ds, ["walker-run"], False)["walker-run"]
+    )
+    assert ds.task_reward("walker-walk") is ds.arrays["reward"]  # its own task: the recorded rewards
+    relabel(ds, ["walker-stand"], progress=False)  # a second call keeps the first task's file
+    assert cli(["dataset", "info", str(path)]) == 0
+    assert "relabelled rewards: walker-run, walker-stand" in capsys.readouterr().out
+    file = path / "rewards" / "walker-run.npy"
+    file.write_bytes(file.read_bytes()[:-8] + b"\0" * 8)  # a changed file
+    with pytest.raises(DatasetError, match="does not match its manifest"):
+        open_dataset(path, verify=True)
+
+
+def test_tasks_that_cannot_be_computed_are_refused(walker: PixelDataset) -> None:
+    with pytest.raises(ValueError, match="unknown task"):
+        check_tasks(walker, ["walker-jump"])
+    with pytest.raises(ValueError, match="is a cheetah task"):
+        check_tasks(walker, ["cheetah-run"])
+    no_physics = dataclasses.replace(
+        walker, arrays={k: v for k, v in walker.arrays.items() if k != "physics_state"}
+    )
+    with pytest.raises(DatasetError, match="no recorded physics states"):
+        task_rewards(no_physics, ["walker-run"], progress=False)
+    assert not TASKS["cheetah-flip"].on_support and TASKS["cheetah-walk"].source == "ExORL"
+
+
+def test_cheetah_tasks_of_exorl_follow_their_definitions(tmp_path: Path) -> None:
+    ds = open_dataset(collect("cheetah-run", "expert", episodes=1, out=tmp_path, size=64, progress=False))
+    r = task_rewards(ds, ["cheetah-run", "cheetah-walk", "cheetah-run-backward", "cheetah-flip"], False)
+    np.testing.assert_allclose(r["cheetah-run"], ds.arrays["reward"], rtol=0, atol=1e-6)
+    assert np.all(r["cheetah-walk"] >= r["cheetah-run"] - 1e-6)  # a target of 2 m/s, not 10
+    fast = ds.arrays["reward"] > 0.6  # over 3 m/s on average over the step's two physics steps
+    assert fast.mean() > 0.5  # the expert runs
+    np.testing.assert_allclose(r["cheetah-walk"][fast], 2.0, rtol=0, atol=1e-6)  # walking is done
+    assert r["cheetah-run-backward"][fast].max() == 0  # forwards, not backwards
+    assert r["cheetah-flip"].min() >= 0 and r["cheetah-flip"].max() <= 2  # two physics steps of [0, 1]
