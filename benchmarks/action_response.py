@@ -44,8 +44,8 @@ from voc_rl.ground_truth import simulator_q
 from voc_rl.occupancy import OccupancyConfig
 from voc_rl.occupancy_train import validate, validation_batch
 from voc_rl.parts import collect_or_open, fit_critic, fit_occupancy, fit_tokenizer
-from voc_rl.registry import AGENT_TOKENS
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
+from voc_rl.tokenizers import AGENT_TOKENS
 from voc_rl.tokenizers.cache import token_view
 from voc_rl.train_loop import Loop
 from voc_rl.value import pool_q

@@ -56,8 +56,9 @@ from voc_rl.data.dataset import PixelDataset
 from voc_rl.evaluation import states_of
 from voc_rl.ground_truth import simulator_q
 from voc_rl.parts import SharedParts, collect_or_open
-from voc_rl.registry import AGENT_TOKENS, agent_spec
+from voc_rl.registry import agent_spec
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
+from voc_rl.tokenizers import AGENT_TOKENS
 from voc_rl.tokenizers.cache import token_view
 
 COLUMNS = (

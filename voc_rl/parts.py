@@ -33,8 +33,7 @@ from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
 from voc_rl.occupancy_train import train_occupancy
 from voc_rl.paths import PathLike, user_path
 from voc_rl.prior import BCConfig, BCPolicy, train_bc
-from voc_rl.registry import AGENT_TOKENS
-from voc_rl.tokenizers import Tokenizer, get_backend
+from voc_rl.tokenizers import AGENT_TOKENS, Tokenizer, get_backend
 from voc_rl.tokenizers.train import fit
 from voc_rl.train_loop import Loop
 from voc_rl.utils import resolve_device
@@ -192,7 +191,7 @@ class SharedParts:
 
     ``tok_size`` and ``size`` are the presets of the tokenizers and of the token models; with
     ``agent_tokens`` a tokenizer has the agents' geometry (16 tokens per frame,
-    :data:`voc_rl.registry.AGENT_TOKENS`) instead of its preset's; ``n_step`` is the occupancy
+    :data:`voc_rl.tokenizers.AGENT_TOKENS`) instead of its preset's; ``n_step`` is the occupancy
     models' horizon (None: Monte-Carlo); ``steps`` overrides the presets' steps per part.
     """
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voc_rl.tokenizers import AGENT_TOKENS
+
 SIZES = ("tiny", "small", "base")
 EXTRACTIONS = ("none", "awr", "qwr", "pbc")
 
@@ -181,16 +183,8 @@ def load_agent(path: str | Path) -> Any:
     return Agent.load(path)
 
 
-# Agents read 16 tokens per 64 px frame (4x4 grids, 16x16 ViT patches, 16 TiTok slots): scoring a
-# candidate costs several times less than with the tokenizers' 64-token presets (decision latency on
-# a CPU: README, "Control from offline data").
+# Agents read 16 tokens per 64 px frame (voc_rl.tokenizers.AGENT_TOKENS).
 _ENTRY = "voc_rl.agents.agents:"
-AGENT_TOKENS = {
-    "vqvae": {"downsample": 4},
-    "dino": {"patch_size": 16},
-    "musik": {"downsample": 4},
-    "titok": {},
-}
 for _backend, _kwargs in AGENT_TOKENS.items():
     register(
         f"voc-{_backend}",

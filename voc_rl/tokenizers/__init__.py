@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from voc_rl.data.dataset import PixelDataset
-from voc_rl.tokenizers.base import Tokenizer, TokenizerConfig
+if TYPE_CHECKING:  # the package stays light (the registry reads AGENT_TOKENS); torch loads on use
+    from voc_rl.data.dataset import PixelDataset
+    from voc_rl.tokenizers.base import Tokenizer, TokenizerConfig
 
 BACKENDS: dict[str, str] = {
     "vqvae": "voc_rl.tokenizers.vqvae:VQVAETokenizer",
@@ -22,6 +23,23 @@ BACKENDS: dict[str, str] = {
     "titok": "voc_rl.tokenizers.titok:TiTokTokenizer",
 }
 SIZES = ("tiny", "small", "base")
+# The tokenizer fields of the agents' tokens: 16 per 64 px frame (4x4 grids, 16x16 ViT patches, 16
+# TiTok slots), where the presets write 64; scoring a candidate costs several times less (decision
+# latency on a CPU: README, "Control from offline data").
+AGENT_TOKENS: dict[str, dict[str, Any]] = {
+    "vqvae": {"downsample": 4},
+    "dino": {"patch_size": 16},
+    "musik": {"downsample": 4},
+    "titok": {},
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Tokenizer", "TokenizerConfig"):
+        from voc_rl.tokenizers import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'voc_rl.tokenizers' has no attribute {name!r}")
 
 
 def list_tokenizers() -> list[str]:
@@ -47,6 +65,7 @@ def make_tokenizer(
 
 
 __all__ = [
+    "AGENT_TOKENS",
     "BACKENDS",
     "SIZES",
     "Tokenizer",
