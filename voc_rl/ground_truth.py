@@ -117,6 +117,11 @@ def _env_kwargs(ds: PixelDataset) -> dict[str, Any]:
     return {**ds.meta.get("env_kwargs", {}), "frame_stack": 1, "obs_type": "state"}
 
 
+def state_env(ds: PixelDataset) -> Any:
+    """The dataset's env with state observations, reset, unwrapped: physics states restore into it."""
+    return _make_env(ds.env_id, _env_kwargs(ds))
+
+
 def _make_env(env_id: str, kwargs: dict[str, Any]) -> Any:
     from voc_rl.envs import make_env
 
@@ -535,7 +540,7 @@ def replay_rewards(ds: PixelDataset | str | Path, episode: int, start: int = 0) 
     if not 0 <= start < length:
         raise ValueError(f"start must be in [0, {length}) for episode {episode} ({length} transitions)")
     first = int(ds.ep_start[episode]) + start
-    env = _make_env(ds.env_id, _env_kwargs(ds))
+    env = state_env(ds)
     try:
         env.set_physics_state(ds.arrays["physics_state"][first], step=0)
         rewards = np.zeros(length - start)

@@ -32,10 +32,9 @@ from typing import Any
 import numpy as np
 
 from voc_rl.checkpoint import atomic_write
-from voc_rl.data.dataset import PixelDataset, reward_manifest, rewards_dir
+from voc_rl.data.dataset import REWARD_MANIFEST, PixelDataset, reward_manifest, rewards_dir
 from voc_rl.data.storage import DatasetError, sha256_file
 
-MANIFEST = "rewards.json"  # beside the arrays: the dataset's sha256 and each task's file hash
 OWN_TOLERANCE = 1e-5  # the recomputed own-task reward against the recorded one (float32 storage)
 
 
@@ -149,10 +148,10 @@ def task_rewards(ds: PixelDataset, tasks: Sequence[str], progress: bool = True) 
     dataset's own recomputed reward differs from the recorded one by more than :data:`OWN_TOLERANCE`."""
     from tqdm import tqdm
 
-    from voc_rl.ground_truth import _env_kwargs, _make_env
+    from voc_rl.ground_truth import state_env
 
     check_tasks(ds, tasks)
-    env = _make_env(ds.env_id, _env_kwargs(ds))
+    env = state_env(ds)
     fns = [TASKS[t].reward for t in tasks]
     out = np.zeros((len(tasks), len(ds.frames)))
     own = np.zeros(len(ds.frames))
@@ -191,7 +190,7 @@ def relabel(ds: PixelDataset, tasks: Sequence[str], progress: bool = True) -> Pa
             "source": TASKS[name].source,
         }
     manifest["seconds"] = round(time.perf_counter() - start, 1)
-    atomic_write(folder / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
+    atomic_write(folder / REWARD_MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
     return folder
 
 

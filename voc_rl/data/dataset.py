@@ -555,6 +555,9 @@ def open_dataset(path: str | Path, verify: bool = False) -> PixelDataset:
     return ds
 
 
+REWARD_MANIFEST = "rewards.json"  # beside the arrays: the dataset's sha256 and each array's
+
+
 def rewards_dir(ds_dir: Path) -> Path:
     """Where the rewards of a dataset's other tasks live (:mod:`voc_rl.task_rewards`)."""
     return ds_dir / "rewards"
@@ -563,7 +566,7 @@ def rewards_dir(ds_dir: Path) -> Path:
 def reward_manifest(ds: PixelDataset) -> dict[str, Any]:
     """The dataset's relabelled tasks (``{"tasks": {task: {"sha256": ...}}}``; none where it has none);
     refuses a manifest written for another version of the dataset."""
-    path = rewards_dir(ds.path) / "rewards.json"
+    path = rewards_dir(ds.path) / REWARD_MANIFEST
     if not path.exists():
         return {"dataset_sha256": ds.meta.get("hdf5_sha256"), "tasks": {}}
     manifest = json.loads(path.read_text())
