@@ -100,6 +100,9 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
         self._proprio = np.zeros(proprio_dim, dtype=np.float32)
         self._steps = 0
         self._needs_reset = True
+        # Functions of the physics that ``step`` also scores, summed like the own reward, into
+        # ``info["task_rewards"]``: other tasks of the domain (voc_rl.task_rewards), for ground truth.
+        self.score_rewards: Sequence[Callable[[Any], float]] = ()
 
     # ------------------------------------------------------------------ rendering
     def _make_camera(self) -> Camera:
@@ -153,23 +156,35 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._needs_reset:
             raise RuntimeError("step() called before reset() or after the episode ended; call reset()")
-        a = check_action(action, self.action_space.shape)
-        a = self._act_low + (a + 1.0) * 0.5 * (self._act_high - self._act_low)
-        reward, terminated = 0.0, False
-        for _ in range(self.action_repeat):
-            ts = self._env.step(a)
-            reward += ts.reward or 0.0
-            if ts.discount == 0.0:  # a true terminal state (none of the standard tasks has one)
-                terminated = True
-                break
-        self._proprio = flatten_observation(ts.observation)
+        reward, others, terminated = self._physics_steps(action, self.score_rewards)
         if self.obs_type == "pixels":
             self._stack.push(self._render_frame())
         self._steps += 1
         truncated = self._steps >= self.max_episode_steps and not terminated
         self._needs_reset = terminated or truncated
         info = self._info()
+        if self.score_rewards:
+            info["task_rewards"] = others
         return self._observe(), float(reward), terminated, truncated, info
+
+    def _physics_steps(
+        self, action: np.ndarray, rewards: Sequence[Callable[[Any], float]]
+    ) -> tuple[float, np.ndarray, bool]:
+        """One agent step of physics: ``(own reward, each of rewards, terminated)``, every reward
+        summed over the ``action_repeat`` physics steps."""
+        a = check_action(action, self.action_space.shape)
+        a = self._act_low + (a + 1.0) * 0.5 * (self._act_high - self._act_low)
+        own, others, terminated = 0.0, np.zeros(len(rewards)), False
+        for _ in range(self.action_repeat):
+            ts = self._env.step(a)
+            own += ts.reward or 0.0
+            if rewards:
+                others += [reward(self.physics) for reward in rewards]
+            if ts.discount == 0.0:  # a true terminal state (none of the standard tasks has one)
+                terminated = True
+                break
+        self._proprio = flatten_observation(ts.observation)
+        return own, others, terminated
 
     def task_rewards(
         self, action: np.ndarray, rewards: Sequence[Callable[[Any], float]]
@@ -178,15 +193,7 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
         step, without rendering or counting it: the task's own reward and each of ``rewards``
         (functions of the physics, scored after every physics step as dm_control scores its own),
         summed over the ``action_repeat`` steps. The physics is left after the step."""
-        a = check_action(action, self.action_space.shape)
-        a = self._act_low + (a + 1.0) * 0.5 * (self._act_high - self._act_low)
-        own, others = 0.0, np.zeros(len(rewards))
-        for _ in range(self.action_repeat):
-            ts = self._env.step(a)
-            own += ts.reward or 0.0
-            others += [reward(self.physics) for reward in rewards]
-            if ts.discount == 0.0:
-                break
+        own, others, _ = self._physics_steps(action, rewards)
         return own, others
 
     def render(self) -> np.ndarray | None:

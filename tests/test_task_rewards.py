@@ -82,3 +82,39 @@ def test_cheetah_tasks_of_exorl_follow_their_definitions(tmp_path: Path) -> None
     np.testing.assert_allclose(r["cheetah-walk"][fast], 2.0, rtol=0, atol=1e-6)  # walking is done
     assert r["cheetah-run-backward"][fast].max() == 0  # forwards, not backwards
     assert r["cheetah-flip"].min() >= 0 and r["cheetah-flip"].max() <= 2  # two physics steps of [0, 1]
+
+
+def test_ground_truth_scores_the_same_rollouts_with_every_task(walker: PixelDataset) -> None:
+    from voc_rl.ground_truth import simulator_q
+
+    index = walker.ep_start + 20
+    kw = {"rollouts": 2, "seed": 4, "processes": 1, "cache": False, "progress": False}
+    alone = simulator_q(walker, index, [0.0, 0.9], **kw)
+    both = simulator_q(walker, index, [0.0, 0.9], tasks=["walker-run", "walker-walk", "walker-stand"], **kw)
+    assert both.tasks == ["walker-walk", "walker-run", "walker-stand"]  # the own task once, first
+    np.testing.assert_array_equal(both.q, alone.q)  # scoring other tasks leaves the rollouts as they were
+    np.testing.assert_array_equal(both.at(0.9, "walker-walk")[0], alone.at(0.9)[0])
+    relabelled = task_rewards(walker, ["walker-run", "walker-stand"], progress=False)
+    for task in ("walker-run", "walker-stand"):  # gamma 0: the task's reward of the dataset's action
+        np.testing.assert_allclose(both.at(0.0, task)[0], relabelled[task][index], rtol=0, atol=1e-6)
+    run, walk = both.at(0.9, "walker-run")[0], both.at(0.9)[0]
+    assert np.all(run <= walk + 1e-6) and not np.allclose(run, walk)  # run's reward never exceeds walk's
+    with pytest.raises(KeyError, match="not computed"):
+        alone.at(0.9, "walker-run")
+    with pytest.raises(ValueError, match="is a cheetah task"):
+        simulator_q(walker, index, [0.9], tasks=["cheetah-run"], **kw)
+
+
+def test_ground_truth_of_other_tasks_is_cached_with_them(walker: PixelDataset, tmp_path: Path) -> None:
+    from voc_rl.ground_truth import simulator_q
+
+    path = tmp_path / "ds"
+    shutil.copytree(walker.path, path)
+    ds, index = open_dataset(path), walker.ep_start[:2] + 5
+    kw = {"rollouts": 2, "processes": 1, "progress": False}
+    first = simulator_q(ds, index, [0.5], tasks=["walker-stand"], **kw)
+    plain = simulator_q(ds, index, [0.5], **kw)
+    assert first.cache_path != plain.cache_path and plain.tasks == ["walker-walk"]
+    again = simulator_q(ds, index, [0.5], tasks=["walker-stand"], **kw)
+    np.testing.assert_array_equal(again.at(0.5, "walker-stand")[0], first.at(0.5, "walker-stand")[0])
+    np.testing.assert_array_equal(again.q, plain.q)

@@ -77,13 +77,27 @@ class GroundTruth:
     truncated_return: np.ndarray = field(repr=False)  # (G, N)
     truncated_bound: np.ndarray = field(repr=False)  # (G, N)
     cache_path: Path | None = None  # the cache file read or written, if any
+    task: str = ""  # the dataset's own task, whose rewards ``q`` sums
+    # Other tasks of the domain scored on the same rollouts: task -> (q, stderr), each (G, N).
+    task_q: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
-    def at(self, gamma: float) -> tuple[np.ndarray, np.ndarray]:
-        """``(q, stderr)`` for one of the computed discount factors, each (N,)."""
+    @property
+    def tasks(self) -> list[str]:
+        """Every task whose Q this holds: the dataset's own first."""
+        return [self.task, *self.task_q]
+
+    def at(self, gamma: float, task: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(q, stderr)`` for one of the computed discount factors, each (N,), of the dataset's own
+        task or of another ``task`` that was asked for (``simulator_q(..., tasks=...)``)."""
         hits = np.flatnonzero(np.isclose(self.gammas, gamma, rtol=0.0, atol=1e-12))
         if len(hits) == 0:
             raise KeyError(f"gamma {gamma} was not computed; have {self.gammas.tolist()}")
-        return self.q[hits[0]], self.stderr[hits[0]]
+        if task is None or task == self.task:
+            return self.q[hits[0]], self.stderr[hits[0]]
+        if task not in self.task_q:
+            raise KeyError(f"task {task!r} was not computed; have {self.tasks} (simulator_q's tasks)")
+        q, stderr = self.task_q[task]
+        return q[hits[0]], stderr[hits[0]]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -130,8 +144,9 @@ def _make_env(env_id: str, kwargs: dict[str, Any]) -> Any:
     return env
 
 
-def _advance(env: Any, action: np.ndarray) -> tuple[np.ndarray, float, bool]:
-    """One agent step ignoring the time limit: ``(proprio, reward, alive)``.
+def _advance(env: Any, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """One agent step ignoring the time limit: ``(proprio, rewards, alive)``, ``rewards`` the own
+    task's then those of the env's ``score_rewards``.
 
     When the env truncates, its physics state is restored at step 0, which restarts the env's step
     counter and leaves the physics where it was: the rollout goes on past the episode's time limit.
@@ -139,7 +154,7 @@ def _advance(env: Any, action: np.ndarray) -> tuple[np.ndarray, float, bool]:
     _, reward, terminated, truncated, info = env.step(action)
     if truncated and not terminated:
         env.set_physics_state(info["physics_state"], step=0)
-    return info["proprio"], float(reward), not terminated
+    return info["proprio"], np.append(reward, info.get("task_rewards", ())), not terminated
 
 
 def _flat_index(ds: PixelDataset, index: Any) -> np.ndarray:
@@ -239,8 +254,9 @@ def _cache_key(
     deterministic: bool,
     policies: dict[int, Policy],
     actions: np.ndarray | None = None,
+    tasks: tuple[str, ...] = (),
 ) -> str:
-    payload = {
+    payload: dict[str, Any] = {
         "format": GT_FORMAT,
         "horizon_tol": HORIZON_TOL,
         "hdf5_sha256": ds.meta["hdf5_sha256"],
@@ -250,6 +266,8 @@ def _cache_key(
         "deterministic": deterministic,
         "policies": {str(pid): _policy_digest(p) for pid, p in policies.items()},
     }
+    if tasks:  # (a key without tasks is the one this had before tasks existed)
+        payload["tasks"] = list(tasks)
     h = hashlib.sha256(json.dumps(payload, sort_keys=True).encode())
     h.update(index.astype("<i8").tobytes())
     if actions is not None:
@@ -268,6 +286,7 @@ class _Config:
     rollouts: int
     horizon: int
     deterministic: bool
+    tasks: tuple[str, ...] = ()  # other tasks whose rewards score the same rollouts
 
 
 class _Simulator:
@@ -277,9 +296,15 @@ class _Simulator:
         self.cfg = cfg
         self.policies: dict[int, Policy] = pickle.loads(cfg.policies)
         self.envs = [_make_env(cfg.env_id, cfg.env_kwargs) for _ in range(cfg.rollouts)]
+        if cfg.tasks:
+            from voc_rl.task_rewards import TASKS
+
+            for env in self.envs:
+                env.score_rewards = [TASKS[t].reward for t in cfg.tasks]
 
     def rewards(self, physics_state: np.ndarray, action: np.ndarray, pid: int, seed: Any) -> np.ndarray:
-        """Rewards (R, H) of ``R`` rollouts from a restored state: a_t, then the policy."""
+        """Rewards (R, H, 1 + T) of ``R`` rollouts from a restored state: a_t, then the policy; the
+        own task's, then each of the config's ``tasks``."""
         import torch
 
         rng = np.random.default_rng(seed)
@@ -288,7 +313,7 @@ class _Simulator:
         # same, so one is simulated (batched, rows could also differ in the last bit of a matmul).
         same = self.cfg.deterministic and isinstance(policy, BehaviorPolicy)
         r_count = 1 if same else self.cfg.rollouts
-        rewards = np.zeros((r_count, horizon))
+        rewards = np.zeros((r_count, horizon, 1 + len(self.cfg.tasks)))
         alive = np.ones(r_count, dtype=bool)
         proprio = []
         for env in self.envs[:r_count]:
@@ -306,7 +331,7 @@ class _Simulator:
                     actions = policy.act(obs, rng, deterministic=self.cfg.deterministic)
         finally:
             torch.set_num_threads(threads)
-        return np.broadcast_to(rewards, (self.cfg.rollouts, horizon))
+        return np.broadcast_to(rewards, (self.cfg.rollouts, *rewards.shape[1:]))
 
 
 _WORKER: _Simulator | None = None
@@ -332,10 +357,11 @@ def _simulate(
     progress: bool,
     actions: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Discounted returns (G, N, R) of every rollout and the simulated first rewards (N,)."""
+    """Discounted returns (G, N, R, 1 + T) of every rollout, for the own task and each of the config's
+    ``tasks``, and the simulated first rewards of the own task (N,)."""
     n = len(index)
     disc = gammas[:, None] ** np.arange(cfg.horizon)[None, :]  # (G, H)
-    returns = np.zeros((len(gammas), n, cfg.rollouts))
+    returns = np.zeros((len(gammas), n, cfg.rollouts, 1 + len(cfg.tasks)))
     first = np.zeros(n)
     jobs = [
         (
@@ -348,8 +374,9 @@ def _simulate(
     ]
 
     def store(j: int, rewards: np.ndarray) -> None:
-        returns[:, j] = disc @ rewards.T  # (G, R)
-        first[j] = rewards[0, 0]
+        for t in range(rewards.shape[2]):
+            returns[:, j, :, t] = disc @ np.ascontiguousarray(rewards[:, :, t]).T  # (G, R), as BLAS sums it
+        first[j] = rewards[0, 0, 0]
 
     with tqdm(total=n, unit="state", disable=not progress, desc="simulator Q") as bar:
         if processes <= 1:
@@ -397,6 +424,7 @@ def simulator_q(
     deterministic: bool = False,
     policies: Mapping[str, Policy] | None = None,
     actions: np.ndarray | None = None,
+    tasks: Sequence[str] = (),
 ) -> GroundTruth:
     """Ground-truth Q(s_t, a_t) of the states at flat frame indices ``index``, for every gamma.
 
@@ -410,9 +438,17 @@ def simulator_q(
     in parallel (results do not depend on it); ``cache`` reads and writes
     ``<dataset>/ground_truth/<key>.npz``. ``actions`` (N, action_dim) replaces the first action
     a_t of each state (to rank candidate actions): Q(s_t, actions[j]) then the behaviour policy.
+    ``tasks``: other tasks of the dataset's domain (:data:`voc_rl.task_rewards.TASKS`) whose rewards
+    score the same rollouts, each a Q of its own (``GroundTruth.at(gamma, task)``): the behaviour
+    policy's value under another reward, from the same states and the same trajectories.
     """
     if not isinstance(ds, PixelDataset):
         ds = open_dataset(ds)
+    if "reward_task" in ds.meta:
+        raise ValueError(
+            f"this view of {ds.path} carries {ds.meta['reward_task']!r}'s rewards; pass the dataset "
+            "itself, with tasks=[...] for other tasks' Q"
+        )
     _require_physics(ds)
     if rollouts < 1:
         raise ValueError(f"rollouts must be >= 1, got {rollouts}")
@@ -432,17 +468,20 @@ def simulator_q(
     g = _check_gammas(gammas)
     horizon = horizon_for(float(g.max()))
     used = _resolve_policies(ds, ds.arrays["policy_id"][idx], policies)
+    own = ds.meta.get("task", ds.env_id)
+    extra = tuple(dict.fromkeys(t for t in ([tasks] if isinstance(tasks, str) else tasks) if t != own))
+    if extra:
+        from voc_rl.task_rewards import check_tasks
 
-    path = (
-        ds.path
-        / "ground_truth"
-        / f"{_cache_key(ds, idx, g, rollouts, seed, deterministic, used, actions)}.npz"
-    )
-    loaded = _load_cache(path, idx, g) if cache else None
+        check_tasks(ds, extra)
+
+    key = _cache_key(ds, idx, g, rollouts, seed, deterministic, used, actions, extra)
+    path = ds.path / "ground_truth" / f"{key}.npz"
+    loaded = _load_cache(path, idx, g, extra) if cache else None
     if loaded is not None:
-        q, stderr = loaded
+        q, stderr = loaded  # (1 + T, G, N)
     else:
-        cfg = _Config(ds.env_id, _env_kwargs(ds), pickle.dumps(used), rollouts, horizon, deterministic)
+        cfg = _Config(ds.env_id, _env_kwargs(ds), pickle.dumps(used), rollouts, horizon, deterministic, extra)
         if actions is None:
             unique, inverse = np.unique(idx, return_inverse=True)  # a repeated index is simulated once
             returns, first = _simulate(
@@ -452,23 +491,25 @@ def simulator_q(
         else:
             inverse = np.arange(len(idx))
             returns, _ = _simulate(ds, idx, g, cfg, seed, processes, progress, actions)
-        returns = returns[:, inverse]  # (G, N, R)
+        returns = np.moveaxis(returns[:, inverse], -1, 0)  # (1 + T, G, N, R)
         q = returns.mean(axis=-1)
         stderr = (
             returns.std(axis=-1, ddof=1) / math.sqrt(rollouts) if rollouts > 1 else np.full_like(q, np.nan)
         )
         if cache:
+            others = {"tasks": np.array(extra), "task_q": q[1:], "task_stderr": stderr[1:]} if extra else {}
             save_npz(
                 {
                     "format": np.array(GT_FORMAT),
                     "index": idx,
                     "gammas": g,
-                    "q": q,
-                    "stderr": stderr,
+                    "q": q[0],
+                    "stderr": stderr[0],
                     "horizon": np.array(horizon),
                     "rollouts": np.array(rollouts),
                     "seed": np.array(seed),
                     "deterministic": np.array(deterministic),
+                    **others,
                 },
                 path,
             )
@@ -478,8 +519,8 @@ def simulator_q(
     return GroundTruth(
         index=idx,
         gammas=g,
-        q=q,
-        stderr=stderr,
+        q=q[0],
+        stderr=stderr[0],
         horizon=horizon,
         rollouts=rollouts,
         seed=seed,
@@ -488,22 +529,34 @@ def simulator_q(
         truncated_return=np.stack([ret[idx] for ret, _ in truncated]),
         truncated_bound=np.stack([bound[idx] for _, bound in truncated]),
         cache_path=path if cache else None,
+        task=own,
+        task_q={t: (q[1 + k], stderr[1 + k]) for k, t in enumerate(extra)},
     )
 
 
-def _load_cache(path: Path, index: np.ndarray, gammas: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def _load_cache(
+    path: Path, index: np.ndarray, gammas: np.ndarray, tasks: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(q, stderr)``, each (1 + T, G, N): the own task's, then each of ``tasks``'."""
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
+            shape = (len(gammas), len(index))
             ok = (
                 int(data["format"]) == GT_FORMAT
                 and np.array_equal(data["index"], index)
                 and np.array_equal(data["gammas"], gammas)
-                and data["q"].shape == (len(gammas), len(index))
+                and data["q"].shape == shape
+                and (not tasks or data["tasks"].tolist() == list(tasks))
+                and (not tasks or data["task_q"].shape[1:] == shape)
             )
             if ok:
-                return data["q"], data["stderr"]
+                q, stderr = data["q"][None], data["stderr"][None]
+                if tasks:
+                    q = np.concatenate([q, data["task_q"]])
+                    stderr = np.concatenate([stderr, data["task_stderr"]])
+                return q, stderr
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         warnings.warn(f"ground-truth cache {path} is unreadable ({exc}); recomputing", stacklevel=3)
         return None
@@ -545,7 +598,8 @@ def replay_rewards(ds: PixelDataset | str | Path, episode: int, start: int = 0) 
         env.set_physics_state(ds.arrays["physics_state"][first], step=0)
         rewards = np.zeros(length - start)
         for k, action in enumerate(ds.arrays["action"][first : first + length - start]):
-            _, rewards[k], alive = _advance(env, action)
+            _, step_rewards, alive = _advance(env, action)
+            rewards[k] = step_rewards[0]
             if not alive:
                 rewards = rewards[: k + 1]  # the simulator terminated: what was left is not replayed
                 break

@@ -33,13 +33,21 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from voc_rl.checkpoint import CheckpointError, load_model, module_state, save_model
+from voc_rl.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    module_state,
+    save_checkpoint,
+    save_model,
+)
 from voc_rl.data.dataset import TokenView
 from voc_rl.presets import from_preset
 from voc_rl.tokenizers.cache import model_fields
 from voc_rl.transformer import GPT, GPTConfig, KVCache
 
 FORMAT = "voc_rl.occupancy/1"
+HEADS_FORMAT = "voc_rl.reward_heads/1"
 VARIANTS = ("sample", "distill")
 CONDITIONINGS = ("token", "every", "film")
 ENCODERS = ("linear", "mlp")
@@ -396,6 +404,7 @@ class RewardModel(nn.Module):
     def __init__(self, config: OccupancyConfig):
         super().__init__()
         self.config = config
+        self.step = 0  # training steps taken (a head trained alone: voc_rl.occupancy_train.train_reward_head)
         n = config.n_target * config.reward_dim
         self.emb = nn.Embedding(config.vocab_size, config.reward_dim)
         self.mlp = nn.Sequential(
@@ -412,6 +421,49 @@ class RewardModel(nn.Module):
         lead = tokens.shape[:-1]
         x = self.emb(tokens.reshape(-1, tokens.shape[-1])).flatten(1)
         return self.mlp(x)[:, 0].view(lead)
+
+
+def save_reward_heads(path: str | Path, heads: dict[str, RewardModel]) -> Path:
+    """Reward heads of one occupancy config, one per task, in one checkpoint (atomic)."""
+    import dataclasses
+
+    from voc_rl.utils import package_versions
+
+    configs = {head.config for head in heads.values()}
+    if len(configs) != 1:
+        raise ValueError(f"reward heads saved together share one occupancy config; got {len(configs)}")
+    ckpt = {
+        "format": HEADS_FORMAT,
+        "config": dataclasses.asdict(configs.pop()),
+        "heads": {task: module_state(head) for task, head in heads.items()},
+        "steps": {task: int(getattr(head, "step", 0)) for task, head in heads.items()},
+        "versions": package_versions(),
+    }
+    return save_checkpoint(ckpt, path)
+
+
+def load_reward_heads(path: str | Path, config: OccupancyConfig | None = None) -> dict[str, RewardModel]:
+    """The reward heads of :func:`save_reward_heads`, by task; ``config``, where given, must be the
+    config they were trained for (the occupancy model's: the same tokens and target)."""
+    ckpt = load_checkpoint(path, required=("format", "config", "heads", "steps"))
+    if ckpt["format"] != HEADS_FORMAT:
+        raise CheckpointError(f"{path} has format {ckpt['format']!r}, expected {HEADS_FORMAT!r}")
+    try:
+        saved = OccupancyConfig(**ckpt["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its config does not fit this version of voc_rl: {exc}") from exc
+    if config is not None and saved != config:
+        raise CheckpointError(f"{path}: its reward heads were trained for another occupancy config")
+    heads = {}
+    for task, weights in ckpt["heads"].items():
+        head = RewardModel(saved)
+        try:
+            head.load_state_dict(weights)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{path}: {task!r}'s head does not match its config: {exc}") from exc
+        head.step = int(ckpt["steps"].get(task, 0))
+        heads[task] = head.eval()
+    return heads
 
 
 def td_loss(

@@ -14,6 +14,7 @@ frames beside the true future frames.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from voc_rl import distributed
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.data.sampler import TargetBatch, WindowBatch, WindowSampler
-from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel, td_loss
+from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel, save_reward_heads, td_loss
 from voc_rl.tokenizers.cache import check_model_fits
 from voc_rl.train_loop import Loop, Run, TrainReport, train
 from voc_rl.utils import ema_update, make_target, resolve_device, to_tensors
@@ -166,6 +167,59 @@ def train_occupancy(
     eval_every = min(500, max(10, steps // 10))
     report = train(run, steps, loop.defaults(log_every=50, eval_every=eval_every, ckpt_every=500))
     return report, reward
+
+
+def train_reward_head(
+    head: RewardModel, ds: PixelDataset, steps: int | None = None, loop: Loop | None = None,
+    val_fraction: float = 0.1,
+) -> TrainReport:  # fmt: skip
+    """Train a reward head alone on the rewards ``ds`` carries: another task's after
+    ``ds.for_task(task)``. The same batches (transitions of the training episodes, seeded as in
+    :func:`train_occupancy`), optimizer, schedule and ``config.steps`` as the head that trains beside
+    the occupancy model, without the model: a head reads target tokens only, so one occupancy model
+    serves every task it has a head for. Held-out NMSE as ``val/reward_nmse``; the run folder gets
+    ``reward.pt`` (:func:`voc_rl.occupancy.save_reward_heads`, keyed by the task)."""
+    c = head.config
+    check_model_fits(c, ds, "OccupancyConfig.for_dataset")
+    distributed.init()
+    steps, loop = steps or c.steps, loop or Loop()
+    device = resolve_device(loop.device)
+    head.to(device)
+    task = ds.reward_task
+    train_eps, val_eps = ds.split(val_fraction, loop.seed)
+    data_seed = distributed.rank_seed(loop.seed)
+    sampler = WindowSampler(ds, train_eps, c.frame_stack, data_seed + 7919, require_next_action=False)
+    held = val_eps if len(val_eps) else train_eps
+    held_sampler = WindowSampler(ds, held, c.frame_stack, loop.seed + 1, require_next_action=False)
+    val = to_tensors(dict(zip(("next_obs", "reward"), held_sampler.rewards(1024), strict=True)), device)
+
+    def batch_loss(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.mse_loss(head(batch["next_obs"][:, -c.n_target :]), batch["reward"])
+
+    def step() -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        b = dict(zip(("next_obs", "reward"), sampler.rewards(c.reward_batch), strict=True))
+        return {"reward": batch_loss(to_tensors(b, device))}, {}
+
+    @torch.no_grad()
+    def validate_head() -> dict[str, float]:
+        head.eval()
+        return {"reward_nmse": float(batch_loss(val) / val["reward"].var().clamp_min(1e-8))}
+
+    run = Run(
+        name=f"reward head ({task})",
+        config=dataclasses.replace(c, steps=steps),
+        modules={"model": head},
+        optimizers={"reward": torch.optim.AdamW(head.parameters(), lr=c.lr, weight_decay=c.weight_decay)},
+        step=step,
+        rngs=[sampler.rng],
+        data_seed=data_seed,
+        device=device,
+        save=lambda folder: save_reward_heads(folder / "reward.pt", {task: head}),
+        identity={"task": task},
+        validate=validate_head,
+    )
+    eval_every = min(500, max(10, steps // 10))
+    return train(run, steps, loop.defaults(log_every=50, eval_every=eval_every, ckpt_every=500))
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
 """Fit or reuse the parts an agent is made of, for a dataset and a config: the tokenizer, the
-behaviour prior, the occupancy model (with its reward model) and the TD critic; and the dataset.
+behaviour prior, the occupancy model (with its reward model), the reward heads of other tasks and
+the TD critic; and the dataset.
 
 Whatever needs a trained part goes through here: an agent's ``learn`` (each part in a subfolder of
 the agent's run folder), the return-error and policy benchmarks (parts shared in one folder and
@@ -25,12 +26,13 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from voc_rl.checkpoint import CheckpointError
 from voc_rl.critic import CriticConfig, TDCritic, train_td_critic
 from voc_rl.data.collect import collect
 from voc_rl.data.dataset import PixelDataset, TokenView, open_dataset
 from voc_rl.data.storage import dataset_dir
-from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
-from voc_rl.occupancy_train import train_occupancy
+from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel, load_reward_heads
+from voc_rl.occupancy_train import train_occupancy, train_reward_head
 from voc_rl.paths import PathLike, user_path
 from voc_rl.prior import BCConfig, BCPolicy, train_bc
 from voc_rl.tokenizers import AGENT_TOKENS, Tokenizer, get_backend
@@ -43,6 +45,7 @@ CHECKPOINT = {  # the file of each part in its run folder, as its trainer writes
     "prior": "bc.pt",
     "occupancy": "occupancy.pt",
     "critic": "critic.pt",
+    "reward": "reward.pt",
 }
 
 
@@ -182,6 +185,29 @@ def fit_occupancy(
     return occ.to(device).eval(), trained_reward.to(device).eval()
 
 
+def fit_reward_head(
+    view: TokenView, task: str, config: OccupancyConfig, *, model: RewardModel | None = None,
+    loop: Loop | None = None,
+) -> RewardModel:  # fmt: skip
+    """The reward head of ``task`` (the dataset's own or another relabelled task of its domain) for
+    occupancy models of ``config`` on ``view``, trained alone on ``view.for_task(task)``."""
+    loop = loop or Loop()
+    data = view.for_task(task)
+
+    def train() -> RewardModel:
+        head = model or _new(RewardModel, config, loop.seed)
+        train_reward_head(head, data, loop=loop)
+        return head
+
+    def load(path: Path) -> RewardModel:
+        heads = load_reward_heads(path)
+        if task not in heads:
+            raise CheckpointError(f"{path} holds the reward heads of {sorted(heads)}, not {task!r}")
+        return heads[task]
+
+    return _fit_or_reuse("reward", config, loop.out, load, train).to(resolve_device(loop.device)).eval()
+
+
 # ---------------------------------------------------------------------------------------------- shared
 @dataclass(frozen=True)
 class SharedParts:
@@ -204,28 +230,37 @@ class SharedParts:
     progress: bool = True
 
     def folder(
-        self, part: str, ds: PixelDataset, backend: str | None = None, gamma: float = 0.0, seed: int = 0
-    ) -> Path:
+        self, part: str, ds: PixelDataset, backend: str | None = None, gamma: float = 0.0, seed: int = 0,
+        task: str | None = None,
+    ) -> Path:  # fmt: skip
         """The run folder of ``part`` on ``ds`` (a pixel dataset and a ``backend`` for the tokenizer,
         the token view for the others): the one place these names are made. The prior's and the
         critic's names predate the size and the tokenizer key that the occupancy models' carry. A part
         whose steps are overridden (``steps``) ends in ``_steps<N>``, so that another step count gets
-        its own folder rather than meeting the resume guard of this one."""
+        its own folder rather than meeting the resume guard of this one. A critic of another ``task``
+        than the dataset's own, and a reward head (``reward``, beside its occupancy model's folder),
+        carry the task's name."""
         name = ds.meta["name"]
-        tag = f"_steps{self.steps[part]}" if self.steps.get(part) else ""
+        tag = "" if part == "reward" else self._tag(part)  # a head trains its occupancy config's steps
         if part == "tokenizer":
             return (
                 self.root / f"{name}__tok_{backend}_{self.tok_size}{'_16' if self.agent_tokens else ''}{tag}"
             )
         tokens = ds.tokens
         horizon = "mc" if self.n_step is None else self.n_step
+        other = "" if task in (None, ds.meta.get("task")) else f"_{task}"
+        occupancy = f"{name}__{tokens['backend']}_{tokens['key'][:8]}__occ_g{gamma}_n{horizon}_s{seed}"
+        occupancy += f"_{self.size}"
         names = {
             "prior": f"{name}__{tokens['backend']}__bc",
-            "critic": f"{name}__{tokens['backend']}__critic_g{gamma}_s{seed}",
-            "occupancy": f"{name}__{tokens['backend']}_{tokens['key'][:8]}__occ_g{gamma}_n{horizon}_s{seed}_"
-            f"{self.size}",
+            "critic": f"{name}__{tokens['backend']}__critic_g{gamma}_s{seed}{other}",
+            "occupancy": occupancy,
+            "reward": f"{occupancy}{self._tag('occupancy')}__reward_{task}",
         }
         return self.root / (names[part] + tag)
+
+    def _tag(self, part: str) -> str:
+        return f"_steps{self.steps[part]}" if self.steps.get(part) else ""
 
     def checkpoint(self, part: str, ds: PixelDataset, **where: Any) -> Path:
         """The checkpoint of ``part`` in :meth:`folder` (``where``: its ``backend``, ``gamma``, ``seed``)."""
@@ -252,7 +287,17 @@ class SharedParts:
         out = self.folder("occupancy", view, gamma=gamma, seed=seed)
         return fit_occupancy(view, config, loop=Loop(out=out, seed=seed, progress=self.progress))
 
-    def critic(self, view: TokenView, gamma: float, seed: int) -> TDCritic:
+    def reward_head(self, view: TokenView, gamma: float, seed: int, task: str) -> RewardModel:
+        """The reward head of ``task`` for the occupancy model of (``gamma``, ``seed``)."""
+        config = OccupancyConfig.for_dataset(
+            view, self.size, gamma=gamma, n_step=self.n_step, **self._steps("occupancy")
+        )
+        out = self.folder("reward", view, gamma=gamma, seed=seed, task=task)
+        return fit_reward_head(view, task, config, loop=Loop(out=out, seed=seed, progress=self.progress))
+
+    def critic(self, view: TokenView, gamma: float, seed: int, task: str | None = None) -> TDCritic:
+        """The critic of (``gamma``, ``seed``), of the dataset's own task or another ``task``."""
         config = CriticConfig.for_dataset(view, self.size, gamma=gamma, **self._steps("critic"))
-        out = self.folder("critic", view, gamma=gamma, seed=seed)
-        return fit_critic(view, config, loop=Loop(out=out, seed=seed, progress=self.progress))
+        out = self.folder("critic", view, gamma=gamma, seed=seed, task=task)
+        data = view if task is None else view.for_task(task)
+        return fit_critic(data, config, loop=Loop(out=out, seed=seed, progress=self.progress))

@@ -21,13 +21,15 @@ over a dataset is a baseline and the pool of the model's own samples is the dens
 of record.
 
 ``reward`` is any callable from target tokens (..., n_target) to rewards (...): the trained
-:class:`~voc_rl.occupancy.RewardModel`, or an exact function in tests.
+:class:`~voc_rl.occupancy.RewardModel`, or an exact function in tests. One that returns (..., T),
+the rewards of T tasks (:func:`stack_rewards` of their heads), gives every task's Q from the same
+futures and weights: a trailing task axis on every estimate.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +37,13 @@ import torch
 from voc_rl.occupancy import OccupancyModel
 
 Reward = Callable[[torch.Tensor], torch.Tensor]
+
+
+def stack_rewards(rewards: Sequence[Reward]) -> Reward:
+    """One reward callable for several tasks: target tokens (..., n_target) -> rewards (..., T)."""
+    if not rewards:
+        raise ValueError("stack_rewards needs at least one reward")
+    return lambda tokens: torch.stack([reward(tokens) for reward in rewards], dim=-1)
 
 
 def effective_sample_size(w: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -59,7 +68,7 @@ def sample_q(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """(B,) Q estimates from ``n`` occupancy samples per (context, action)."""
+    """(B,) Q estimates from ``n`` occupancy samples per (context, action) ((B, T) for T tasks)."""
     futures = model.sample(context, action, n=n, temperature=temperature, top_k=top_k, generator=generator)
     return reward(futures).float().mean(1) / (1 - model.config.gamma)
 
@@ -111,8 +120,9 @@ def pool_q(
     generator: torch.Generator | None = None,
     return_ess: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """(B, K) Q estimates of K candidate actions per context from one shared pool per context (and,
-    with ``return_ess``, the effective sample size (B, K) of each action's weights over the pool).
+    """(B, K) Q estimates of K candidate actions per context from one shared pool per context ((B, K,
+    T) for T tasks; and, with ``return_ess``, the effective sample size (B, K) of each action's
+    weights over the pool).
 
     ``context`` (B, n_context), ``actions`` (B, K, action_dim). Each action contributes
     ``ceil(pool_size / K)`` samples, so the pool is a draw from the equal-weight mixture over the
@@ -133,8 +143,9 @@ def pool_q(
     logp = model.log_prob(context, actions, pool)  # (B, K, M): every future under every action
     log_q = torch.logsumexp(logp, dim=1, keepdim=True) - math.log(k)  # (B, 1, M) mixture density
     w = torch.softmax(logp - log_q, dim=2)
-    r = reward(pool).float()  # (B, M)
-    q = (w * r[:, None]).sum(2) / (1 - model.config.gamma)
+    r = reward(pool).float()  # (B, M), or (B, M, T) for T tasks
+    q = (w * r[:, None]).sum(2) if r.ndim == 2 else torch.einsum("bkm,bmt->bkt", w, r)
+    q = q / (1 - model.config.gamma)
     return (q, effective_sample_size(w)) if return_ess else q
 
 

@@ -21,6 +21,7 @@ frame i and ``reward[i]`` received on reaching frame i+1 (both zero on an episod
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import re
@@ -487,6 +488,27 @@ class PixelDataset:
                 f"{task}'s rewards have shape {values.shape}, not {self.arrays['reward'].shape}"
             )
         return values
+
+    def for_task(self, task: str) -> PixelDataset:
+        """This dataset (or token view) with ``arrays["reward"]`` holding ``task``'s rewards
+        (:meth:`task_reward`) and ``meta["reward_task"]`` naming it: what a critic, a reward head or
+        %BC reads to learn another task of the domain. The dataset's own task returns it unchanged."""
+        if task == self.meta.get("reward_task", self.meta.get("task")):
+            return self
+        if "reward_task" in self.meta:
+            raise ValueError(
+                f"this view already carries {self.meta['reward_task']!r}'s rewards; call for_task on the "
+                "dataset itself"
+            )
+        rewards = np.asarray(self.task_reward(task), dtype=np.float32)
+        return dataclasses.replace(
+            self, meta={**self.meta, "reward_task": task}, arrays={**self.arrays, "reward": rewards}
+        )
+
+    @property
+    def reward_task(self) -> str:
+        """The task whose rewards ``arrays["reward"]`` holds: the dataset's own unless :meth:`for_task`."""
+        return self.meta.get("reward_task", self.meta.get("task", self.env_id))
 
     def frame_index(self, episodes: np.ndarray, last: bool = True) -> np.ndarray:
         """Flat indices of every frame of ``episodes``, in their order; ``last=False`` leaves out each
