@@ -17,8 +17,14 @@ from voc_rl.agents.base import Agent, PartFitting
 from voc_rl.checkpoint import CheckpointError
 from voc_rl.critic import CriticConfig, TDCritic, distill_q
 from voc_rl.data.dataset import TokenView
-from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
-from voc_rl.parts import fit_critic, fit_occupancy
+from voc_rl.occupancy import (
+    OccupancyConfig,
+    OccupancyModel,
+    RewardModel,
+    load_reward_heads,
+    save_reward_heads,
+)
+from voc_rl.parts import fit_critic, fit_occupancy, fit_reward_head
 from voc_rl.value import pool_q, rollout_q
 
 VOC_SCORE_BATCH = 64  # states whose candidates the occupancy model scores at once in extraction
@@ -46,14 +52,29 @@ class BCAgent(Agent):
 
 
 class _OccupancyAgent(Agent):
-    """An agent whose scorer is an occupancy model and its reward model (gamma from ``gamma_of``)."""
+    """An agent whose scorer is an occupancy model and its reward model (gamma from ``gamma_of``);
+    with another ``task`` or ``tasks`` in its config, a reward head per task on the same model (the
+    ``heads`` part)."""
 
     parts = ("tokenizer", "prior", "occupancy")
 
     def __init__(self, config: Any, name: str | None = None):
         super().__init__(config, name)
         self.occupancy: OccupancyModel | None = None
-        self.reward: RewardModel | None = None
+        self.reward: RewardModel | None = None  # the dataset's own task's
+        self.heads: dict[str, RewardModel] = {}  # every other task's
+        if config.task or config.tasks:
+            self.parts = (*type(self).parts, "heads")
+
+    def known_tasks(self) -> list[str]:
+        """The dataset's own task (its head trains with the model), the config's ``task`` and ``tasks``."""
+        c, own = self.config, [] if self.task is None else [self.task]
+        return list(dict.fromkeys([*own, *([c.task] if c.task else []), *c.tasks]))
+
+    def reward_for(self, task: str | None = None) -> RewardModel:
+        """The reward head of ``task`` (one of :meth:`known_tasks`; None: the acting task)."""
+        task = self._check_task(task)
+        return self.reward if task == self.task else self.heads[task]
 
     def gamma_of(self) -> float:
         return self.config.gamma
@@ -71,10 +92,16 @@ class _OccupancyAgent(Agent):
             view, config, model=self.occupancy, reward=self.reward, tokenizer=self.tokenizer,
             loop=fit.loop("occupancy"),
         )  # fmt: skip
+        for task in self.known_tasks()[1:]:  # the dataset's own task's head trained with the model
+            self.heads[task] = fit_reward_head(
+                view, task, config, model=self.heads.get(task), loop=fit.loop(f"reward-{task}")
+            )
 
     def _save_part(self, part: str, path: Path) -> None:
         if part == "occupancy":
             self.occupancy.save(path, reward=self.reward)
+        elif part == "heads":
+            save_reward_heads(path, self.heads, self.occupancy.config)
         else:
             super()._save_part(part, path)
 
@@ -84,11 +111,17 @@ class _OccupancyAgent(Agent):
             if reward is None:
                 raise CheckpointError(f"{path} has no reward model; the agent needs one")
             self.occupancy, self.reward = model.to(self.device).eval(), reward.to(self.device).eval()
+        elif part == "heads":
+            heads = load_reward_heads(path, self.occupancy.config)
+            self.heads = {task: head.to(self.device) for task, head in heads.items()}
         else:
             super()._load_part(part, path)
 
     def _check_parts(self, path: Path) -> None:
         super()._check_parts(path)
+        missing = [t for t in self.known_tasks()[1:] if t not in self.heads]
+        if missing:
+            raise CheckpointError(f"{path} has no reward head of {missing}, which the agent's config names")
         occ = self.occupancy.config
         if occ.target_frames != (self.target_frames_of() or occ.frame_stack):
             raise CheckpointError(
@@ -132,10 +165,10 @@ class VOCAgent(_OccupancyAgent):
         q_all = torch.cat([qb for _, qb in self._score_batches(view, index, 1024, net.q_values)])
         return q_all[:, 0].cpu().numpy(), q_all[:, 1:].cpu().numpy(), {"scored_states": len(subset), **info}
 
-    def _score(self, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def _score(self, context: torch.Tensor, actions: torch.Tensor, task: str | None = None) -> torch.Tensor:
         return pool_q(
             self.occupancy,
-            self.reward,
+            self.reward_for(task),
             context,
             actions,
             pool_size=self.config.pool_size,
@@ -155,7 +188,7 @@ class WMRolloutAgent(_OccupancyAgent):
     def target_frames_of(self) -> int:
         return 0  # a rollout feeds each predicted stack back as the next context
 
-    def _score(self, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def _score(self, context: torch.Tensor, actions: torch.Tensor, task: str | None = None) -> torch.Tensor:
         c = self.config
         b, k, a = actions.shape
         horizon = math.ceil(c.horizon_factor / (1 - c.gamma))
@@ -164,8 +197,8 @@ class WMRolloutAgent(_OccupancyAgent):
             return self.prior.sample(tokens, 1, self.generator)[:, 0]
 
         q = rollout_q(
-            self.occupancy, self.reward, policy, context.repeat_interleave(k, 0), actions.reshape(b * k, a),
-            c.gamma, horizon, n=c.rollouts, generator=self.generator,
+            self.occupancy, self.reward_for(task), policy, context.repeat_interleave(k, 0),
+            actions.reshape(b * k, a), c.gamma, horizon, n=c.rollouts, generator=self.generator,
         )  # fmt: skip
         return q.reshape(b, k)
 
@@ -184,7 +217,9 @@ class TDCriticAgent(Agent):
     def _fit_scorer(self, view: TokenView, fit: PartFitting) -> None:
         c = self.config
         config = CriticConfig.for_dataset(view, c.size, gamma=c.gamma, **fit.cap(c.critic_steps))
-        self.critic = fit_critic(view, config, model=self.critic, loop=fit.loop("critic"))
+        data = view.for_task(self.acting_task)  # the task it learns: its own, or the config's task
+        loop = fit.loop("critic" + self._task_suffix())
+        self.critic = fit_critic(data, config, model=self.critic, loop=loop)
 
     def _load_part(self, part: str, path: Path) -> None:
         if part == "critic":
@@ -199,5 +234,5 @@ class TDCriticAgent(Agent):
                 f"{path}: the critic has gamma {self.critic.config.gamma}, the agent {self.config.gamma}"
             )
 
-    def _score(self, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return self.critic.q_values(context, actions)
+    def _score(self, context: torch.Tensor, actions: torch.Tensor, task: str | None = None) -> torch.Tensor:
+        return self.critic.q_values(context, actions)  # its one task (q_values checked the name)

@@ -81,14 +81,50 @@ class Agent:
                 f"extraction={config.extraction!r} needs a Q: a {self.kind} agent has none "
                 "(use pbc, or a td-critic or voc agent)"
             )
+        if config.tasks and "occupancy" not in self.parts:
+            raise ValueError(
+                f"tasks={list(config.tasks)}: only an occupancy-model agent (voc, wm-rollout) keeps a "
+                f"reward head per task; a {self.kind} agent learns one task: set task= instead"
+            )
         self.config, self.name = config, name or type(self).__name__
         self.device = resolve_device(config.device)
         self.tokenizer: Tokenizer | None = None
         self.prior: BCPolicy | None = None
-        self.task: str | None = None
+        self.task: str | None = None  # the dataset's task, which it was trained on
+        self._acting: str | None = None  # set_task's choice
         self.run_dir: Path | None = None
         self.extraction_info: dict[str, float] = {}  # awr/qwr: beta, ESS fraction, share clipped, ...
         self.seed(config.seed)
+
+    @property
+    def acting_task(self) -> str | None:
+        """The task the agent acts for: ``set_task``'s, else the config's ``task``, else its dataset's."""
+        return self._acting or self.config.task or self.task
+
+    def known_tasks(self) -> list[str]:
+        """The tasks whose Q the agent can give: the one it learned (an occupancy-model agent: more)."""
+        task = self.config.task or self.task
+        return [] if task is None else [task]
+
+    def set_task(self, task: str) -> Agent:
+        """Act for another of :meth:`known_tasks` (a voc agent trained with ``tasks=[...]``): candidates
+        are then scored with that task's reward head. Refused for an agent whose prior was extracted
+        for one task (train one with ``task=...``: the shared parts are reused from its run folder)."""
+        self._check_task(task)
+        if self.config.extraction != "none" and task != (self.config.task or self.task):
+            raise ValueError(
+                f"{self.name}'s prior was extracted ({self.config.extraction}) for "
+                f"{self.config.task or self.task!r}; train an agent with task={task!r} to act for it"
+            )
+        self._acting = task
+        return self
+
+    def _check_task(self, task: str | None) -> str:
+        """``task`` (None: the acting task), which must be one of :meth:`known_tasks`."""
+        task = task or self.acting_task
+        if task not in self.known_tasks():
+            raise ValueError(f"{self.name} has no Q for task {task!r}; it knows {self.known_tasks()}")
+        return task
 
     def seed(self, seed: int) -> None:
         """Re-seed the agent's own sampling (candidates, pools): same seed, same actions."""
@@ -120,6 +156,13 @@ class Agent:
         if self.task is not None and task != self.task:
             raise ValueError(f"this agent was trained on {self.task!r}; {ds.path} holds {task!r}")
         self.task, c = task, self.config
+        others = [t for t in (c.task, *c.tasks) if t and t != task]
+        if others:
+            from voc_rl.task_rewards import check_tasks
+
+            check_tasks(ds, others)
+            for other in others:
+                ds.task_reward(other)  # relabelled? (else: the relabel command to run)
         name = f"{task}__{self.name}__{c.seed}__{int(time.time())}"
         run = user_path(run_dir) if run_dir else user_path(runs) / name
         run.mkdir(parents=True, exist_ok=True)
@@ -145,8 +188,9 @@ class Agent:
         if c.extraction != "none":
             weights = functools.partial(self._extraction_weights, view, fit)  # scored only if it must train
             self.extraction_info = {}
-            self.prior = fit_prior(view, config, weights=weights, loop=fit.loop(f"extracted-{c.extraction}"))
-            record = run / f"extracted-{c.extraction}" / "extraction_info.json"  # for a rerun that reuses it
+            folder = f"extracted-{c.extraction}" + self._task_suffix()
+            self.prior = fit_prior(view, config, weights=weights, loop=fit.loop(folder))
+            record = run / folder / "extraction_info.json"  # for a rerun that reuses it
             if self.extraction_info:
                 record.write_text(json.dumps(self.extraction_info))
             elif record.exists():
@@ -160,7 +204,7 @@ class Agent:
         c = self.config
         train_eps, _ = view.split(0.1, c.seed)
         if c.extraction == "pbc":
-            return top_episode_weights(view, train_eps, c.pbc_fraction)
+            return top_episode_weights(view.for_task(self.acting_task), train_eps, c.pbc_fraction)
         index = window_starts(view, train_eps, False)
         q_data, q_prior, fit_info = self._awr_estimates(view, index, fit)
         if c.extraction == "qwr":  # the baseline is one constant: the mean Q of the data
@@ -205,6 +249,10 @@ class Agent:
         self._check_parts(user_path(paths[self.parts[-1]]))
         return self
 
+    def _task_suffix(self) -> str:
+        """A part trained for another task than the dataset's own has its own folder: ``-<task>``."""
+        return "" if self.acting_task == self.task else f"-{self.acting_task}"
+
     def _fit_scorer(self, view: TokenView, fit: PartFitting) -> None:
         """Fit (or reuse) the scorer's parts on the token dataset ``view`` as ``fit`` says."""
         raise NotImplementedError(f"{type(self).__name__}._fit_scorer(view, fit) is not implemented")
@@ -235,8 +283,9 @@ class Agent:
             return mode
         return torch.cat([mode, self.prior.sample(context, self.config.candidates - 1, self.generator)], 1)
 
-    def _score(self, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """(B, K) Q estimates of ``actions`` (B, K, A) in the states ``context`` (B, n_context)."""
+    def _score(self, context: torch.Tensor, actions: torch.Tensor, task: str | None = None) -> torch.Tensor:
+        """(B, K) Q estimates of ``actions`` (B, K, A) in the states ``context`` (B, n_context), for
+        ``task`` (None: the acting task)."""
         raise NotImplementedError(
             f"{self.name} has no value model: _score(context, actions) -> (B, K) is not implemented; "
             "use a voc-*, td-critic or wm-rollout agent for Q values"
@@ -267,8 +316,10 @@ class Agent:
         return (action[0] if single else action), None
 
     @torch.no_grad()
-    def q_values(self, observation: Any, actions: Any) -> np.ndarray:
-        """Q(s, a): obs (3F, H, W) with actions (K, A) -> (K,); or a batch (B, ...) with (B, K, A)."""
+    def q_values(self, observation: Any, actions: Any, task: str | None = None) -> np.ndarray:
+        """Q(s, a): obs (3F, H, W) with actions (K, A) -> (K,); or a batch (B, ...) with (B, K, A).
+        ``task``: one of :meth:`known_tasks` (default: the acting task)."""
+        task = self._check_task(task)
         context, single = self._context(observation)
         a = torch.as_tensor(np.asarray(actions, dtype=np.float32), device=self.device)
         a = a[None] if single else a
@@ -280,7 +331,7 @@ class Agent:
             )
         if not torch.isfinite(a).all():
             raise ValueError("actions contain NaN or inf")
-        q = self._score(context, a.clamp(-1, 1)).cpu().numpy()
+        q = self._score(context, a.clamp(-1, 1), task).cpu().numpy()
         return q[0] if single else q
 
     @torch.no_grad()

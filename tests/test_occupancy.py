@@ -14,8 +14,14 @@ from checks import QUIET, assert_resumes_exactly
 
 from voc_rl.checkpoint import CheckpointError
 from voc_rl.data import open_dataset
-from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
-from voc_rl.occupancy_train import train_occupancy
+from voc_rl.occupancy import (
+    OccupancyConfig,
+    OccupancyModel,
+    RewardModel,
+    load_reward_heads,
+    save_reward_heads,
+)
+from voc_rl.occupancy_train import train_occupancy, train_reward_head
 from voc_rl.train_loop import Loop
 
 
@@ -220,6 +226,29 @@ def test_training_logs_checkpoints_and_resumes_exactly(titok: tuple[Any, Any], t
     other = OccupancyModel(dataclasses.replace(config, gamma=0.5))
     with pytest.raises(CheckpointError, match="another config"):
         train_occupancy(other, view, loop=loop, tokenizer=tok)
+
+
+def test_a_reward_head_trains_alone_and_resumes(titok: tuple[Any, Any], tmp_path: Path) -> None:
+    _, view = titok
+    config = OccupancyConfig.for_dataset(view, "tiny", frame_stack=2, steps=8, gamma=0.8)
+    loop = Loop(tmp_path / "a", eval_every=4, ckpt_every=4, log_every=2, progress=False)
+    torch.manual_seed(0)
+    straight = RewardModel(config)
+    report = train_reward_head(straight, view, loop=loop)
+    assert report.steps == 8 == straight.step and np.isfinite(report.metrics["reward_nmse"])
+    heads = load_reward_heads(tmp_path / "a" / "reward.pt", config)
+    assert list(heads) == ["fake-pixels"] and heads["fake-pixels"].step == 8  # keyed by the data's task
+    for a, b in zip(heads["fake-pixels"].state_dict().values(), straight.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b.cpu(), atol=0, rtol=0)
+    loop = dataclasses.replace(loop, out=tmp_path / "b")
+    assert_resumes_exactly(straight, lambda: RewardModel(config), train_reward_head, view, loop)
+    with pytest.raises(CheckpointError, match="another occupancy config"):
+        load_reward_heads(tmp_path / "a" / "reward.pt", dataclasses.replace(config, gamma=0.5))
+    with pytest.raises(ValueError, match="occupancy config given"):
+        save_reward_heads(tmp_path / "c.pt", heads, dataclasses.replace(config, gamma=0.5))
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_reward_heads(tmp_path / "bad.pt")
 
 
 def test_training_with_a_policy_and_bad_datasets(titok: tuple[Any, Any], fake_ds_path: Path) -> None:

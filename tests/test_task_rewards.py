@@ -118,3 +118,45 @@ def test_ground_truth_of_other_tasks_is_cached_with_them(walker: PixelDataset, t
     again = simulator_q(ds, index, [0.5], tasks=["walker-stand"], **kw)
     np.testing.assert_array_equal(again.at(0.5, "walker-stand")[0], first.at(0.5, "walker-stand")[0])
     np.testing.assert_array_equal(again.q, plain.q)
+
+
+def test_one_occupancy_model_serves_every_task_of_an_agent(walker: PixelDataset, tmp_path: Path) -> None:
+    import voc_rl
+    from voc_rl.envs import make_env
+
+    path = tmp_path / "ds"
+    shutil.copytree(walker.path, path)
+    with pytest.raises(DatasetError, match="dataset relabel"):  # the rewards must be there first
+        voc_rl.make_agent("voc-titok", size="tiny", tasks=["walker-run"]).learn(path, steps=2, progress=False)
+    relabel(open_dataset(path), ["walker-stand", "walker-run"], progress=False)
+    agent = voc_rl.make_agent("voc-titok", size="tiny", tasks=["walker-stand", "walker-run"], candidates=3)
+    agent.learn(path, steps=6, run_dir=tmp_path / "run", progress=False)
+    assert agent.known_tasks() == ["walker-walk", "walker-stand", "walker-run"]
+    assert (tmp_path / "run" / "reward-walker-run" / "reward.pt").exists()  # one head per other task
+    obs, _ = make_env("walker-walk", size=64).reset(seed=0)
+    actions = np.random.default_rng(0).uniform(-1, 1, (4, 6)).astype(np.float32)
+    q = {}
+    for task in agent.known_tasks():
+        agent.seed(1)
+        q[task] = agent.q_values(obs, actions, task=task)
+    assert not np.allclose(q["walker-run"], q["walker-walk"])  # another head on the same futures
+    agent.seed(1)
+    np.testing.assert_array_equal(agent.q_values(obs, actions), q["walker-walk"])  # acts for its own
+    agent.set_task("walker-run")
+    agent.seed(1)
+    np.testing.assert_array_equal(agent.q_values(obs, actions), q["walker-run"])
+    assert agent.predict(obs, deterministic=True)[0].shape == (6,)
+    with pytest.raises(ValueError, match="no Q for task 'walker-jump'"):
+        agent.q_values(obs, actions, task="walker-jump")
+    loaded = voc_rl.load_agent(agent.save(tmp_path / "agent.zip"))
+    for task in agent.known_tasks():  # every head travels with the agent
+        loaded.seed(1)
+        np.testing.assert_allclose(loaded.q_values(obs, actions, task=task), q[task], rtol=1e-6)
+    with pytest.raises(ValueError, match="only an occupancy-model agent"):
+        voc_rl.make_agent("td-critic", tasks=["walker-run"])
+    critic = voc_rl.make_agent("td-critic", size="tiny", task="walker-run", candidates=2)
+    critic.learn(path, steps=4, run_dir=tmp_path / "critic", progress=False)
+    assert (tmp_path / "critic" / "critic-walker-run" / "critic.pt").exists()  # beside, not over, walk's
+    assert critic.known_tasks() == ["walker-run"] and critic.acting_task == "walker-run"
+    with pytest.raises(ValueError, match="no Q for task 'walker-walk'"):
+        critic.q_values(obs, actions, task="walker-walk")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from chain import N_STATES, REWARD, WORDS, chain_q, reward_of_words, train_on_chain
 
-from voc_rl.value import density_q, effective_sample_size, pool_q, rollout_q, sample_q
+from voc_rl.value import density_q, effective_sample_size, pool_q, rollout_q, sample_q, stack_rewards
 
 GAMMA = 0.9
 
@@ -63,6 +63,24 @@ def test_importance_weighted_estimators_report_their_effective_sample_size(model
     )
     # three identical actions: the mixture is each action's own law, so the weights are uniform
     torch.testing.assert_close(pool_ess, torch.full((N_STATES, 3), 30.0))
+
+
+def test_stacked_rewards_give_every_task_from_the_same_futures(model) -> None:
+    def double(tokens: torch.Tensor) -> torch.Tensor:
+        return 2 * reward_of_words(tokens) - 1
+
+    both = stack_rewards([reward_of_words, double])
+    zeros, three = torch.zeros(N_STATES, 1), torch.zeros(N_STATES, 3, 1)
+    for estimate in (
+        lambda reward, g: sample_q(model, reward, WORDS, zeros, n=50, generator=g),
+        lambda reward, g: pool_q(model, reward, WORDS, three, pool_size=30, generator=g),
+    ):
+        together = estimate(both, torch.Generator().manual_seed(3))
+        assert together.shape[-1] == 2
+        for k, reward in enumerate((reward_of_words, double)):  # the same draws as one task at a time
+            torch.testing.assert_close(together[..., k], estimate(reward, torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match="at least one"):
+        stack_rewards([])
 
 
 def test_pool_rejects_bad_action_shapes(model) -> None:

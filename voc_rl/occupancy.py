@@ -423,18 +423,17 @@ class RewardModel(nn.Module):
         return self.mlp(x)[:, 0].view(lead)
 
 
-def save_reward_heads(path: str | Path, heads: dict[str, RewardModel]) -> Path:
-    """Reward heads of one occupancy config, one per task, in one checkpoint (atomic)."""
+def save_reward_heads(path: str | Path, heads: dict[str, RewardModel], config: OccupancyConfig) -> Path:
+    """Reward heads of occupancy models of ``config``, one per task, in one checkpoint (atomic)."""
     import dataclasses
 
     from voc_rl.utils import package_versions
 
-    configs = {head.config for head in heads.values()}
-    if len(configs) != 1:
-        raise ValueError(f"reward heads saved together share one occupancy config; got {len(configs)}")
+    if any(head.config != config for head in heads.values()):
+        raise ValueError("every reward head saved together must have the occupancy config given")
     ckpt = {
         "format": HEADS_FORMAT,
-        "config": dataclasses.asdict(configs.pop()),
+        "config": dataclasses.asdict(config),
         "heads": {task: module_state(head) for task, head in heads.items()},
         "steps": {task: int(getattr(head, "step", 0)) for task, head in heads.items()},
         "versions": package_versions(),

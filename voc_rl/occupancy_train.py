@@ -14,7 +14,6 @@ frames beside the true future frames.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -207,14 +206,14 @@ def train_reward_head(
 
     run = Run(
         name=f"reward head ({task})",
-        config=dataclasses.replace(c, steps=steps),
+        config=c,
         modules={"model": head},
         optimizers={"reward": torch.optim.AdamW(head.parameters(), lr=c.lr, weight_decay=c.weight_decay)},
         step=step,
         rngs=[sampler.rng],
         data_seed=data_seed,
         device=device,
-        save=lambda folder: save_reward_heads(folder / "reward.pt", {task: head}),
+        save=lambda folder: save_reward_heads(folder / "reward.pt", {task: head}, c),
         identity={"task": task},
         validate=validate_head,
     )

@@ -82,12 +82,27 @@ class AgentConfig:
     """Tokenizer config fields over its size preset (e.g. ``{"patch_size": 16}``: 16 tokens/frame)."""
     occupancy_kwargs: dict[str, Any] = field(default_factory=dict)
     """Occupancy-model config fields over its size preset (e.g. ``{"depth": 2, "n_step": 1}``)."""
+    task: str = ""
+    """The task the agent acts for and scores by default (``""``: its dataset's own). Another task
+    of the dataset's domain needs the dataset relabelled for it (``voc-rl dataset relabel``): a voc
+    agent then trains a reward head for it on its one occupancy model, a td-critic trains its critic
+    on that task's rewards, ``pbc`` keeps the episodes of highest return under it; an extraction
+    improves the prior for it."""
+    tasks: tuple[str, ...] = ()
+    """voc, wm-rollout: more tasks of the domain to train a reward head for, beside the dataset's own
+    and ``task``: one occupancy model, a head per task. ``agent.q_values(..., task=...)`` scores any
+    of them; ``agent.set_task(name)`` acts for another (agents without extraction)."""
     seed: int = 0
     """Seeds training and the agent's own sampling (``agent.seed(n)`` re-seeds the latter)."""
     device: str = "auto"
     """``auto`` (a GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``..."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.tasks, str) or not all(isinstance(t, str) and t for t in self.tasks):
+            raise ValueError(f"tasks must be a list of task names, got {self.tasks!r}")
+        object.__setattr__(self, "tasks", tuple(self.tasks))  # a JSON list when loaded
+        if not isinstance(self.task, str):
+            raise ValueError(f"task must be a task name or '' (the dataset's own), got {self.task!r}")
         if self.size not in SIZES:
             raise ValueError(f"unknown size {self.size!r}; choose from {SIZES}")
         if not 0.0 <= self.gamma < 1.0:
