@@ -20,6 +20,13 @@ from ``--from-return-error``) and milliseconds per decision. Results are rewritt
 seed; a rerun with the same ``--runs`` reuses the trained agents (where their config is unchanged)
 and the episodes recorded beside them.
 
+Other tasks of a dataset's domain (``--reward-tasks walker-stand walker-run``; the dataset relabelled
+for them, ``voc-rl dataset relabel``): every agent is trained again with ``task=<that task>`` in the
+same folders, so it reuses the seed's tokenizer, prior and occupancy model and adds only what the
+task needs (a reward head, a critic for that task, the extracted prior), and plays in that task's
+env; its rows read ``dataset`` as ``<kind> (<dataset's task> data)``. One-step improvement cannot
+leave the behaviour's support: a task no behaviour policy of the data does is out of reach.
+
 Top-1 agreement (``--top1-states N``): on N held-out states, K candidates (the prior's mode and K - 1
 samples) are ranked by the simulator (restore the state, take the candidate, follow the behaviour
 policy; common random numbers) and by each agent's scores: how often the agent's best is the
@@ -32,6 +39,7 @@ simulator's best (chance 1/K).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import multiprocessing
 import os
@@ -52,12 +60,13 @@ from voc_rl.agents import Agent
 from voc_rl.agents.base import play_episode
 from voc_rl.args import parse_args
 from voc_rl.checkpoint import atomic_write
-from voc_rl.data.dataset import PixelDataset
+from voc_rl.data.dataset import PixelDataset, reward_manifest
 from voc_rl.evaluation import states_of
 from voc_rl.ground_truth import simulator_q
 from voc_rl.parts import SharedParts, collect_or_open
 from voc_rl.registry import agent_spec
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
+from voc_rl.task_rewards import TASKS, relabel
 from voc_rl.tokenizers import AGENT_TOKENS
 from voc_rl.tokenizers.cache import token_view
 
@@ -102,6 +111,8 @@ class Args:
     """size preset of the agents"""
     set: tuple[str, ...] = dataclasses.field(default=(), metadata={"nargs": "*", "metavar": "FIELD=VALUE"})
     """agent config overrides (integers), e.g. occupancy_steps=3000"""
+    reward_tasks: tuple[str, ...] = dataclasses.field(default=(), metadata={"nargs": "*"})
+    """other tasks of each dataset's domain to act for (voc_rl.task_rewards.TASKS), beside its own"""
     top1_states: int = 0
     """held-out states of the top-1 agreement table (0: none)"""
     top1_rollouts: int = 4
@@ -127,6 +138,11 @@ class Args:
         unknown = sorted(set(self.sampled) - set(self.agents))
         if unknown:
             raise ValueError(f"--sampled {unknown}: not among --agents")
+        unknown = sorted(set(self.reward_tasks) - set(TASKS))
+        if unknown:
+            raise ValueError(f"--reward-tasks {unknown}: unknown; known: {', '.join(TASKS)}")
+        if self.reward_tasks and self.from_return_error:
+            raise ValueError("--reward-tasks trains agents; it does not combine with --from-return-error")
         bad = [s for s in self.set if not re.fullmatch(r"\w+=[+-]?\d+", s)]
         if bad:
             raise ValueError(f"--set {bad}: expected FIELD=INTEGER")
@@ -196,25 +212,28 @@ class Trainer:
         path = shared / "train_seconds.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
-    def _learn(self, agent: Agent, shared: Path, name: str, tokenizer: Path | None) -> Path:
-        """``shared/{name}.zip``: trained in ``shared/{base_of(name)}`` unless it is there already with
-        this config (a retrained agent's recorded episodes are deleted)."""
-        zipped = shared / f"{name}.zip"
+    def _learn(self, agent: Agent, shared: Path, label: str, tokenizer: Path | None) -> Path:
+        """``shared/{label}.zip``: trained in ``shared/{base_of(name)}`` unless it is there already with
+        this config (a retrained agent's recorded episodes are deleted); ``label`` is the agent's
+        name, with ``@task`` for another task."""
+        name = label.split("@")[0]
+        zipped = shared / f"{label}.zip"
         if not (zipped.exists() and same_config(zipped, agent)):
-            for old in shared.glob(f"{name}.*episodes.json"):
+            for old in shared.glob(f"{label}.*episodes.json"):
                 old.unlink()
             before, start = checkpoints(shared / base_of(name)), time.perf_counter()
             agent.learn(self.ds, run_dir=shared / base_of(name), tokenizer=tokenizer, progress=False)
             seconds = self._seconds(shared)
-            if checkpoints(shared / base_of(name)) != before or name not in seconds:  # it trained a part
-                seconds[name] = round(time.perf_counter() - start, 1)
+            if checkpoints(shared / base_of(name)) != before or label not in seconds:  # it trained a part
+                seconds[label] = round(time.perf_counter() - start, 1)
                 (shared / "train_seconds.json").write_text(json.dumps(seconds, indent=1))
             agent.save(zipped)
         return zipped
 
-    def train(self, name: str) -> tuple[Path, float]:
-        """The agent's saved zip and its training minutes (tokenizer, reused parts and its own)."""
-        agent = self.make(name)
+    def train(self, name: str, task: str = "") -> tuple[Path, float]:
+        """The agent's saved zip and its training minutes (tokenizer, reused parts and its own);
+        ``task``: another task of the domain it acts for (saved as ``{name}@{task}``)."""
+        agent = self.make(name, **({"task": task} if task else {}))
         shared = self.folder(agent)
         shared.mkdir(parents=True, exist_ok=True)
         c = agent.config
@@ -223,9 +242,10 @@ class Trainer:
         tokenizer = shared / "bc" / "tokenizer" / "tokenizer.pt"
         if base_of(name) != name:
             self._learn(self.make(base_of(name)), shared, base_of(name), tokenizer)
-        zipped = self._learn(agent, shared, name, tokenizer)
+        label = f"{name}@{task}" if task else name
+        zipped = self._learn(agent, shared, label, tokenizer)
         seconds = self._seconds(shared)
-        used = {"bc", base_of(name), name}
+        used = {"bc", base_of(name), label}
         return zipped, round(sum(seconds.get(n, 0.0) for n in used) / 60, 1)
 
 
@@ -324,16 +344,24 @@ def main(argv: list[str] | None = None) -> None:
             for kind in args.datasets:
                 ds = collect_or_open(args.data_root, task, kind, args.collect_episodes)
                 state.behaviour(task, kind, ds)
+                others = [t for t in args.reward_tasks if t != task and TASKS[t].domain == TASKS[task].domain]
+                missing = [t for t in others if t not in reward_manifest(ds)["tasks"]]
+                if missing:
+                    relabel(ds, missing, progress=False)
                 for seed in args.seeds:
                     trainer = Trainer(ds, seed, args)
-                    for name in args.agents:
-                        zipped, minutes = (
-                            assembled(name, ds, seed, args) if args.from_return_error else trainer.train(name)
-                        )
+                    for target, name in itertools.product(["", *others], args.agents):
+                        if target:
+                            zipped, minutes = trainer.train(name, target)
+                        elif args.from_return_error:
+                            zipped, minutes = assembled(name, ds, seed, args)
+                        else:
+                            zipped, minutes = trainer.train(name)
+                        where = (target, f"{kind} ({task} data)") if target else (task, kind)
                         for deterministic in (True, False) if name in args.sampled else (True,):
                             label = name if deterministic else name + SAMPLED
-                            played = episodes_of(pool, zipped, task, args.episodes, deterministic)
-                            state.add(task, kind, label, seed, played, minutes)
+                            played = episodes_of(pool, zipped, where[0], args.episodes, deterministic)
+                            state.add(*where, label, seed, played, minutes)
                     state.write(time.perf_counter() - start)  # (the bootstrap takes seconds an agent)
                     if args.top1_states:
                         state.top1 += top1_rows(task, kind, ds, seed, args, trainer)

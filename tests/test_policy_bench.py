@@ -44,3 +44,25 @@ def test_policy_benchmark_writes_every_column_and_a_rerun_adds_only_what_it_lack
     again = list(csv.DictReader((out / "policy_episodes.csv").open()))
     assert len(again) == 3 * 3
     assert [r for r in again if int(r["episode"]) < 2] == episodes
+
+
+def test_agents_act_for_another_task_of_the_domain_on_the_same_parts(tmp_path: Path) -> None:
+    bench.main(
+        ["--tasks", "walker-walk", "--datasets", "random", "--agents", "bc", "voc-titok", "--seeds", "0",
+         "--episodes", "1", "--size", "tiny", "--reward-tasks", "walker-run", "cheetah-run", "--sampled",
+         "--set", "candidates=2", "pool_size=2", "tokenizer_steps=2", "prior_steps=2", "occupancy_steps=2",
+         "--collect-episodes", "2", "--processes", "1", "--data-root", str(tmp_path / "d"),
+         "--runs", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out")]
+    )  # fmt: skip
+    rows = list(csv.DictReader((tmp_path / "out" / "policy.csv").open()))
+    where = {(r["task"], r["dataset"], r["agent"]) for r in rows}
+    assert where == {  # cheetah-run is another domain's task: not walker data's to act for
+        ("walker-walk", "random", "bc"), ("walker-walk", "random", "voc-titok"),
+        ("walker-run", "random (walker-walk data)", "bc"),
+        ("walker-run", "random (walker-walk data)", "voc-titok"),
+    }  # fmt: skip
+    folder = tmp_path / "runs" / "walker-walk-random__titok__s0"
+    assert (folder / "voc-titok" / "reward-walker-run" / "reward.pt").exists()  # a head on the same model
+    assert len(list((folder / "voc-titok").glob("occupancy*"))) == 1
+    zips = sorted(p.name for p in folder.glob("*.zip"))
+    assert zips == ["bc.zip", "voc-titok.zip", "voc-titok@walker-run.zip"]

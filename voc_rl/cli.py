@@ -78,10 +78,13 @@ def _cmd_agent_eval(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     agent = load_agent(args.path)
+    if args.task:
+        agent.set_task(args.task)  # one of the tasks it has a reward head for
+    task = agent.acting_task
     frames: list[np.ndarray] | None = [] if args.gif else None
     returns, decisions, spent = [], 0, 0.0
     for i in range(args.episodes):
-        total, n, seconds = play_episode(agent, agent.task, args.seed + i, frames if i == 0 else None,
+        total, n, seconds = play_episode(agent, task, args.seed + i, frames if i == 0 else None,
                                          deterministic=not args.stochastic)  # fmt: skip
         returns.append(total)
         decisions, spent = decisions + n, spent + seconds
@@ -91,7 +94,7 @@ def _cmd_agent_eval(args: argparse.Namespace) -> int:
     lo, hi = np.percentile(boot, [2.5, 97.5])
     cut = len(r) // 4  # the interquartile mean as rliable computes it (scipy's trim_mean at 0.25)
     iqm = np.sort(r)[cut : len(r) - cut].mean()
-    print(f"{agent.name} on {agent.task}: return {r.mean():.1f} [95% CI {lo:.1f}, {hi:.1f}] (bootstrap of "
+    print(f"{agent.name} on {task}: return {r.mean():.1f} [95% CI {lo:.1f}, {hi:.1f}] (bootstrap of "
           f"the mean over {len(r)} episodes), IQM {iqm:.1f}, std {r.std():.1f}; "
           f"{1000 * spent / decisions:.1f} ms per decision")  # fmt: skip
     if frames is not None:
@@ -452,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     aev.add_argument("--episodes", type=int, default=10)
     aev.add_argument("--seed", type=int, default=1000, help="env seed of the first episode (then +1 each)")
     aev.add_argument("--stochastic", action="store_true", help="predict(deterministic=False)")
+    aev.add_argument("--task", help="act for another task it has a reward head for (config tasks)")
     aev.add_argument("--gif", type=user_path, nargs="?", const="episode.gif", metavar="PATH",
                      help="write the first episode as seen by the agent (episode.gif)")  # fmt: skip
     aev.set_defaults(func=_cmd_agent_eval)
