@@ -64,7 +64,7 @@ from voc_rl.data.dataset import PixelDataset, reward_manifest
 from voc_rl.evaluation import states_of
 from voc_rl.ground_truth import simulator_q
 from voc_rl.parts import SharedParts, collect_or_open
-from voc_rl.registry import agent_spec
+from voc_rl.registry import AgentConfig, agent_spec
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.task_rewards import TASKS, relabel
 from voc_rl.tokenizers import AGENT_TOKENS
@@ -255,9 +255,15 @@ def checkpoints(folder: Path) -> dict[Path, int]:
 
 
 def same_config(zipped: Path, agent: Agent) -> bool:
+    """Was ``zipped`` saved with ``agent``'s config? (Fields added since it was saved take their
+    defaults, as ``Agent.load`` gives them.)"""
     with zipfile.ZipFile(zipped) as z:
         saved = json.loads(z.read("agent.json"))["config"]
-    return json.dumps(saved, sort_keys=True) == json.dumps(dataclasses.asdict(agent.config), sort_keys=True)
+    saved.pop("kind", None)  # (files of older versions)
+    try:
+        return AgentConfig(**saved) == agent.config
+    except (TypeError, ValueError):
+        return False
 
 
 def assembled(name: str, ds: PixelDataset, seed: int, args: Args) -> tuple[Path, float]:
