@@ -94,8 +94,9 @@ class _OccupancyAgent(Agent):
         )  # fmt: skip
         for task in self.known_tasks()[1:]:  # the dataset's own task's head trained with the model
             self.heads[task] = fit_reward_head(
-                view, task, config, model=self.heads.get(task), loop=fit.loop(f"reward-{task}")
-            )
+                view, task, config, model=self.heads.get(task), init=self.reward,
+                loop=fit.loop(f"reward-{task}"),
+            )  # fmt: skip
 
     def _save_part(self, part: str, path: Path) -> None:
         if part == "occupancy":

@@ -21,7 +21,8 @@ from voc_rl.occupancy import (
     load_reward_heads,
     save_reward_heads,
 )
-from voc_rl.occupancy_train import train_occupancy, train_reward_head
+from voc_rl.occupancy_train import train_occupancy, train_reward_head, transfer_steps
+from voc_rl.parts import fit_reward_head
 from voc_rl.train_loop import Loop
 
 
@@ -249,6 +250,32 @@ def test_a_reward_head_trains_alone_and_resumes(titok: tuple[Any, Any], tmp_path
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         load_reward_heads(tmp_path / "bad.pt")
+
+
+def test_a_reward_head_starts_from_another_tasks_head(titok: tuple[Any, Any], tmp_path: Path) -> None:
+    _, view = titok
+    config = OccupancyConfig.for_dataset(view, "tiny", frame_stack=2, steps=4000, gamma=0.8)
+    assert transfer_steps(config) == 400 and transfer_steps(dataclasses.replace(config, steps=50)) == 50
+    torch.manual_seed(1)
+    init = RewardModel(config)
+    before = [p.detach().clone() for p in init.parameters()]
+    quick = Loop(eval_every=100, ckpt_every=1000, log_every=100, progress=False)
+
+    def moved(head: RewardModel) -> float:
+        pairs = zip(head.parameters(), before, strict=True)
+        return sum(float((p.detach().cpu() - b).norm()) for p, b in pairs)
+
+    warm = fit_reward_head(
+        view, "fake-pixels", config, init=init, loop=dataclasses.replace(quick, out=tmp_path / "w")
+    )
+    assert warm.step == 400 and moved(init) == 0  # the given head is copied, not trained
+    config_400 = dataclasses.replace(config, steps=400)  # from scratch, as many steps
+    cold = fit_reward_head(
+        view, "fake-pixels", config_400, loop=dataclasses.replace(quick, out=tmp_path / "c")
+    )
+    assert cold.step == 400 and moved(warm) < moved(cold) / 2  # the warm head stays near where it started
+    with pytest.raises(ValueError, match="another occupancy config"):
+        fit_reward_head(view, "fake-pixels", dataclasses.replace(config, gamma=0.5), init=init, loop=quick)
 
 
 def test_training_with_a_policy_and_bad_datasets(titok: tuple[Any, Any], fake_ds_path: Path) -> None:

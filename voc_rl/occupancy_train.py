@@ -168,16 +168,23 @@ def train_occupancy(
     return report, reward
 
 
+def transfer_steps(config: OccupancyConfig) -> int:
+    """Training steps of a reward head that starts from another task's head (``fit_reward_head``'s
+    ``init``): a tenth of ``config.steps``, at least 200 (measured enough on walker), at most all."""
+    return min(config.steps, max(200, config.steps // 10))
+
+
 def train_reward_head(
     head: RewardModel, ds: PixelDataset, steps: int | None = None, loop: Loop | None = None,
     val_fraction: float = 0.1,
 ) -> TrainReport:  # fmt: skip
     """Train a reward head alone on the rewards ``ds`` carries: another task's after
     ``ds.for_task(task)``. The same batches (transitions of the training episodes, seeded as in
-    :func:`train_occupancy`), optimizer, schedule and ``config.steps`` as the head that trains beside
-    the occupancy model, without the model: a head reads target tokens only, so one occupancy model
-    serves every task it has a head for. Held-out NMSE as ``val/reward_nmse``; the run folder gets
-    ``reward.pt`` (:func:`voc_rl.occupancy.save_reward_heads`, keyed by the task)."""
+    :func:`train_occupancy`), optimizer and schedule as the head that trains beside the occupancy
+    model, for ``steps`` (default ``config.steps``), without the model: a head reads target tokens
+    only, so one occupancy model serves every task it has a head for. Held-out NMSE as
+    ``val/reward_nmse``; the run folder gets ``reward.pt`` (:func:`voc_rl.occupancy.save_reward_heads`,
+    keyed by the task)."""
     c = head.config
     check_model_fits(c, ds, "OccupancyConfig.for_dataset")
     distributed.init()

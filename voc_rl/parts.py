@@ -18,6 +18,7 @@ The part comes back in eval mode on ``loop.device``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from voc_rl.data.collect import collect
 from voc_rl.data.dataset import PixelDataset, TokenView, open_dataset
 from voc_rl.data.storage import dataset_dir
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel, load_reward_heads
-from voc_rl.occupancy_train import train_occupancy, train_reward_head
+from voc_rl.occupancy_train import train_occupancy, train_reward_head, transfer_steps
 from voc_rl.paths import PathLike, user_path
 from voc_rl.prior import BCConfig, BCPolicy, train_bc
 from voc_rl.tokenizers import AGENT_TOKENS, Tokenizer, get_backend
@@ -187,16 +188,28 @@ def fit_occupancy(
 
 def fit_reward_head(
     view: TokenView, task: str, config: OccupancyConfig, *, model: RewardModel | None = None,
-    loop: Loop | None = None,
+    init: RewardModel | None = None, loop: Loop | None = None,
 ) -> RewardModel:  # fmt: skip
     """The reward head of ``task`` (the dataset's own or another relabelled task of its domain) for
-    occupancy models of ``config`` on ``view``, trained alone on ``view.for_task(task)``."""
+    occupancy models of ``config`` on ``view``, trained alone on ``view.for_task(task)``.
+
+    ``init``: the head of another task of the domain (the one trained with the occupancy model) to
+    start from. Every task's head reads the same state features (pose, height, velocity), so a
+    warm-started head needs :func:`~voc_rl.occupancy_train.transfer_steps` steps, not ``config.steps``:
+    on walker-walk it reached held-out reward NMSE 0.028 / 0.044 (stand / run) in 200 steps against
+    0.020 / 0.040 for 1500 steps from scratch, at 1/8 of the cost (``results/many_rewards.md``)."""
     loop = loop or Loop()
     data = view.for_task(task)
 
     def train() -> RewardModel:
-        head = model or _new(RewardModel, config, loop.seed)
-        train_reward_head(head, data, loop=loop)
+        head = model
+        if head is None and init is not None:
+            if init.config != config:
+                raise ValueError(f"the head to start {task!r} from was made for another occupancy config")
+            head = copy.deepcopy(init).train()
+            head.step = 0
+        head = head or _new(RewardModel, config, loop.seed)
+        train_reward_head(head, data, steps=transfer_steps(config) if init is not None else None, loop=loop)
         return head
 
     def load(path: Path) -> RewardModel:
@@ -288,12 +301,15 @@ class SharedParts:
         return fit_occupancy(view, config, loop=Loop(out=out, seed=seed, progress=self.progress))
 
     def reward_head(self, view: TokenView, gamma: float, seed: int, task: str) -> RewardModel:
-        """The reward head of ``task`` for the occupancy model of (``gamma``, ``seed``)."""
+        """The reward head of ``task`` for the occupancy model of (``gamma``, ``seed``), started from
+        that model's own head (trained with it: :meth:`occupancy`)."""
         config = OccupancyConfig.for_dataset(
             view, self.size, gamma=gamma, n_step=self.n_step, **self._steps("occupancy")
         )
         out = self.folder("reward", view, gamma=gamma, seed=seed, task=task)
-        return fit_reward_head(view, task, config, loop=Loop(out=out, seed=seed, progress=self.progress))
+        _, own = self.occupancy(view, gamma, seed)
+        loop = Loop(out=out, seed=seed, progress=self.progress)
+        return fit_reward_head(view, task, config, init=own, loop=loop)
 
     def critic(self, view: TokenView, gamma: float, seed: int, task: str | None = None) -> TDCritic:
         """The critic of (``gamma``, ``seed``), of the dataset's own task or another ``task``."""
