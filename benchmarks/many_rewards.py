@@ -6,7 +6,8 @@ off-support run-backward and flip), it compares on held-out states, against the 
 
 - ``sample`` and ``pool``: the VOC's Q from ONE occupancy model per (gamma, seed), trained once, with
   a reward head per task (the dataset's own head trains beside the model; each other task's head
-  trains alone on the relabelled rewards, ``voc_rl.parts.fit_reward_head``). Every task's Q comes
+  starts from it and fine-tunes alone on the relabelled rewards for ``transfer_steps``,
+  ``voc_rl.parts.fit_reward_head``). Every task's Q comes
   from the same sampled futures and the same pool weights;
 - ``td-critic``: a SARSA critic trained for that task alone, on the same tokens.
 
@@ -326,10 +327,12 @@ def write(rows: list[dict[str, Any]], args: Args, seconds: float, kept: int, par
         f"{args.n_states} held-out states per dataset (the return-error benchmark's). Ground truth: "
         f"{args.rollouts} simulator rollouts per state of the behaviour policy, every task's reward summed "
         "on the same rollouts. `sample` / `pool`: one occupancy model per (gamma, seed) with one reward head "
-        "per task; `td-critic`: a SARSA critic trained for that task alone. NMSE = MSE / Var(true Q), mean "
-        "over seeds; `vs own critic`: the VOC's NMSE over that task's critic's (<= 1.5 is the target on "
-        "every on-support task at gamma 0.99); reward NMSE: the task's head on the same states' r_t. "
-        "`off` support: no behaviour policy of the data does the task (its Q is near 0 everywhere).",
+        "per task (another task's head starts from the one trained with the model and fine-tunes for a tenth "
+        "of its steps, at least 200); `td-critic`: a SARSA critic trained for that task alone. "
+        "NMSE = MSE / Var(true Q), mean over seeds; `vs own critic`: the VOC's NMSE over that task's "
+        "critic's (<= 1.5 is the target on every on-support task at gamma 0.99); reward NMSE: the task's "
+        "head on the same states' r_t. `off` support: no behaviour policy of the data does the task (its "
+        "Q is near 0 everywhere).",
         "",
         "## Cost of one more task",
         "",
