@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from voc_rl.args import parse_args
+from voc_rl.checkpoint import atomic_write
 from voc_rl.data.dataset import reward_manifest
 from voc_rl.evaluation import Models, nmse, q_estimates, reward_nmse, rmse, spearman, states_of
 from voc_rl.ground_truth import simulator_q
@@ -95,7 +96,8 @@ class Args:
     size: str = "small"
     """size preset of the occupancy models, heads, prior and critics"""
     occ_steps: int | None = 1500
-    """occupancy-model training steps (each reward head trains as many)"""
+    """occupancy-model training steps (its own head trains as many; another task's head fine-tunes a
+    tenth of them from it, at least 200)"""
     critic_steps: int | None = 4000
     """TD-critic training steps"""
     bc_steps: int | None = 1000
@@ -155,9 +157,13 @@ class Timings:
         existed, start = folder.exists(), time.perf_counter()
         part = make()
         if not existed:
-            self.seconds[folder.name] = round(time.perf_counter() - start, 1)
+            seconds = round(time.perf_counter() - start, 1)
+            # another run on the same --runs may have written since: merge, then replace atomically
+            on_disk = json.loads(self.path.read_text()) if self.path.exists() else {}
+            self.seconds = {**self.seconds, **on_disk, folder.name: seconds}
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps(self.seconds, indent=1))
+            text = json.dumps(self.seconds, indent=1)
+            atomic_write(self.path, lambda tmp: Path(tmp).write_text(text))
         return part, self.seconds.get(folder.name)
 
 
@@ -248,7 +254,7 @@ def kept_rows(args: Args) -> list[dict[str, Any]]:
     out = []
     with path.open() as f:
         for r in csv.DictReader(f):
-            text = ("dataset", "task", "method")
+            text = ("dataset", "task", "method", "on_support")
             row: dict[str, Any] = {k: (v if k in text or v == "" else float(v)) for k, v in r.items()}
             row["on_support"] = r["on_support"] == "True"
             row["seed"], row["n_states"] = int(row["seed"]), int(row["n_states"])
