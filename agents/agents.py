@@ -6,7 +6,11 @@ and its candidate proposal; they differ only in how they score the candidates.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +18,7 @@ import numpy as np
 import torch
 
 from voc_rl.agents.base import Agent, PartFitting
-from voc_rl.checkpoint import CheckpointError
+from voc_rl.checkpoint import CheckpointError, save_npz
 from voc_rl.critic import CriticConfig, TDCritic, distill_q
 from voc_rl.data.dataset import TokenView
 from voc_rl.occupancy import (
@@ -25,7 +29,8 @@ from voc_rl.occupancy import (
     save_reward_heads,
 )
 from voc_rl.parts import fit_critic, fit_occupancy, fit_reward_head
-from voc_rl.value import pool_q, rollout_q
+from voc_rl.token_trunk import token_batch
+from voc_rl.value import pool_futures, pool_q, pool_value, rollout_q
 
 VOC_SCORE_BATCH = 64  # states whose candidates the occupancy model scores at once in extraction
 
@@ -152,19 +157,66 @@ class VOCAgent(_OccupancyAgent):
         c = self.config
         rng = np.random.default_rng(c.seed + 7)
         subset = np.sort(rng.choice(index, min(c.awr_states, len(index)), replace=False))
-        obs, actions, q = [], [], []
-        for b, qb in self._score_batches(view, subset, VOC_SCORE_BATCH, self._score):
-            obs.append(b["obs"])
-            actions.append(b["actions"])
-            q.append(qb)
+        pools, reused = self._awr_pools(view, subset, fit)
+        obs = token_batch(view, subset, self.prior.config.frame_stack, self.device, False)["obs"]
+        reward, gamma, n = self.reward_for(None), self.occupancy.config.gamma, VOC_SCORE_BATCH
+        q = torch.cat([
+            pool_value(reward, pools["pool"][i : i + n], pools["weights"][i : i + n], gamma)
+            for i in range(0, len(subset), n)
+        ])  # fmt: skip
         config = CriticConfig.for_dataset(view, c.size, gamma=c.gamma)
         torch.manual_seed(c.seed)
         net = TDCritic(config).to(self.device)
         with torch.enable_grad():
             steps = fit.cap(c.distill_steps)["steps"]
-            info = distill_q(net, torch.cat(obs), torch.cat(actions), torch.cat(q), steps, c.seed)
+            info = distill_q(net, obs, pools["actions"], q, steps, c.seed)
+        self.seed(c.seed + 11)  # every transition's prior samples: the same whether pools were reused or not
         q_all = torch.cat([qb for _, qb in self._score_batches(view, index, 1024, net.q_values)])
-        return q_all[:, 0].cpu().numpy(), q_all[:, 1:].cpu().numpy(), {"scored_states": len(subset), **info}
+        summary = {"scored_states": len(subset), "pools_reused": int(reused), **info}
+        return q_all[:, 0].cpu().numpy(), q_all[:, 1:].cpu().numpy(), summary
+
+    def _awr_pools(
+        self, view: TokenView, subset: np.ndarray, fit: PartFitting
+    ) -> tuple[dict[str, torch.Tensor], bool]:
+        """The scored states' candidate actions (S, K, A) [the dataset action and prior samples], their
+        pools of futures (S, M, n_target) and weights (S, K, M): none of it depends on the reward, so
+        it is kept beside the occupancy model (``<run>/occupancy/awr-pools``) and an agent of another
+        task of the same run, with the same models and settings, turns it into its task's Q with its
+        own head instead of sampling again. Also whether it was reused."""
+        c = self.config
+        ident = {
+            "states": hashlib.sha256(subset.astype(np.int64).tobytes()).hexdigest(),
+            "tokens": view.meta["tokens"].get("key"), "occupancy": dataclasses.asdict(self.occupancy.config),
+            "occupancy_step": int(getattr(self.occupancy, "step", 0)),
+            "prior": dataclasses.asdict(self.prior.config), "prior_step": int(getattr(self.prior, "step", 0)),
+            "pool_size": c.pool_size, "awr_samples": c.awr_samples, "seed": c.seed,
+        }  # fmt: skip
+        key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        path = fit.run / "occupancy" / "awr-pools" / f"{key}.npz"
+        names = ("actions", "pool", "weights")
+        if path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as f:
+                    kept = {k: torch.as_tensor(f[k]).to(self.device) for k in names}
+                kept["pool"] = kept["pool"].long()
+                return kept, True
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                pass  # cut off or corrupt: score again and replace it
+        got: dict[str, list[torch.Tensor]] = {k: [] for k in names}
+
+        def score(obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+            pool, w = pool_futures(self.occupancy, obs, actions, c.pool_size, self.generator)
+            got["pool"].append(pool)
+            got["weights"].append(w)
+            return w
+
+        for b, _ in self._score_batches(view, subset, VOC_SCORE_BATCH, score):
+            got["actions"].append(b["actions"])
+        pools = {k: torch.cat(v) for k, v in got.items()}
+        small = np.int16 if self.occupancy.config.vocab_size <= np.iinfo(np.int16).max else np.int32
+        arrays = {k: v.cpu().numpy() for k, v in pools.items()}
+        save_npz({**arrays, "pool": arrays["pool"].astype(small)}, path)
+        return pools, False
 
     def _score(self, context: torch.Tensor, actions: torch.Tensor, task: str | None = None) -> torch.Tensor:
         return pool_q(

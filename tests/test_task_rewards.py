@@ -152,6 +152,19 @@ def test_one_occupancy_model_serves_every_task_of_an_agent(walker: PixelDataset,
     for task in agent.known_tasks():  # every head travels with the agent
         loaded.seed(1)
         np.testing.assert_allclose(loaded.q_values(obs, actions, task=task), q[task], rtol=1e-6)
+    # an extraction agent of another task scores the same states on the pools the first one sampled
+    fields = {"size": "tiny", "awr_states": 8, "distill_steps": 2}
+    walk = voc_rl.make_agent("voc-titok-awr", **fields)
+    walk.learn(path, steps=6, run_dir=tmp_path / "awr", progress=False)
+    run = voc_rl.make_agent("voc-titok-awr", task="walker-run", **fields)
+    run.learn(path, steps=6, run_dir=tmp_path / "awr", progress=False)
+    assert walk.extraction_info["pools_reused"] == 0 and run.extraction_info["pools_reused"] == 1
+    assert len(list((tmp_path / "awr" / "occupancy" / "awr-pools").glob("*.npz"))) == 1
+    assert run.extraction_info["beta"] != walk.extraction_info["beta"]  # its own head's Q
+    shutil.rmtree(tmp_path / "awr" / "extracted-awr")  # the first agent's extraction again, on kept pools
+    again = voc_rl.make_agent("voc-titok-awr", **fields)
+    again.learn(path, steps=6, run_dir=tmp_path / "awr", progress=False)
+    assert again.extraction_info == {**walk.extraction_info, "pools_reused": 1}  # the same Q, exactly
     with pytest.raises(ValueError, match="only an occupancy-model agent"):
         voc_rl.make_agent("td-critic", tasks=["walker-run"])
     critic = voc_rl.make_agent("td-critic", size="tiny", task="walker-run", candidates=2)

@@ -111,18 +111,17 @@ def density_q(
 
 
 @torch.no_grad()
-def pool_q(
+def pool_futures(
     model: OccupancyModel,
-    reward: Reward,
     context: torch.Tensor,
     actions: torch.Tensor,
     pool_size: int = 64,
     generator: torch.Generator | None = None,
-    return_ess: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """(B, K) Q estimates of K candidate actions per context from one shared pool per context ((B, K,
-    T) for T tasks; and, with ``return_ess``, the effective sample size (B, K) of each action's
-    weights over the pool).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One shared pool of futures per context and each candidate action's weights over it: the
+    pool (B, M, n_target) and the self-normalised importance weights (B, K, M) of every future
+    under every action. Nothing here depends on the reward: :func:`pool_value` turns them into any
+    task's Q, so one pool serves every reward head of a domain.
 
     ``context`` (B, n_context), ``actions`` (B, K, action_dim). Each action contributes
     ``ceil(pool_size / K)`` samples, so the pool is a draw from the equal-weight mixture over the
@@ -142,10 +141,34 @@ def pool_q(
     pool = pool.view(b, k * per, -1)  # every context's pool: its K actions' samples together
     logp = model.log_prob(context, actions, pool)  # (B, K, M): every future under every action
     log_q = torch.logsumexp(logp, dim=1, keepdim=True) - math.log(k)  # (B, 1, M) mixture density
-    w = torch.softmax(logp - log_q, dim=2)
+    return pool, torch.softmax(logp - log_q, dim=2)
+
+
+@torch.no_grad()
+def pool_value(reward: Reward, pool: torch.Tensor, weights: torch.Tensor, gamma: float) -> torch.Tensor:
+    """(B, K) Q of each action from a pool and its weights (:func:`pool_futures`); (B, K, T) for a
+    reward of T tasks (:func:`stack_rewards`)."""
     r = reward(pool).float()  # (B, M), or (B, M, T) for T tasks
-    q = (w * r[:, None]).sum(2) if r.ndim == 2 else torch.einsum("bkm,bmt->bkt", w, r)
-    q = q / (1 - model.config.gamma)
+    q = (weights * r[:, None]).sum(2) if r.ndim == 2 else torch.einsum("bkm,bmt->bkt", weights, r)
+    return q / (1 - gamma)
+
+
+@torch.no_grad()
+def pool_q(
+    model: OccupancyModel,
+    reward: Reward,
+    context: torch.Tensor,
+    actions: torch.Tensor,
+    pool_size: int = 64,
+    generator: torch.Generator | None = None,
+    return_ess: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """(B, K) Q estimates of K candidate actions per context from one shared pool per context ((B, K,
+    T) for T tasks; and, with ``return_ess``, the effective sample size (B, K) of each action's
+    weights over the pool): :func:`pool_futures`, then :func:`pool_value`.
+    """
+    pool, w = pool_futures(model, context, actions, pool_size, generator)
+    q = pool_value(reward, pool, w, model.config.gamma)
     return (q, effective_sample_size(w)) if return_ess else q
 
 
