@@ -4,6 +4,7 @@ task, written beside the dataset and verified, refused where they cannot be comp
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def test_relabel_writes_verified_files_beside_the_dataset_and_the_cli_runs(
         ds.task_reward("walker-run"), task_rewards(ds, ["walker-run"], False)["walker-run"]
     )
     assert ds.task_reward("walker-walk") is ds.arrays["reward"]  # its own task: the recorded rewards
+    assert 0 <= json.loads((path / "rewards" / "rewards.json").read_text())["own_task_max_error"] < 1e-6
     relabel(ds, ["walker-stand"], progress=False)  # a second call keeps the first task's file
     assert cli(["dataset", "info", str(path)]) == 0
     assert "relabelled rewards: walker-run, walker-stand" in capsys.readouterr().out

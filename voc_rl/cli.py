@@ -167,9 +167,12 @@ def _cmd_dataset_info(args: argparse.Namespace) -> int:
             f"  policy {pid} ({desc.get('level', '?')}): {count} episodes, "
             f"mean return {returns[ids == pid].mean():.1f}"
         )
-    relabelled = sorted(reward_manifest(ds)["tasks"])
+    manifest = reward_manifest(ds)
+    relabelled = sorted(manifest["tasks"])
     if relabelled:
-        print(f"relabelled rewards: {', '.join(relabelled)}")
+        error = manifest.get("own_task_max_error")
+        check = "" if error is None else f" (its own task replayed to within {error:.2g} of the recorded)"
+        print(f"relabelled rewards: {', '.join(relabelled)}{check}")
     if args.verify:
         print("checksum OK")
     if args.json:

@@ -146,6 +146,11 @@ def task_rewards(ds: PixelDataset, tasks: Sequence[str], progress: bool = True) 
     """One reward array per task, aligned with ``ds.arrays["reward"]`` (``[t]`` received on reaching
     frame t+1, 0 on each episode's last frame), recomputed from the physics states. Raises where the
     dataset's own recomputed reward differs from the recorded one by more than :data:`OWN_TOLERANCE`."""
+    return _replay(ds, tasks, progress)[0]
+
+
+def _replay(ds: PixelDataset, tasks: Sequence[str], progress: bool) -> tuple[dict[str, np.ndarray], float]:
+    """:func:`task_rewards` and the largest difference of the recomputed own reward from the recorded."""
     from tqdm import tqdm
 
     from voc_rl.ground_truth import state_env
@@ -168,14 +173,14 @@ def task_rewards(ds: PixelDataset, tasks: Sequence[str], progress: bool = True) 
             f"replaying {ds.path}'s physics gives its own reward to within {error:.2g}, not {OWN_TOLERANCE}: "
             "recorded with another MuJoCo or dm_control? Other tasks' rewards would not be exact"
         )
-    return {t: out[k].astype(np.float32) for k, t in enumerate(tasks)}
+    return {t: out[k].astype(np.float32) for k, t in enumerate(tasks)}, float(error)
 
 
 def relabel(ds: PixelDataset, tasks: Sequence[str], progress: bool = True) -> Path:
     """Write every task's rewards beside ``ds`` (``<dataset>/rewards/<task>.npy``, one atomic write
     each, then the manifest); returns the folder. Tasks relabelled before are kept."""
     start = time.perf_counter()
-    arrays = task_rewards(ds, tasks, progress)
+    arrays, error = _replay(ds, tasks, progress)
     folder = rewards_dir(ds.path)
     folder.mkdir(exist_ok=True)
     manifest = reward_manifest(ds)
@@ -189,6 +194,7 @@ def relabel(ds: PixelDataset, tasks: Sequence[str], progress: bool = True) -> Pa
             "on_support": TASKS[name].on_support,
             "source": TASKS[name].source,
         }
+    manifest["own_task_max_error"] = error  # the dataset's own reward, replayed, against the recorded
     manifest["seconds"] = round(time.perf_counter() - start, 1)
     atomic_write(folder / REWARD_MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
     return folder
