@@ -304,7 +304,7 @@ def costs(agg: list[dict[str, Any]]) -> list[str]:
             h, c = float(np.mean(head)), float(np.mean(critic))
             lines.append(
                 f"- {name}: occupancy model (with its own task's head) {np.mean(occ):.1f} min; one more "
-                f"task: a reward head {h:.2f} min, a critic {c:.2f} min: **head / critic {h / c:.2f}**"
+                f"task: a reward head {60 * h:.1f} s, a critic {60 * c:.1f} s: **head / critic {h / c:.3f}**"
             )
     return lines
 
