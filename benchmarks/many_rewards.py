@@ -304,7 +304,8 @@ def costs(agg: list[dict[str, Any]]) -> list[str]:
             h, c = float(np.mean(head)), float(np.mean(critic))
             lines.append(
                 f"- {name}: occupancy model (with its own task's head) {np.mean(occ):.1f} min; one more "
-                f"task: a reward head {60 * h:.1f} s, a critic {60 * c:.1f} s: **head / critic {h / c:.3f}**"
+                f"task: a reward head {60 * h:.1f} s, a critic {60 * c:.1f} s: **head / critic "
+                + (f"{h / c:.3f}**" if c > 0 else "n/a** (a critic timed at 0 s)")
             )
     return lines
 
