@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from voc_rl.args import parse_args
-from voc_rl.checkpoint import atomic_write
+from voc_rl.checkpoint import save_json
 from voc_rl.data.dataset import reward_manifest
 from voc_rl.evaluation import Models, nmse, q_estimates, reward_nmse, rmse, spearman, states_of
 from voc_rl.ground_truth import simulator_q
@@ -162,8 +162,7 @@ class Timings:
             on_disk = json.loads(self.path.read_text()) if self.path.exists() else {}
             self.seconds = {**self.seconds, **on_disk, folder.name: seconds}
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            text = json.dumps(self.seconds, indent=1)
-            atomic_write(self.path, lambda tmp: Path(tmp).write_text(text))
+            save_json(self.seconds, self.path, indent=1)
         return part, self.seconds.get(folder.name)
 
 
@@ -204,7 +203,7 @@ def evaluate_dataset(
         for task in tasks[1:]:
             heads[task], head_s[task] = timings.fit(
                 parts.folder("reward", view, **at, task=task),
-                functools.partial(parts.reward_head, view, gamma, seed, task),
+                functools.partial(parts.reward_head, view, gamma, seed, task, own_head),
             )
         for task in tasks:
             critics[task], critic_s[task] = timings.fit(

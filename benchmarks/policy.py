@@ -59,7 +59,7 @@ import voc_rl
 from voc_rl.agents import Agent
 from voc_rl.agents.base import play_episode
 from voc_rl.args import parse_args
-from voc_rl.checkpoint import atomic_write
+from voc_rl.checkpoint import save_json
 from voc_rl.data.dataset import PixelDataset, reward_manifest
 from voc_rl.evaluation import states_of
 from voc_rl.ground_truth import simulator_q
@@ -226,7 +226,7 @@ class Trainer:
             seconds = self._seconds(shared)
             if checkpoints(shared / base_of(name)) != before or label not in seconds:  # it trained a part
                 seconds[label] = round(time.perf_counter() - start, 1)
-                (shared / "train_seconds.json").write_text(json.dumps(seconds, indent=1))
+                save_json(seconds, shared / "train_seconds.json", indent=1)
             agent.save(zipped)
         return zipped
 
@@ -299,7 +299,7 @@ def episodes_of(
         jobs = [pool.submit(_episode, str(zipped), task, 1000 + e, deterministic)
                 for e in range(len(played), episodes)]  # fmt: skip
         played += [list(j.result()) for j in jobs]
-        atomic_write(record, lambda tmp: Path(tmp).write_text(json.dumps(played)))
+        save_json(played, record, indent=None)
     return played[:episodes]
 
 

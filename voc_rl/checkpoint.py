@@ -8,6 +8,7 @@ pickled code.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import zipfile
@@ -60,6 +61,12 @@ def save_npz(arrays: dict[str, np.ndarray], path: str | Path) -> Path:
             np.savez(f, **arrays)
 
     return atomic_write(path, write)
+
+
+def save_json(obj: Any, path: str | Path, indent: int | None = 2) -> Path:
+    """Write ``obj`` as JSON atomically."""
+    text = json.dumps(obj, indent=indent)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:

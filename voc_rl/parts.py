@@ -300,14 +300,17 @@ class SharedParts:
         out = self.folder("occupancy", view, gamma=gamma, seed=seed)
         return fit_occupancy(view, config, loop=Loop(out=out, seed=seed, progress=self.progress))
 
-    def reward_head(self, view: TokenView, gamma: float, seed: int, task: str) -> RewardModel:
+    def reward_head(
+        self, view: TokenView, gamma: float, seed: int, task: str, own: RewardModel | None = None
+    ) -> RewardModel:
         """The reward head of ``task`` for the occupancy model of (``gamma``, ``seed``), started from
-        that model's own head (trained with it: :meth:`occupancy`)."""
+        that model's own head ``own`` (trained with it; loaded by :meth:`occupancy` if not given)."""
         config = OccupancyConfig.for_dataset(
             view, self.size, gamma=gamma, n_step=self.n_step, **self._steps("occupancy")
         )
         out = self.folder("reward", view, gamma=gamma, seed=seed, task=task)
-        _, own = self.occupancy(view, gamma, seed)
+        if own is None:
+            _, own = self.occupancy(view, gamma, seed)
         loop = Loop(out=out, seed=seed, progress=self.progress)
         return fit_reward_head(view, task, config, init=own, loop=loop)
 

@@ -22,7 +22,6 @@ them back; ``open_dataset(path, verify=True)`` checks their hashes.
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from voc_rl.checkpoint import atomic_write
+from voc_rl.checkpoint import atomic_write, save_json
 from voc_rl.data.dataset import REWARD_MANIFEST, PixelDataset, reward_manifest, rewards_dir
 from voc_rl.data.storage import DatasetError, sha256_file
 
@@ -196,7 +195,7 @@ def relabel(ds: PixelDataset, tasks: Sequence[str], progress: bool = True) -> Pa
         }
     manifest["own_task_max_error"] = error  # the dataset's own reward, replayed, against the recorded
     manifest["seconds"] = round(time.perf_counter() - start, 1)
-    atomic_write(folder / REWARD_MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
+    save_json(manifest, folder / REWARD_MANIFEST)
     return folder
 
 

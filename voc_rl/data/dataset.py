@@ -35,7 +35,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from voc_rl.checkpoint import atomic_write, save_npz
+from voc_rl.checkpoint import atomic_write, save_json, save_npz
 from voc_rl.data.storage import (
     META_FILE,
     META_FORMAT,
@@ -310,7 +310,7 @@ def _write_cache(hdf5: Path, meta: dict[str, Any], cache: Path) -> None:
             for name in CACHE_FILES
         },
     }
-    atomic_write(cache / "cache.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
+    save_json(info, cache / "cache.json")
 
 
 class _UnusableCache(Exception):

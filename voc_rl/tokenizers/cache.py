@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from voc_rl.checkpoint import atomic_write
+from voc_rl.checkpoint import atomic_write, save_json
 from voc_rl.data.dataset import PixelDataset, TokenView
 from voc_rl.data.storage import DatasetError, sha256_file
 from voc_rl.paths import user_path
@@ -67,7 +67,7 @@ def token_view(
             "checkpoint": str(checkpoint.resolve()),
             "dataset_sha256": ds.meta["hdf5_sha256"],
         }
-        atomic_write(meta_file, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+        save_json(meta, meta_file)
     meta = json.loads(meta_file.read_text())
     if meta["dataset_sha256"] != ds.meta["hdf5_sha256"]:
         raise DatasetError(f"{folder} was encoded from another version of {ds.path}; delete it to re-encode")
