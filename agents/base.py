@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import tempfile
 import time
@@ -23,12 +24,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from voc_rl.checkpoint import Callback, CheckpointError, atomic_write
+from voc_rl.checkpoint import Callback, CheckpointError, atomic_write, save_json
 from voc_rl.data.dataset import PixelDataset, TokenView, open_dataset
 from voc_rl.envs import make_env
 from voc_rl.parts import CHECKPOINT, fit_prior, fit_tokenizer
 from voc_rl.paths import user_path
-from voc_rl.prior import BCConfig, BCPolicy, advantage_weights, top_episode_weights
+from voc_rl.prior import BCConfig, BCPolicy, advantage_weights, level_shares, top_episode_weights
 from voc_rl.registry import REGISTRY, AgentConfig, load_class
 from voc_rl.token_trunk import token_batch, window_starts
 from voc_rl.tokenizers import Tokenizer
@@ -38,6 +39,10 @@ from voc_rl.utils import package_versions, resolve_device
 
 FORMAT = "voc_rl.agent/1"
 EXTRACTION_BATCH = 256  # states scored at once when computing advantages
+EXTRACTION_FIELDS = {  # the config fields that change an extracted prior, beside the scorer's own
+    "pbc": ("pbc_fraction",),
+    "awr": ("awr_samples", "awr_temperature", "awr_clip", "awr_states", "distill_steps"),
+}
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ class Agent:
         self.task: str | None = None  # the dataset's task, which it was trained on
         self._acting: str | None = None  # set_task's choice
         self.run_dir: Path | None = None
-        self.extraction_info: dict[str, float] = {}  # awr/qwr: beta, ESS fraction, share clipped, ...
+        self.extraction_info: dict[str, float] = {}  # beta, ESS fraction, ..., weight share by level
         self.seed(config.seed)
 
     @property
@@ -188,14 +193,24 @@ class Agent:
         if c.extraction != "none":
             weights = functools.partial(self._extraction_weights, view, fit)  # scored only if it must train
             self.extraction_info = {}
-            folder = f"extracted-{c.extraction}" + self._task_suffix()
+            folder = self._extraction_folder()
             self.prior = fit_prior(view, config, weights=weights, loop=fit.loop(folder))
             record = run / folder / "extraction_info.json"  # for a rerun that reuses it
             if self.extraction_info:
-                record.write_text(json.dumps(self.extraction_info))
+                save_json(self.extraction_info, record)
             elif record.exists():
                 self.extraction_info = json.loads(record.read_text())
         return self
+
+    def _extraction_folder(self) -> str:
+        """The run folder of the extracted prior: ``extracted-<extraction>``, with a tag of the
+        extraction's settings where they differ from the defaults (so ``pbc`` and ``pbc-67`` or two
+        AWR temperatures in one run folder do not share a prior), and the task suffix."""
+        c, default = self.config, AgentConfig()
+        fields = EXTRACTION_FIELDS["pbc" if c.extraction == "pbc" else "awr"]
+        changed = {f: getattr(c, f) for f in fields if getattr(c, f) != getattr(default, f)}
+        digest = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
+        return f"extracted-{c.extraction}{'-' + digest if changed else ''}" + self._task_suffix()
 
     @torch.no_grad()
     def _extraction_weights(self, view: TokenView, fit: PartFitting) -> np.ndarray:
@@ -204,15 +219,17 @@ class Agent:
         c = self.config
         train_eps, _ = view.split(0.1, c.seed)
         if c.extraction == "pbc":
-            return top_episode_weights(view.for_task(self.acting_task), train_eps, c.pbc_fraction)
+            weights = top_episode_weights(view.for_task(self.acting_task), train_eps, c.pbc_fraction)
+            self.extraction_info = level_shares(view, weights)
+            return weights
         index = window_starts(view, train_eps, False)
         q_data, q_prior, fit_info = self._awr_estimates(view, index, fit)
         if c.extraction == "qwr":  # the baseline is one constant: the mean Q of the data
             q_prior = np.full((len(q_data), 1), q_data.mean())
         w, info = advantage_weights(q_data, q_prior, c.awr_temperature, c.awr_clip)
-        self.extraction_info = {"transitions": len(index), **fit_info, **info}
         weights = np.zeros(len(view.arrays["action"]), np.float32)
         weights[index] = w
+        self.extraction_info = {"transitions": len(index), **fit_info, **info, **level_shares(view, weights)}
         return weights
 
     def _awr_estimates(

@@ -75,7 +75,7 @@ COLUMNS = (
     "p_ci", "vs_bc", "train_min", "ms_per_decision",
 )  # fmt: skip
 SEED_COLUMNS = ("task", "dataset", "agent", "seed", "episodes", "return_mean", "return_std", "train_min",
-                "ms_per_decision")  # fmt: skip
+                "ms_per_decision", "weight_share")  # fmt: skip
 EPISODE_COLUMNS = ("task", "dataset", "agent", "seed", "episode", "return", "decisions", "seconds")
 BEHAVIOUR_COLUMNS = ("task", "dataset", "level", "episodes", "return_mean", "return_std")
 TOP1 = ("task", "dataset", "agent", "seed", "states", "candidates", "top1_agreement", "chance")
@@ -249,6 +249,15 @@ class Trainer:
         return zipped, round(sum(seconds.get(n, 0.0) for n in used) / 60, 1)
 
 
+def weight_shares(zipped: Path) -> str:
+    """An extracted agent's share of the extraction weight on each behaviour level of its dataset
+    (``random 0.30 / medium 0.35 / expert 0.35``), from its saved ``extraction_info``; else ``-``."""
+    with zipfile.ZipFile(zipped) as z:
+        info = json.loads(z.read("agent.json")).get("extraction_info", {})
+    shares = {k.removeprefix("weight_"): v for k, v in info.items() if k.startswith("weight_")}
+    return " / ".join(f"{level} {v:.2f}" for level, v in shares.items()) or "-"
+
+
 def checkpoints(folder: Path) -> dict[Path, int]:
     """The parts' checkpoints in an agent's folder and their modification times."""
     return {p: p.stat().st_mtime_ns for p in folder.glob("*/*.pt") if p.name != "train_state.pt"}
@@ -367,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
                         for deterministic in (True, False) if name in args.sampled else (True,):
                             label = name if deterministic else name + SAMPLED
                             played = episodes_of(pool, zipped, where[0], args.episodes, deterministic)
-                            state.add(*where, label, seed, played, minutes)
+                            state.add(*where, label, seed, played, minutes, weight_shares(zipped))
                     state.write(time.perf_counter() - start)  # (the bootstrap takes seconds an agent)
                     if args.top1_states:
                         state.top1 += top1_rows(task, kind, ds, seed, args, trainer)
@@ -413,16 +422,25 @@ class Results:
         self.episodes: list[dict[str, Any]] = []
         self.behaviour_rows: list[dict[str, Any]] = []
         self.cost: dict[tuple[str, str, str, int], float] = {}
+        self.shares: dict[tuple[str, str, str, int], str] = {}
         self.top1: list[dict[str, Any]] = []
 
     def add(
-        self, task: str, kind: str, agent: str, seed: int, played: list[list[float]], minutes: float
+        self,
+        task: str,
+        kind: str,
+        agent: str,
+        seed: int,
+        played: list[list[float]],
+        minutes: float,
+        shares: str = "-",
     ) -> None:
         for e, (ret, decisions, seconds) in enumerate(played):
             self.episodes.append({"task": task, "dataset": kind, "agent": agent, "seed": seed, "episode": e,
                                   "return": round(ret, 2), "decisions": int(decisions),
                                   "seconds": round(seconds, 3)})  # fmt: skip
         self.cost[(task, kind, agent, seed)] = minutes
+        self.shares[(task, kind, agent, seed)] = shares
         print(f"{task} {kind} {agent} seed {seed}: " + " ".join(f"{r[0]:.0f}" for r in played), flush=True)
 
     def behaviour(self, task: str, kind: str, ds: PixelDataset) -> None:
@@ -445,7 +463,7 @@ class Results:
             rows.append(dict(zip(SEED_COLUMNS[:4], key, strict=True)) | {
                 "episodes": len(ret), "return_mean": round(float(ret.mean()), 1),
                 "return_std": round(float(ret.std()), 1), "train_min": self.cost.get(key, "-"),
-                "ms_per_decision": round(ms, 1)})  # fmt: skip
+                "ms_per_decision": round(ms, 1), "weight_share": self.shares.get(key, "-")})  # fmt: skip
         return rows
 
     def table(self, seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:

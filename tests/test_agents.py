@@ -264,6 +264,20 @@ def test_advantage_weights_favour_actions_better_than_the_prior() -> None:
         advantage_weights(np.zeros(3), np.zeros(3))
 
 
+def test_level_shares_split_the_extraction_weight_by_behaviour_policy() -> None:
+    from types import SimpleNamespace
+
+    from voc_rl.prior import level_shares
+
+    ds = SimpleNamespace(  # a mixed dataset's frames: 2 random, 3 medium, 1 expert
+        arrays={"policy_id": np.array([0, 0, 1, 1, 1, 2])},
+        meta={"policies": {"0": {"level": "random"}, "1": {"level": "medium"}, "2": {"level": "expert"}}},
+    )
+    shares = level_shares(ds, np.array([0.0, 1.0, 1.0, 1.0, 2.0, 5.0]))
+    assert shares == pytest.approx({"weight_random": 0.1, "weight_medium": 0.4, "weight_expert": 0.5})
+    assert level_shares(SimpleNamespace(arrays={}, meta={}), np.ones(6)) == {}  # no levels recorded
+
+
 def test_top_episode_weights_keep_the_best_returns(fake_ds_path: Path) -> None:
     from voc_rl.data.dataset import open_dataset
     from voc_rl.prior import top_episode_weights
@@ -312,6 +326,11 @@ def test_extraction_agents_learn_save_and_load(
     again.learn(fake_ds_path, steps=6, run_dir=awr.run_dir, progress=False)
     assert again.extraction_info == awr.extraction_info
     assert (trained["pbc"].run_dir / "extracted-pbc" / "bc.pt").exists()
+    assert trained["pbc"].extraction_info == {"weight_random": 1.0}  # the fake data: one random policy
+    assert awr.extraction_info["weight_random"] == pytest.approx(1.0)
+    pbc67 = trained["pbc-67"]  # other settings, another folder: pbc and pbc-67 can share a run folder
+    assert pbc67.config.pbc_fraction == 0.67 and pbc67._extraction_folder().startswith("extracted-pbc-")
+    assert (pbc67.run_dir / pbc67._extraction_folder() / "bc.pt").exists()
     assert not np.allclose(act, bc.predict(obs, deterministic=True)[0])
     voc = trained["voc-vqvae-awr"]  # the occupancy model scored a subset, distilled into a Q network
     info = voc.extraction_info

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import voc_rl
 from voc_rl.benchmarks import policy as bench
 
 
 def run(tmp_path: Path, episodes: int) -> None:
     bench.main(
-        ["--tasks", "fake-pixels", "--datasets", "random", "--agents", "bc", "voc-titok", "--seeds", "0",
+        ["--tasks", "fake-pixels", "--datasets", "random", "--agents", "bc", "voc-titok", "pbc", "pbc-67",
+         "--seeds", "0",
          "--episodes", str(episodes), "--size", "tiny", "--set", "candidates=3", "pool_size=3",
          "--collect-episodes", "3", "--sampled", "bc",
          "--top1-states", "3", "--top1-rollouts", "1", "--processes", "1", "--data-root", str(tmp_path / "d"),
@@ -23,26 +25,31 @@ def test_policy_benchmark_writes_every_column_and_a_rerun_adds_only_what_it_lack
     out = tmp_path / "out"
     rows = list(csv.DictReader((out / "policy.csv").open()))
     assert list(rows[0]) == list(bench.COLUMNS)
-    assert {r["agent"] for r in rows} == {"bc", "bc (sampled)", "voc-titok"}
+    assert {r["agent"] for r in rows} == {"bc", "bc (sampled)", "voc-titok", "pbc", "pbc-67"}
     assert all(v != "" for r in rows for v in r.values())
     by = {r["agent"]: r for r in rows}
     assert by["bc"]["vs_bc"] == "-" and by["voc-titok"]["vs_bc"] in ("better", "worse", "within noise")
     assert float(by["voc-titok"]["train_min"]) >= float(by["bc"]["train_min"]) >= 0
     episodes = list(csv.DictReader((out / "policy_episodes.csv").open()))
-    assert len(episodes) == 3 * 2  # 3 rows x 2 episodes
+    assert len(episodes) == 5 * 2  # 5 rows x 2 episodes
     seeds = list(csv.DictReader((out / "policy_seeds.csv").open()))
-    assert {r["agent"] for r in seeds} == {"bc", "bc (sampled)", "voc-titok"}
+    assert {r["agent"] for r in seeds} == {"bc", "bc (sampled)", "voc-titok", "pbc", "pbc-67"}
+    share = {r["agent"]: r["weight_share"] for r in seeds}  # the fake dataset is one random policy's
+    assert share["pbc"] == share["pbc-67"] == "random 1.00" and share["bc"] == share["voc-titok"] == "-"
+    bc_run = next((tmp_path / "runs").glob("*__vqvae__*"))  # (voc-titok has its own, of titok tokens)
+    assert sorted(p.name for p in (bc_run / "bc").glob("extracted-pbc*")) == [  # one prior each
+        "extracted-pbc", voc_rl.make_agent("pbc-67")._extraction_folder()]
     assert (out / "policy.png").stat().st_size > 0 and "Per seed" in (out / "policy.md").read_text()
     top1 = list(csv.DictReader((tmp_path / "out" / "policy_top1.csv").open()))
-    assert {r["agent"] for r in top1} == {"bc", "voc-titok"}
+    assert {r["agent"] for r in top1} == {"bc", "voc-titok", "pbc", "pbc-67"}
     assert all(0.0 <= float(r["top1_agreement"]) <= 1.0 for r in top1)
     assert "Top-1 agreement" in (tmp_path / "out" / "policy.md").read_text()
     zips = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/*.zip")}
-    assert len(zips) == 3  # bc, and voc-titok with the bc that trained its titok tokenizer
+    assert len(zips) == 5  # bc, pbc, pbc-67, and voc-titok with the bc that trained its titok tokenizer
     run(tmp_path, 3)  # the trained agents and their first two episodes are reused
     assert {p: p.stat().st_mtime_ns for p in zips} == zips
     again = list(csv.DictReader((out / "policy_episodes.csv").open()))
-    assert len(again) == 3 * 3
+    assert len(again) == 5 * 3
     assert [r for r in again if int(r["episode"]) < 2] == episodes
 
 

@@ -139,6 +139,21 @@ def advantage_weights(
     return weights.astype(np.float32), info
 
 
+def level_shares(ds: PixelDataset, weights: np.ndarray) -> dict[str, float]:
+    """The share of the total extraction weight (one per flat frame of ``ds``) on the frames of each
+    behaviour policy level the dataset records (``weight_random``, ``weight_medium``, ...): how much
+    of the extracted prior imitates each policy. Empty where the dataset records no levels."""
+    policies = ds.meta.get("policies", {})
+    if "policy_id" not in ds.arrays or not policies or weights.sum() <= 0:
+        return {}
+    pid, total = ds.arrays["policy_id"], float(weights.sum())
+    return {
+        f"weight_{desc.get('level', key)}": float(weights[pid == int(key)].sum()) / total
+        for key, desc in sorted(policies.items())
+        if (pid == int(key)).any()
+    }
+
+
 def top_episode_weights(ds: PixelDataset, episodes: np.ndarray, fraction: float) -> np.ndarray:
     """%BC: weight 1 on every frame of the top ``fraction`` of ``episodes`` by return, 0 elsewhere
     (flat over ``ds``'s frames; at least one episode is kept)."""

@@ -226,6 +226,14 @@ register(
     "%BC: behaviour cloning on the top third of episodes by return",
     extraction="pbc",
 )
+register(
+    "pbc-67",
+    _ENTRY + "BCAgent",
+    _BASE,
+    "%BC on the top two thirds of episodes by return (on the mixed datasets: without the random policy's)",
+    extraction="pbc",
+    pbc_fraction=0.67,
+)
 for _how, _what in (("awr", "advantage-weighted"), ("qwr", "Q-weighted")):
     register(
         f"td-critic-{_how}", _ENTRY + "TDCriticAgent", _BASE,
