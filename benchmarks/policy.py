@@ -315,7 +315,8 @@ def episodes_of(
 # ---------------------------------------------------------------------- statistics
 def aggregate(returns: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     """IQM and mean with 95% stratified-bootstrap intervals per agent (``returns[agent]``: (runs,)
-    returns of one task), and the probability of improvement over ``bc`` where there is one."""
+    returns of one task), and the probability of improvement over ``bc`` where there is one; the
+    bootstrap is seeded, so the same returns give the same table."""
     from rliable import library as rly
     from rliable import metrics
 
@@ -324,6 +325,8 @@ def aggregate(returns: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     def both(x: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])
 
+    saved = np.random.get_state()  # rliable resamples with numpy's global generator: seed it here only
+    np.random.seed(0)
     point, interval = rly.get_interval_estimates(scores, both, reps=REPS)
     out = {
         a: {"iqm": point[a][0], "iqm_lo": interval[a][0, 0], "iqm_hi": interval[a][1, 0],
@@ -336,6 +339,7 @@ def aggregate(returns: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
             p, p_ci = rly.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=REPS)
             for a in pairs:
                 out[a] |= {"p": float(p[a]), "p_lo": float(p_ci[a][0, 0]), "p_hi": float(p_ci[a][1, 0])}
+    np.random.set_state(saved)
     return out
 
 

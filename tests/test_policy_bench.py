@@ -73,3 +73,15 @@ def test_agents_act_for_another_task_of_the_domain_on_the_same_parts(tmp_path: P
     assert len(list((folder / "voc-titok").glob("occupancy*"))) == 1
     zips = sorted(p.name for p in folder.glob("*.zip"))
     assert zips == ["bc.zip", "voc-titok.zip", "voc-titok@walker-run.zip"]
+
+
+def test_the_bootstrap_is_seeded_so_the_same_returns_give_the_same_table() -> None:
+    import numpy as np
+
+    returns = {"bc": np.arange(20.0), "x": np.arange(20.0) + 3}
+    np.random.seed(5)
+    first = bench.aggregate(returns)
+    drawn = np.random.rand()  # the caller's global stream is left where it was
+    np.random.seed(5)
+    assert bench.aggregate(returns) == first and np.random.rand() == drawn
+    assert first["x"]["iqm_lo"] < first["x"]["iqm"] < first["x"]["iqm_hi"] and 0 < first["x"]["p"] < 1
