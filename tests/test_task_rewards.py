@@ -163,7 +163,7 @@ def test_one_occupancy_model_serves_every_task_of_an_agent(walker: PixelDataset,
     assert walk.extraction_info["pools_reused"] == 0 and run.extraction_info["pools_reused"] == 1
     assert len(list((tmp_path / "awr" / "occupancy" / "awr-pools").glob("*.npz"))) == 1
     assert run.extraction_info["beta"] != walk.extraction_info["beta"]  # its own head's Q
-    shutil.rmtree(tmp_path / "awr" / "extracted-awr")  # the first agent's extraction again, on kept pools
+    shutil.rmtree(tmp_path / "awr" / walk._extraction_folder())  # the first extraction again, on kept pools
     again = voc_rl.make_agent("voc-titok-awr", **fields)
     again.learn(path, steps=6, run_dir=tmp_path / "awr", progress=False)
     assert again.extraction_info == {**walk.extraction_info, "pools_reused": 1}  # the same Q, exactly
