@@ -327,19 +327,20 @@ def aggregate(returns: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
 
     saved = np.random.get_state()  # rliable resamples with numpy's global generator: seed it here only
     np.random.seed(0)
-    point, interval = rly.get_interval_estimates(scores, both, reps=REPS)
-    out = {
-        a: {"iqm": point[a][0], "iqm_lo": interval[a][0, 0], "iqm_hi": interval[a][1, 0],
-            "mean": point[a][1], "mean_lo": interval[a][0, 1], "mean_hi": interval[a][1, 1]}
-        for a in scores
-    }  # fmt: skip
-    if "bc" in scores:
-        pairs = {a: (scores[a], scores["bc"]) for a in scores if a != "bc"}
+    try:
+        point, interval = rly.get_interval_estimates(scores, both, reps=REPS)
+        out = {
+            a: {"iqm": point[a][0], "iqm_lo": interval[a][0, 0], "iqm_hi": interval[a][1, 0],
+                "mean": point[a][1], "mean_lo": interval[a][0, 1], "mean_hi": interval[a][1, 1]}
+            for a in scores
+        }  # fmt: skip
+        pairs = {a: (scores[a], scores["bc"]) for a in scores if a != "bc"} if "bc" in scores else {}
         if pairs:
             p, p_ci = rly.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=REPS)
             for a in pairs:
                 out[a] |= {"p": float(p[a]), "p_lo": float(p_ci[a][0, 0]), "p_hi": float(p_ci[a][1, 0])}
-    np.random.set_state(saved)
+    finally:
+        np.random.set_state(saved)
     return out
 
 
