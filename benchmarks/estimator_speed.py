@@ -4,7 +4,9 @@ results/estimator_speed.md and .csv.
 Rows: ms per decision (``pool_q`` for one state, K candidate actions, a pool of P futures: what a
 ``voc-<tok>`` agent computes per step, tokenizer and prior not included), ``sample`` Q evaluations
 per second (N = 32 futures, 16 states a call) and ``pool`` Q evaluations per second (K = 8, 64
-futures, 4 states a call: the return-error benchmark's pool row). The token geometry is the agents'
+futures, 4 states a call: the return-error benchmark's pool row), each with its ``floor``: what
+the FLOPs alone cost at the measured rate of the model's own matrix products. ``--chunks`` adds the
+throughput of dataset-wide scoring against the states per call. The token geometry is the agents'
 (16 tokens per frame, vocabulary 512, a 3-frame context, 2-frame futures: 48 + 1 + 32 positions);
 weights and tokens are random (the cost does not depend on their values). Each figure is the
 fastest of ``--repeats`` calls after a warm-up: timings vary between calls, the minimum is the
@@ -12,10 +14,10 @@ stable statistic.
 
 It calls only ``pool_q`` and ``sample_q``, so the same script times an older checkout of the code
 (``PYTHONPATH=/path/to/old/checkout python benchmarks/estimator_speed.py --label before``). Rows are
-merged into the CSV by (label, device, dtype, threads, size, what), so runs with other threads,
-labels or devices add to one table:
+merged into the CSV by (label, conditioning, device, dtype, threads, size, what), so runs with
+other threads, labels or devices add to one table:
 
-    python benchmarks/estimator_speed.py [--label after] [--threads 1] [--sizes tiny small base]
+    python benchmarks/estimator_speed.py [--label 2026-12-04] [--threads 1] [--sizes tiny small base]
     python benchmarks/estimator_speed.py --device cuda --dtype bfloat16   # on a GPU machine
 """
 
@@ -30,18 +32,31 @@ from pathlib import Path
 import torch
 
 from voc_rl.args import parse_args
-from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
+from voc_rl.occupancy import CONDITIONINGS, OccupancyConfig, OccupancyModel, RewardModel
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
-from voc_rl.value import pool_q, sample_q
+from voc_rl.value import pool_futures, pool_q, sample_q
 
-COLUMNS = ["label", "device", "dtype", "threads", "size", "what", "value", "unit", "date"]
-KEY = ("label", "device", "dtype", "threads", "size", "what")
+COLUMNS = [
+    "label",
+    "conditioning",
+    "device",
+    "dtype",
+    "threads",
+    "size",
+    "what",
+    "value",
+    "floor",
+    "unit",
+    "date",
+]
+KEY = ("label", "conditioning", "device", "dtype", "threads", "size", "what")
+GEMM_ROWS = 2048  # rows of the matrix products that time the machine's rate at the model's shapes
 DECISIONS = ((4, 8), (8, 8), (8, 32))  # (K candidate actions, pool size)
 
 
 @dataclasses.dataclass(frozen=True)
 class Args:
-    label: str = "after"
+    label: str = "2026-12-04"
     """names the code version timed (before/after...)"""
     sizes: tuple[str, ...] = ("tiny", "small", "base")
     """occupancy-model presets"""
@@ -51,8 +66,13 @@ class Args:
     """cpu or cuda"""
     dtype: str = dataclasses.field(default="float32", metadata={"choices": ("float32", "bfloat16")})
     """model dtype"""
+    conditioning: str = dataclasses.field(default="film", metadata={"choices": CONDITIONINGS})
+    """how the occupancy model takes the action (the agents' default: film)"""
     repeats: int = 9
     """timed calls per decision row (a third for Q/s)"""
+    chunks: bool = False
+    """also time dataset-wide scoring against the states per call (the chunk sizes of q_estimates
+    and of the agents' extraction: ``sample`` and ``pool`` Q/s, ``awr`` states/s)"""
     out_dir: Path = Path("results")
     """folder of the tables (rows are merged into its estimator_speed.csv)"""
 
@@ -70,15 +90,53 @@ def fastest(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) ->
     return best
 
 
+def token_flops(cfg: OccupancyConfig, attended: float) -> float:
+    """Forward FLOPs of one token position: the blocks' matrix products, the output head and the
+    attention to ``attended`` positions (layer norms, GELU and the like not counted)."""
+    w = cfg.width
+    return 2 * cfg.depth * (12 * w * w + 2 * attended * w) + 2 * cfg.vocab_size * w
+
+
+def pool_flops(cfg: OccupancyConfig, k: int, pool: int) -> float:
+    """FLOPs of ``pool_q`` for one state: the context once, ``ceil(pool / K)`` futures per action
+    decoded a token at a time, then every future teacher-forced under every action."""
+    n, m = cfg.n_context, cfg.n_target
+    futures = k * -(-pool // k)
+    prompt = n * token_flops(cfg, n / 2)
+    decode = futures * (m * token_flops(cfg, n + m / 2))
+    score = k * futures * (m * token_flops(cfg, n + m / 2))
+    return prompt + decode + score
+
+
+def matmul_rate(
+    cfg: OccupancyConfig, device: torch.device, dtype: torch.dtype, sync: Callable[[], None]
+) -> float:
+    """FLOP/s of the model's own matrix products (its layers' shapes, GEMM_ROWS rows): the rate that
+    bounds a teacher-forced pass from above."""
+    w, total_flops, total_s = cfg.width, 0.0, 0.0
+    for fan_in, fan_out in ((w, 3 * w), (w, w), (w, 4 * w), (4 * w, w), (w, cfg.vocab_size)):
+        x = torch.randn(GEMM_ROWS, fan_in, device=device, dtype=dtype)
+        weight = torch.randn(fan_out, fan_in, device=device, dtype=dtype)
+        total_s += fastest(lambda x=x, weight=weight: torch.nn.functional.linear(x, weight), 20, sync)
+        total_flops += 2 * GEMM_ROWS * fan_in * fan_out
+    return total_flops / total_s
+
+
 def measure(
-    size: str, device: torch.device, dtype: torch.dtype, repeats: int
-) -> list[tuple[str, float, str]]:
-    cfg = OccupancyConfig.preset(size, vocab_size=512, tokens_per_frame=16, action_dim=6, target_frames=2)
+    size: str, conditioning: str, device: torch.device, dtype: torch.dtype, repeats: int
+) -> list[tuple[str, float, float | None, str]]:
+    """Rows (what, value, floor, unit): the floor is the value at the model's measured matrix-product
+    rate if nothing but those FLOPs cost time (a lower bound of ms, an upper bound of Q/s)."""
+    cfg = OccupancyConfig.preset(
+        size, vocab_size=512, tokens_per_frame=16, action_dim=6, target_frames=2,
+        action_conditioning=conditioning,
+    )  # fmt: skip
     torch.manual_seed(0)
     model = OccupancyModel(cfg).eval().to(device=device, dtype=dtype)
     reward = RewardModel(cfg).eval().to(device=device, dtype=dtype)
     g = torch.Generator(device=device).manual_seed(0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    rate = matmul_rate(cfg, device, dtype, sync)
 
     def states(b: int) -> torch.Tensor:
         return torch.randint(cfg.vocab_size, (b, cfg.n_context), device=device, generator=g)
@@ -86,7 +144,7 @@ def measure(
     def actions(*shape: int) -> torch.Tensor:
         return (torch.rand(*shape, cfg.action_dim, device=device, generator=g) * 2 - 1).to(dtype)
 
-    rows = []
+    rows = [("matrix products at the model's shapes", rate / 1e9, rate / 1e9, "GFLOP/s")]
     for k, pool in DECISIONS:
         ctx, acts = states(1), actions(1, k)
 
@@ -94,19 +152,64 @@ def measure(
             return pool_q(model, reward, ctx, acts, pool, generator=g)
 
         s = fastest(decide, repeats, sync)
-        rows.append((f"decision: pool_q K={k}, pool {pool}", 1000 * s, "ms"))
+        floor = 1000 * pool_flops(cfg, k, pool) / rate
+        rows.append((f"decision: pool_q K={k}, pool {pool}", 1000 * s, floor, "ms"))
     ctx, act = states(16), actions(16)
     s = fastest(lambda: sample_q(model, reward, ctx, act, n=32, generator=g), max(1, repeats // 3), sync)
-    rows.append(("sample (N=32): Q evaluations per second", 16 / s, "Q/s"))
+    flops = cfg.n_context * token_flops(cfg, cfg.n_context / 2) + 32 * cfg.n_target * token_flops(
+        cfg, cfg.n_context + cfg.n_target / 2
+    )
+    rows.append(("sample (N=32): Q evaluations per second", 16 / s, rate / flops, "Q/s"))
     ctx, acts = states(4), actions(4, 8)
     s = fastest(lambda: pool_q(model, reward, ctx, acts, 64, generator=g), max(1, repeats // 3), sync)
-    rows.append(("pool (K=8, 64): Q evaluations per second", 4 / s, "Q/s"))
+    rows.append(("pool (K=8, 64): Q evaluations per second", 4 / s, rate / pool_flops(cfg, 8, 64), "Q/s"))
+    return rows
+
+
+def measure_chunks(
+    size: str, conditioning: str, device: torch.device, dtype: torch.dtype
+) -> list[tuple[str, float, float | None, str]]:
+    """Throughput against states per call: ``sample`` (N = 32), ``pool`` (K = 8, 64) and the VOC
+    agents' extraction scoring (``pool_futures``, the dataset action and 8 prior samples, pool 8)."""
+    cfg = OccupancyConfig.preset(
+        size, vocab_size=512, tokens_per_frame=16, action_dim=6, target_frames=2,
+        action_conditioning=conditioning,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = OccupancyModel(cfg).eval().to(device=device, dtype=dtype)
+    reward = RewardModel(cfg).eval().to(device=device, dtype=dtype)
+    g = torch.Generator(device=device).manual_seed(0)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def inputs(b: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx = torch.randint(cfg.vocab_size, (b, cfg.n_context), device=device, generator=g)
+        acts = torch.rand(b, k, cfg.action_dim, device=device, generator=g) * 2 - 1
+        return ctx, acts.to(dtype)
+
+    rows = []
+    for b in (4, 8, 16, 32, 64):
+        ctx, acts = inputs(b, 1)
+        s = fastest(
+            lambda ctx=ctx, acts=acts: sample_q(model, reward, ctx, acts[:, 0], n=32, generator=g), 2, sync
+        )
+        rows.append((f"sample (N=32), {b} states a call", b / s, None, "Q/s"))
+    for b in (2, 4, 8, 16):
+        ctx, acts = inputs(b, 8)
+        s = fastest(lambda ctx=ctx, acts=acts: pool_q(model, reward, ctx, acts, 64, generator=g), 1, sync)
+        rows.append((f"pool (K=8, 64), {b} states a call", b / s, None, "Q/s"))
+    for b in (16, 64, 128):
+        ctx, acts = inputs(b, 9)
+        s = fastest(lambda ctx=ctx, acts=acts: pool_futures(model, ctx, acts, 8, generator=g), 1, sync)
+        rows.append((f"extraction scoring (K=9, pool 8), {b} states a call", b / s, None, "states/s"))
     return rows
 
 
 def merge(path: Path, new: list[dict[str, object]]) -> list[dict[str, object]]:
     """Rows of ``path`` (if any) with the rows of ``new`` replacing those of the same key."""
     old = list(csv.DictReader(path.open())) if path.exists() else []
+    for r in old:  # rows from before these columns: the conditioning was "token", no floor
+        r["conditioning"] = r.get("conditioning") or "token"
+        r["floor"] = r.get("floor") or "-"
     keys = {tuple(str(r[c]) for c in KEY) for r in new}
     return [r for r in old if tuple(r[c] for c in KEY) not in keys] + new
 
@@ -118,11 +221,16 @@ def main(argv: list[str] | None = None) -> None:
     date = time.strftime("%Y-%m-%d", time.gmtime())
     new = []
     for size in a.sizes:
-        for what, value, unit in measure(size, device, dtype, a.repeats):
-            print(f"{a.label} {size:5s} {what:45s} {value:9.2f} {unit}", flush=True)
+        measured = measure(size, a.conditioning, device, dtype, a.repeats)
+        if a.chunks:
+            measured += measure_chunks(size, a.conditioning, device, dtype)
+        for what, value, floor, unit in measured:
+            bound = "-" if floor is None else round(floor, 2)
+            print(f"{a.label} {size:5s} {what:45s} {value:9.2f} (floor {bound}) {unit}", flush=True)
             new.append({
-                "label": a.label, "device": a.device, "dtype": a.dtype, "threads": a.threads, "size": size,
-                "what": what, "value": round(value, 2), "unit": unit, "date": date,
+                "label": a.label, "conditioning": a.conditioning, "device": a.device, "dtype": a.dtype,
+                "threads": a.threads, "size": size, "what": what, "value": round(value, 2),
+                "floor": bound, "unit": unit, "date": date,
             })  # fmt: skip
     a.out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = a.out_dir / "estimator_speed.csv"
@@ -138,7 +246,13 @@ def main(argv: list[str] | None = None) -> None:
         "Agents' token geometry (48 context + 1 action + 32 target positions, vocabulary 512); random",
         "weights; the fastest of several calls. `label` names the code timed: `before` is the commit",
         "before issue [F] (every row of a pool recomputed its context; K x M prompts copied per chunk),",
-        "`after` this code (one context computation per state, copied to its K x M rows).",
+        "`2026-12-02` one context computation per state, copied to its K x M rows; `2026-12-04` also",
+        "reads it in place where a context has 32 rows or more, draws tokens by inverse CDF and runs",
+        "fewer operations per decoding step. `conditioning`: how the model takes the action (`film`,",
+        "the agents' default since 2026-12-03, or `token`). `floor`: the value if only the matrix",
+        "products and attention cost time, at the first row's measured rate of the model's own layer",
+        "shapes (a lower bound of ms, an upper bound of Q/s). Timings on this 2-core virtual machine",
+        "vary by up to 2x with what runs on the other core: compare rows measured side by side.",
         "",
         *markdown_table(rows, COLUMNS),
     ]

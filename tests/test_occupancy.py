@@ -12,18 +12,21 @@ import torch
 from chain import EPISODE, N_STATES, VOCAB, P, chain_batch, chain_occupancy, model_occupancy, train_on_chain
 from checks import QUIET, assert_resumes_exactly
 
+from voc_rl import occupancy
 from voc_rl.checkpoint import CheckpointError
 from voc_rl.data import open_dataset
 from voc_rl.occupancy import (
     OccupancyConfig,
     OccupancyModel,
     RewardModel,
+    draw,
     load_reward_heads,
     save_reward_heads,
 )
 from voc_rl.occupancy_train import train_occupancy, train_reward_head, transfer_steps
 from voc_rl.parts import fit_reward_head
 from voc_rl.train_loop import Loop
+from voc_rl.transformer import GPT, GPTConfig, KVCache
 
 
 def tiny_model(**fields: object) -> OccupancyModel:
@@ -52,8 +55,13 @@ def inputs(model: OccupancyModel, b: int, seed: int = 0) -> tuple[torch.Tensor, 
 
 
 @CONDITIONING
+@pytest.mark.parametrize("share", [False, True], ids=["copied", "shared"])  # the context's keys per row
 @pytest.mark.parametrize("n", [1, 3])  # one sample per context (as in training) skips the cache copy
-def test_kv_cache_sampling_matches_full_recompute(n: int, conditioning: dict[str, str]) -> None:
+def test_kv_cache_sampling_matches_full_recompute(
+    n: int, share: bool, conditioning: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(occupancy, "SHARE_ROWS", 2 if share else 10**9)
+    monkeypatch.setattr(occupancy, "SHARE_TOTAL", 10**9)
     model = tiny_model(**conditioning)
     ctx, act = inputs(model, 4)
     kw = {"n": n, "return_probs": True}
@@ -93,6 +101,37 @@ def test_log_prob_is_the_chain_rule_token_by_token(conditioning: dict[str, str])
     torch.testing.assert_close(lp, manual, atol=1e-5, rtol=0)
     shared = model.log_prob(ctx, act, targets[0])  # (M, n_target) candidates shared by every row
     torch.testing.assert_close(shared[0], lp[0], atol=1e-5, rtol=0)
+
+
+def test_a_shared_prompt_gives_what_copies_of_it_give() -> None:
+    """KVCache.share (rows read their prompt's keys in place) against repeat_rows (copies), for a
+    teacher-forced block of several positions and then one decoded position, with modulation."""
+    gpt = GPT(GPTConfig(vocab_size=11, block_size=12, width=16, depth=2, heads=2)).eval()
+    g = torch.Generator().manual_seed(0)
+    prompts = KVCache.empty(gpt.config, 2, torch.device("cpu"), torch.float32, 5)
+    with torch.no_grad():
+        gpt(torch.randn(2, 5, 16, generator=g), prompts)
+        copied, shared = prompts.repeat_rows(3, 7), prompts.share(3, 7)
+        mod = 1 + 0.3 * torch.randn(6, 2, 4, 16, generator=g)
+        for x in (torch.randn(6, 4, 16, generator=g), torch.randn(6, 1, 16, generator=g)):
+            torch.testing.assert_close(gpt(x, shared, (mod, 0)), gpt(x, copied, (mod, 0)), atol=1e-5, rtol=0)
+    assert shared.length == copied.length == 10 and shared.buffers.shape[4] == 7
+    with pytest.raises(ValueError, match="already shares"):
+        shared.share(2, 1)
+
+
+def test_draw_follows_the_probabilities_and_never_draws_a_zero() -> None:
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0]]).expand(20000, -1).contiguous()
+    got = draw(probs, torch.Generator().manual_seed(0))
+    counts = torch.bincount(got, minlength=6).double()
+    assert counts[[0, 2, 5]].sum() == 0
+    expected = 20000 * probs[0].double()
+    chi2 = float(((counts - expected)[expected > 0] ** 2 / expected[expected > 0]).sum())
+    assert chi2 < 13.8  # chi-square, 2 degrees of freedom, p = 0.001
+    tiny = torch.tensor([[1e-30, 0.0], [0.0, 1e-30]])  # unnormalised and nearly zero: still exact
+    assert draw(tiny).tolist() == [0, 1]
+    with pytest.raises(FloatingPointError, match="NaN or inf"):
+        draw(torch.tensor([[0.5, float("nan")]]))
 
 
 def test_log_probs_over_all_sequences_sum_to_one() -> None:

@@ -5,9 +5,11 @@ tokens, a projected action in between) and calls :class:`GPT` on them. ``forward
 :class:`KVCache`: the new keys and values are written into its preallocated buffers (no copy of the
 past at each step) and the inputs attend to everything cached before them, so the same code does
 teacher forcing, prefilling a prompt once and decoding one token at a time. A prompt shared by many
-rows (the context of a state, for K candidate actions x M futures) is computed once and copied to
-its rows (:meth:`KVCache.repeat_rows`): on a CPU, one copy of its keys and values and the fused
-attention kernel are faster than attending to an uncopied prefix.
+rows (the context of a state, for K candidate actions x M futures) is computed once and either
+copied to its rows (:meth:`KVCache.repeat_rows`: one fused attention kernel over each row's keys,
+the faster choice for few rows per prompt and for teacher forcing) or shared by them
+(:meth:`KVCache.share`: each row attends to its prompt's keys and values in place, which saves the
+copy and the memory traffic of many rows per prompt while decoding).
 """
 
 from __future__ import annotations
@@ -23,10 +25,18 @@ class KVCache:
     """Preallocated keys and values of every layer, ``(depth, 2, B, heads, max_len, head_dim)``.
 
     ``length`` positions are filled; a forward pass writes its inputs' keys and values after them.
+    With a ``prefix`` (``(depth, 2, S, heads, P, head_dim)``, :meth:`share`) the first P positions of
+    each of S groups of B / S consecutive rows are those shared keys and values, and ``buffers`` hold
+    each row's own positions after them.
     """
 
-    def __init__(self, buffers: torch.Tensor, length: int = 0):
-        self.buffers, self.length = buffers, length
+    def __init__(self, buffers: torch.Tensor, length: int = 0, prefix: torch.Tensor | None = None):
+        self.buffers, self.length, self.prefix = buffers, length, prefix
+
+    @property
+    def shared(self) -> int:
+        """Positions every row reads from its group's shared prefix (0 without one)."""
+        return 0 if self.prefix is None else self.prefix.shape[4]
 
     @classmethod
     def empty(
@@ -46,12 +56,42 @@ class KVCache:
         out[:, :, :, :, :, :n] = src[:, :, :, None]
         return KVCache(out.view(d, 2, b * group, h, n + extra, hd), self.length)
 
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store (B, heads, t, head_dim) keys and values at the next positions; all cached so far."""
-        end = self.length + k.shape[2]
-        self.buffers[layer, 0, :, :, self.length : end] = k
-        self.buffers[layer, 1, :, :, self.length : end] = v
+    def share(self, group: int, extra: int, rows: slice = slice(None)) -> KVCache:
+        """A cache of ``group`` consecutive rows per row of ``rows`` that read its filled positions in
+        place (no copy), with room for ``extra`` positions of their own."""
+        if self.prefix is not None:
+            raise ValueError("this cache already shares a prefix")
+        prefix = self.buffers[:, :, rows, :, : self.length]
+        d, _, s, h, _, hd = prefix.shape
+        return KVCache(prefix.new_empty((d, 2, s * group, h, extra, hd)), self.length, prefix)
+
+    def write(self, layer: int, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store keys and values (2, B, heads, t, head_dim) at the next positions; the rows' own ones
+        cached so far (after the shared prefix, if any)."""
+        start = self.length - self.shared
+        end = start + kv.shape[3]
+        self.buffers[layer, :, :, :, start:end] = kv
         return self.buffers[layer, 0, :, :, :end], self.buffers[layer, 1, :, :, :end]
+
+
+def prefix_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor
+) -> torch.Tensor:
+    """Attention of queries ``q`` (B, heads, t, head_dim), the last t of each row's own keys and
+    values ``k``, ``v`` (B, heads, n, head_dim), to all of its group's shared prefix ``kp``, ``vp``
+    (S, heads, P, head_dim; B / S consecutive rows per group) and causally to its own positions."""
+    b, h, t, d = q.shape
+    s, p, g, n = kp.shape[0], kp.shape[2], b // kp.shape[0], k.shape[2]
+    by_group = q.view(s, g, h, t, d).transpose(1, 2).reshape(s, h, g * t, d)
+    scores_p = (by_group @ kp.transpose(-1, -2)).view(s, h, g, t, p).transpose(1, 2).reshape(b, h, t, p)
+    scores_own = q @ k.transpose(-1, -2)
+    if t > 1:  # own query i (position n - t + i) sees own keys up to it
+        mask = torch.ones(t, n, dtype=torch.bool, device=q.device).tril(n - t)
+        scores_own = scores_own.masked_fill(~mask, float("-inf"))
+    att = (torch.cat([scores_p, scores_own], -1) * d**-0.5).softmax(-1)
+    att_p = att[..., :p].reshape(s, g, h, t, p).transpose(1, 2).reshape(s, h, g * t, p)
+    out_p = (att_p @ vp).view(s, h, g, t, d).transpose(1, 2).reshape(b, h, t, d)
+    return out_p + att[..., p:] @ v
 
 
 @dataclass(frozen=True)
@@ -75,11 +115,15 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
         b, t, c = x.shape
-        q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in self.qkv(x).split(c, 2))
+        qkv = self.qkv(x).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, heads, t, head_dim) each
         past = 0
         if cache is not None:
             past = cache.length
-            k, v = cache.write(layer, k, v)
+            k, v = cache.write(layer, qkv[1:])
+            if cache.prefix is not None:
+                y = prefix_attention(q, k, v, cache.prefix[layer, 0], cache.prefix[layer, 1])
+                return self.proj(y.transpose(1, 2).reshape(b, t, c))
         mask, causal = None, past == 0
         if past and t > 1:  # queries at positions past..past+t-1 see keys up to their own position
             mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(past)
@@ -94,12 +138,12 @@ class SelfAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
 
 
-Modulation = tuple[torch.Tensor, int]  # per-row (B, 4, width) scales and shifts, first modulated position
+Modulation = tuple[torch.Tensor, int]  # per-row (B, 4, width) multipliers and shifts; first position
 
 
-def modulate(h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, start: int) -> torch.Tensor:
-    """``h * (1 + scale) + shift`` at positions ``start`` on of ``h`` (B, T, width); rows' (B, width)."""
-    out = h[:, start:] * (1 + scale[:, None]) + shift[:, None]
+def modulate(h: torch.Tensor, times: torch.Tensor, shift: torch.Tensor, start: int) -> torch.Tensor:
+    """``h * times + shift`` at positions ``start`` on of ``h`` (B, T, width); rows' (B, width)."""
+    out = torch.addcmul(shift[:, None], h[:, start:], times[:, None])
     return out if start == 0 else torch.cat([h[:, :start], out], 1)
 
 
@@ -158,14 +202,15 @@ class GPT(nn.Module):
         """Input embeddings (B, T, width) -> final hidden states (B, T, width).
 
         Without a cache the inputs sit at positions 0..T-1; with one they follow its ``length``
-        filled positions, attend to them, and are appended to it. ``mod``: per-row scales and shifts
-        of every block's two layer norms, (B, depth, 4, width), applied from input position ``start``
-        on (``(mod, start)``); positions before it, and everything cached, are not modulated.
+        filled positions, attend to them, and are appended to it. ``mod``: per-row multipliers and
+        shifts of every block's two layer norms' outputs (``h * times + shift``), (B, depth, 4, width)
+        in the order times, shift, times, shift, applied from input position ``start`` on (``(mod,
+        start)``); positions before it, and everything cached, are not modulated.
         """
         start, t = (0 if cache is None else cache.length), x.shape[1]
         if start + t > self.config.block_size:
             raise ValueError(f"positions up to {start + t} exceed block_size {self.config.block_size}")
-        x = self.drop(x + self.pos_emb(torch.arange(start, start + t, device=x.device)))
+        x = self.drop(x + self.pos_emb.weight[start : start + t])
         for i, block in enumerate(self.blocks):
             x = block(x, cache, i, None if mod is None else (mod[0][:, i], mod[1]))
         if cache is not None:
