@@ -122,11 +122,12 @@ def matmul_rate(
     return total_flops / total_s
 
 
-def measure(
-    size: str, conditioning: str, device: torch.device, dtype: torch.dtype, repeats: int
-) -> list[tuple[str, float, float | None, str]]:
-    """Rows (what, value, floor, unit): the floor is the value at the model's measured matrix-product
-    rate if nothing but those FLOPs cost time (a lower bound of ms, an upper bound of Q/s)."""
+Setup = tuple[OccupancyConfig, OccupancyModel, RewardModel, torch.Generator, Callable[[], None]]
+
+
+def setup(size: str, conditioning: str, device: torch.device, dtype: torch.dtype) -> Setup:
+    """A preset's model and reward head in the agents' token geometry, random weights; a seeded
+    generator and the device's synchronisation."""
     cfg = OccupancyConfig.preset(
         size, vocab_size=512, tokens_per_frame=16, action_dim=6, target_frames=2,
         action_conditioning=conditioning,
@@ -136,6 +137,15 @@ def measure(
     reward = RewardModel(cfg).eval().to(device=device, dtype=dtype)
     g = torch.Generator(device=device).manual_seed(0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    return cfg, model, reward, g, sync
+
+
+def measure(
+    size: str, conditioning: str, device: torch.device, dtype: torch.dtype, repeats: int
+) -> list[tuple[str, float, float | None, str]]:
+    """Rows (what, value, floor, unit): the floor is the value at the model's measured matrix-product
+    rate if nothing but those FLOPs cost time (a lower bound of ms, an upper bound of Q/s)."""
+    cfg, model, reward, g, sync = setup(size, conditioning, device, dtype)
     rate = matmul_rate(cfg, device, dtype, sync)
 
     def states(b: int) -> torch.Tensor:
@@ -171,15 +181,7 @@ def measure_chunks(
 ) -> list[tuple[str, float, float | None, str]]:
     """Throughput against states per call: ``sample`` (N = 32), ``pool`` (K = 8, 64) and the VOC
     agents' extraction scoring (``pool_futures``, the dataset action and 8 prior samples, pool 8)."""
-    cfg = OccupancyConfig.preset(
-        size, vocab_size=512, tokens_per_frame=16, action_dim=6, target_frames=2,
-        action_conditioning=conditioning,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = OccupancyModel(cfg).eval().to(device=device, dtype=dtype)
-    reward = RewardModel(cfg).eval().to(device=device, dtype=dtype)
-    g = torch.Generator(device=device).manual_seed(0)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    cfg, model, reward, g, sync = setup(size, conditioning, device, dtype)
 
     def inputs(b: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         ctx = torch.randint(cfg.vocab_size, (b, cfg.n_context), device=device, generator=g)
