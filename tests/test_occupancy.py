@@ -130,8 +130,13 @@ def test_draw_follows_the_probabilities_and_never_draws_a_zero() -> None:
     assert chi2 < 13.8  # chi-square, 2 degrees of freedom, p = 0.001
     tiny = torch.tensor([[1e-30, 0.0], [0.0, 1e-30]])  # unnormalised and nearly zero: still exact
     assert draw(tiny).tolist() == [0, 1]
-    with pytest.raises(FloatingPointError, match="NaN or inf"):
-        draw(torch.tensor([[0.5, float("nan")]]))
+    nan = torch.full((1, 3), float("nan"))
+    assert draw(nan).tolist() == [3]  # out of range: the sampler checks for it
+    model = tiny_model()
+    with torch.no_grad():
+        model.gpt.head.weight[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="weights are broken"):
+        model.sample(*inputs(model, 2))
 
 
 def test_log_probs_over_all_sequences_sum_to_one() -> None:

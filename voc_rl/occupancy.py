@@ -150,11 +150,10 @@ class OccupancyConfig:
 def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One index per row of ``probs`` (B, V), by inverse CDF from one uniform number per row (what
     ``torch.multinomial(probs, 1)`` draws, at a tenth of its cost on a CPU); an index of probability
-    zero is never drawn."""
+    zero is never drawn. A row of NaN (what softmax makes of NaN or inf logits) gets V, out of
+    range: the caller checks, so that no step waits for the device."""
     cdf = probs.cumsum(-1)
     total = cdf[:, -1:]
-    if not bool(torch.isfinite(total).all()):
-        raise FloatingPointError("next-token probabilities contain NaN or inf: the model is broken")
     u = torch.rand(total.shape, generator=generator, device=probs.device, dtype=cdf.dtype) * total
     u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # below the total, even rounded
     return torch.searchsorted(cdf, u, right=True)[:, 0]
@@ -323,6 +322,7 @@ class OccupancyModel(nn.Module):
         row_action = action.reshape(-1, c.action_dim).repeat_interleave(n, 0)
         mod = self._modulation(row_action)  # the same at every decoding step
         out = torch.empty(len(row_action), c.n_target, dtype=torch.long, device=self.device)
+        broken = torch.zeros(len(row_action), dtype=torch.bool, device=self.device)
         probs = []
         if use_cache:
             if group == 1:  # one row per context (training's bootstrap samples): no copy needed
@@ -341,12 +341,16 @@ class OccupancyModel(nn.Module):
                 x = torch.cat([prefix, self._targets_in(out[:, :j], row_action)], dim=1)
                 logits = self.gpt.head(self._hidden(x, row_action, start=c.n_context, mod=mod)[:, -1])
             p = self._probs(logits, temperature, top_k)
-            out[:, j] = draw(p, generator)
+            token = draw(p, generator)
+            broken |= token == c.vocab_size  # NaN probabilities; checked once, after the loop
+            out[:, j] = token.clamp_(max=c.vocab_size - 1)
             if return_probs:
                 probs.append(p)
             if use_cache and j + 1 < c.n_target:
                 x = self._targets_in(out[:, j : j + 1], row_action)
                 logits = self.gpt.head(self._hidden(x, row_action, cache, mod=mod)[:, -1])
+        if bool(broken.any()):
+            raise FloatingPointError("the next-token probabilities are NaN: the model's weights are broken")
         tokens = out.view(*lead, n, c.n_target)
         if return_probs:
             return tokens, torch.stack(probs, 1).view(*lead, n, c.n_target, -1)
