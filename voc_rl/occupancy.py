@@ -52,7 +52,8 @@ VARIANTS = ("sample", "distill")
 CONDITIONINGS = ("token", "every", "film")
 ENCODERS = ("linear", "mlp")
 # sampling reads a context's keys in place (instead of copying them to each of its rows) from
-# SHARE_ROWS rows per context or SHARE_TOTAL rows in all: measured faster there, slower below
+# SHARE_ROWS rows per context or SHARE_TOTAL rows in all: measured faster there on the small preset,
+# slower below (and 8-17% slower at the tiny preset's width: results/estimator_speed.md)
 SHARE_ROWS, SHARE_TOTAL = 32, 128
 
 
