@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         "weights; the fastest of several calls. `label` names the code timed: `before` is the commit",
         "before issue [F] (every row of a pool recomputed its context; K x M prompts copied per chunk),",
         "`2026-12-02` one context computation per state, copied to its K x M rows; `2026-12-04` also",
-        "reads it in place where a context has 32 rows or more, draws tokens by inverse CDF and runs",
+        "reads it in place from 32 rows a context or 128 in all, draws tokens by inverse CDF and runs",
         "fewer operations per decoding step. `conditioning`: how the model takes the action (`film`,",
         "the agents' default since 2026-12-03, or `token`). `floor`: the value if only the matrix",
         "products and attention cost time, at the first row's measured rate of the model's own layer",
