@@ -35,6 +35,8 @@ class Args:
     """(frames, tokens per frame) array of its data"""
     states: int = 32
     """token contexts compared"""
+    device: str = "cpu"
+    """where both copies run (cuda: the table is written as bf16_check_cuda.md)"""
     out_dir: Path = Path("results")
     """folder of the table"""
 
@@ -43,7 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     a = parse_args(Args, argv)
     torch.set_num_threads(1)
     agent = voc_rl.load_agent(a.agent)
-    occ, rew, prior = agent.occupancy, agent.reward, agent.prior
+    device = torch.device(a.device)
+    occ, rew, prior = agent.occupancy.to(device), agent.reward.to(device), agent.prior.to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     c = occ.config
     tok = np.load(a.tokens)
     if tok.ndim != 2 or tok.shape[1] != c.tokens_per_frame:
@@ -51,28 +55,32 @@ def main(argv: list[str] | None = None) -> None:
     idx = np.random.default_rng(0).choice(np.arange(c.frame_stack, len(tok)), a.states, replace=False)
     # consecutive frames of the array (a few stacks may straddle two episodes: fine for a precision check)
     ctx = np.stack([tok[i - c.frame_stack + 1 : i + 1].reshape(-1) for i in idx]).astype(np.int64)
-    ctx = torch.from_numpy(ctx)
-    acts = prior.sample(ctx, 8, torch.Generator().manual_seed(0)).float()
+    ctx = torch.from_numpy(ctx).to(device)
+    acts = prior.sample(ctx, 8, torch.Generator(device).manual_seed(0)).float()
     half = copy.deepcopy(occ).to(torch.bfloat16), copy.deepcopy(rew).to(torch.bfloat16)
-    fut = occ.sample(ctx, acts[:, 0], n=8, generator=torch.Generator().manual_seed(1))
-    diff = (occ.log_prob(ctx, acts, fut) - half[0].log_prob(ctx, acts, fut)).abs()
+    fut = occ.sample(ctx, acts[:, 0], n=8, generator=torch.Generator(device).manual_seed(1))
+    diff = (occ.log_prob(ctx, acts, fut) - half[0].log_prob(ctx, acts, fut)).abs().float().cpu()
     q, ms = {}, {}
     for name, (o, r) in {"float32": (occ, rew), "bfloat16": half}.items():
+        pool_q(o, r, ctx[:1], acts[:1], 8)  # warm-up (a GPU's first call loads its kernels)
+        sync()
         start = time.perf_counter()
         q[name] = torch.cat([
-            pool_q(o, r, ctx[i : i + 1], acts[i : i + 1], 8, generator=torch.Generator().manual_seed(i))
+            pool_q(o, r, ctx[i : i + 1], acts[i : i + 1], 8, generator=torch.Generator(device).manual_seed(i))
             for i in range(len(ctx))
-        ])  # fmt: skip
+        ]).float().cpu()  # fmt: skip
+        sync()
         ms[name] = 1000 * (time.perf_counter() - start) / len(ctx)
     q32, q16 = q["float32"], q["bfloat16"]
     lines = [
         "# bfloat16 against float32 for VOC decisions",
         "",
         f"Command: `{command_line()}`  ",
-        machine_line(threads=1, uses_gpu=False),
+        machine_line(threads=1, uses_gpu=device.type != "cpu"),
         f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}",
         "",
-        f"Model: {occ}; {len(ctx)} states, 8 prior candidates each, `pool_q` pool 8, the same seeds.",
+        f"Model: {occ}; {len(ctx)} states, 8 prior candidates each, `pool_q` pool 8, the same seeds; "
+        f"device {device.type}.",
         "",
         "| what | value |",
         "|---|---:|",
@@ -84,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         f"| ms per decision, float32 / bfloat16 | {ms['float32']:.1f} / {ms['bfloat16']:.1f} |",
     ]
     a.out_dir.mkdir(parents=True, exist_ok=True)
-    (a.out_dir / "bf16_check.md").write_text("\n".join(lines) + "\n")
+    name = "bf16_check.md" if device.type == "cpu" else f"bf16_check_{device.type}.md"
+    (a.out_dir / name).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

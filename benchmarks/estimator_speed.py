@@ -23,6 +23,7 @@ other threads, labels or devices add to one table:
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import time
@@ -140,6 +141,20 @@ def setup(size: str, conditioning: str, device: torch.device, dtype: torch.dtype
     return cfg, model, reward, g, sync
 
 
+def parity(model: OccupancyModel, cfg: OccupancyConfig, g: torch.Generator) -> float:
+    """Largest difference of ``log_prob`` (nats per future) between ``model`` and a float32 CPU copy
+    of it, on 16 states x 4 actions x 8 futures of random tokens: the device path computes the same
+    function (float32 within ~1e-4; bfloat16 an approximation, reported)."""
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    ctx = torch.randint(cfg.vocab_size, (16, cfg.n_context), device=device, generator=g)
+    acts = torch.rand(16, 4, cfg.action_dim, device=device, generator=g) * 2 - 1
+    fut = torch.randint(cfg.vocab_size, (16, 8, cfg.n_target), device=device, generator=g)
+    with torch.no_grad():
+        here = model.log_prob(ctx, acts.to(dtype), fut).float().cpu()
+        ref = copy.deepcopy(model).to("cpu", torch.float32).log_prob(ctx.cpu(), acts.cpu(), fut.cpu())
+    return float((here - ref).abs().max())
+
+
 def measure(
     size: str, conditioning: str, device: torch.device, dtype: torch.dtype, repeats: int
 ) -> list[tuple[str, float, float | None, str]]:
@@ -155,6 +170,8 @@ def measure(
         return (torch.rand(*shape, cfg.action_dim, device=device, generator=g) * 2 - 1).to(dtype)
 
     rows = [("matrix products at the model's shapes", rate / 1e9, rate / 1e9, "GFLOP/s")]
+    if (device.type, dtype) != ("cpu", torch.float32):
+        rows.append(("log_prob: max abs. difference from CPU float32", parity(model, cfg, g), None, "nats"))
     for k, pool in DECISIONS:
         ctx, acts = states(1), actions(1, k)
 
@@ -188,18 +205,19 @@ def measure_chunks(
         acts = torch.rand(b, k, cfg.action_dim, device=device, generator=g) * 2 - 1
         return ctx, acts.to(dtype)
 
+    gpu = device.type != "cpu"  # a GPU fills with far more rows: time larger calls there
     rows = []
-    for b in (4, 8, 16, 32, 64):
+    for b in (16, 64, 256, 1024) if gpu else (4, 8, 16, 32, 64):
         ctx, acts = inputs(b, 1)
         s = fastest(
             lambda ctx=ctx, acts=acts: sample_q(model, reward, ctx, acts[:, 0], n=32, generator=g), 2, sync
         )
         rows.append((f"sample (N=32), {b} states a call", b / s, None, "Q/s"))
-    for b in (2, 4, 8, 16):
+    for b in (4, 16, 64) if gpu else (2, 4, 8, 16):
         ctx, acts = inputs(b, 8)
         s = fastest(lambda ctx=ctx, acts=acts: pool_q(model, reward, ctx, acts, 64, generator=g), 1, sync)
         rows.append((f"pool (K=8, 64), {b} states a call", b / s, None, "Q/s"))
-    for b in (16, 64, 128):
+    for b in (64, 256, 1024) if gpu else (16, 64, 128):
         ctx, acts = inputs(b, 9)
         s = fastest(lambda ctx=ctx, acts=acts: pool_futures(model, ctx, acts, 8, generator=g), 1, sync)
         rows.append((f"extraction scoring (K=9, pool 8), {b} states a call", b / s, None, "states/s"))
@@ -228,21 +246,27 @@ def main(argv: list[str] | None = None) -> None:
             measured += measure_chunks(size, a.conditioning, device, dtype)
         for what, value, floor, unit in measured:
             bound = "-" if floor is None else round(floor, 2)
-            print(f"{a.label} {size:5s} {what:45s} {value:9.2f} (floor {bound}) {unit}", flush=True)
+            shown = round(value, 2) if abs(value) >= 1 else float(f"{value:.3g}")  # parity rows: ~1e-5
+            print(f"{a.label} {size:5s} {what:45s} {shown:>9} (floor {bound}) {unit}", flush=True)
             new.append({
                 "label": a.label, "conditioning": a.conditioning, "device": a.device, "dtype": a.dtype,
-                "threads": a.threads, "size": size, "what": what, "value": round(value, 2),
+                "threads": a.threads, "size": size, "what": what, "value": shown,
                 "floor": bound, "unit": unit, "date": date,
             })  # fmt: skip
     a.out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = a.out_dir / "estimator_speed.csv"
     rows = merge(csv_path, new)
     write_csv(csv_path, rows, COLUMNS)
+    write_markdown(rows, a.out_dir, machine_line(threads=a.threads, uses_gpu=a.device != "cpu"))
+
+
+def write_markdown(rows: list[dict[str, object]], out_dir: Path, machine: str) -> None:
+    """results/estimator_speed.md: every row of the CSV, the last command and its machine."""
     lines = [
         "# VOC estimators: speed",
         "",
         f"Last command: `{command_line()}`  ",
-        machine_line(threads=a.threads, uses_gpu=a.device != "cpu"),
+        machine,
         f"Date (UTC) of the last run: {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} (rows: their date).",
         "",
         "Agents' token geometry (48 context + 1 action + 32 target positions, vocabulary 512); random",
@@ -255,11 +279,15 @@ def main(argv: list[str] | None = None) -> None:
         "products and attention cost time, at the first row's measured rate of the model's own layer",
         "shapes (a lower bound of ms, an upper bound of Q/s). Timings on this 2-core virtual machine",
         "vary by up to 2x with what runs on the other core: compare rows measured side by side.",
+        "`cuda` rows: `bash benchmarks/cuda.sh` on one NVIDIA H200 (torch 2.11.0+cu130, 2026-12-04),",
+        "float32 and bfloat16, with chunks of up to 1024 states; `log_prob: max abs. difference from",
+        "CPU float32` compares the device's (or dtype's) log-density of 32-token futures with a float32",
+        "CPU copy of the same weights on the same tokens.",
         "",
         *markdown_table(rows, COLUMNS),
     ]
-    (a.out_dir / "estimator_speed.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {a.out_dir / 'estimator_speed.md'}")
+    (out_dir / "estimator_speed.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out_dir / 'estimator_speed.md'}")
 
 
 if __name__ == "__main__":

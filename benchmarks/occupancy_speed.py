@@ -10,6 +10,7 @@ targets: the KV cache >= 10x faster than recompute; scoring a candidate >= 20x c
 one.
 
     python benchmarks/occupancy_speed.py [--tokenizers vqvae titok] [--threads 2] [--quick]
+    python benchmarks/occupancy_speed.py --device cuda   # writes occupancy_speed_cuda.md and .csv
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class Args:
     """folder of the tables (a temporary folder with --quick)"""
     quick: bool = False
     """tiny presets, one repeat (figures not meaningful)"""
+    device: str = "cpu"
+    """cpu or cuda (float32; another device writes occupancy_speed_<device>.md and .csv)"""
 
 
 def quick() -> dict[str, Any]:
@@ -52,26 +55,33 @@ def quick() -> dict[str, Any]:
     return {"size": "tiny", "out_dir": Path(tempfile.mkdtemp(prefix="voc_rl_occ_speed_"))}
 
 
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up call."""
+def timed_on(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
+    """Median seconds of ``repeats`` calls after one warm-up call (``sync`` waits for the device)."""
     fn()
+    sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
 
 
-def measure(backend: str, size: str, quick: bool) -> list[dict[str, object]]:
+def measure(backend: str, size: str, quick: bool, device: torch.device) -> list[dict[str, object]]:
     tok_size = "tiny" if quick else "small"
     tok = make_tokenizer(backend, size=tok_size)  # musik's default action size is DMC's 6
     cfg = OccupancyConfig.preset(
         size, vocab_size=tok.vocab_size, tokens_per_frame=tok.tokens_per_frame, action_dim=6, gamma=0.9
     )
-    model = OccupancyModel(cfg)
+    model = OccupancyModel(cfg).to(device)
     target = make_target(model)
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator(device).manual_seed(0)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def timed(fn: Callable[[], object], repeats: int) -> float:
+        return timed_on(fn, repeats, sync)
+
     rows: list[dict[str, object]] = []
 
     def row(what: str, value: float, unit: str) -> None:
@@ -81,10 +91,10 @@ def measure(backend: str, size: str, quick: bool) -> list[dict[str, object]]:
         print(f"{backend:6s} {what:34s} {value:12.3f} {unit}", flush=True)
 
     def tokens(b: int, n: int) -> torch.Tensor:
-        return torch.randint(cfg.vocab_size, (b, n), generator=g)
+        return torch.randint(cfg.vocab_size, (b, n), generator=g, device=device)
 
     def actions(b: int) -> torch.Tensor:
-        return torch.rand(b, cfg.action_dim, generator=g) * 2 - 1
+        return torch.rand(b, cfg.action_dim, generator=g, device=device) * 2 - 1
 
     reps = 1 if quick else 3
     row("tokens per state (context, target)", cfg.n_context, "tokens")
@@ -99,7 +109,7 @@ def measure(backend: str, size: str, quick: bool) -> list[dict[str, object]]:
             tokens(b, cfg.n_context),
             actions(b),
             tokens(b, cfg.n_context),
-            torch.rand(b, generator=g) < fraction,
+            torch.rand(b, generator=g, device=device) < fraction,
             actions(b),
         )
 
@@ -139,9 +149,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     start = time.perf_counter()
-    rows = [r for backend in args.tokenizers for r in measure(backend, args.size, args.quick)]
+    device = torch.device(args.device)
+    rows = [r for backend in args.tokenizers for r in measure(backend, args.size, args.quick, device)]
+    name = "occupancy_speed" if device.type == "cpu" else f"occupancy_speed_{device.type}"
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(args.out_dir / "occupancy_speed.csv", rows, COLUMNS)
+    write_csv(args.out_dir / f"{name}.csv", rows, COLUMNS)
     minutes = (time.perf_counter() - start) / 60
     verdicts = []
     for backend in args.tokenizers:
@@ -156,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         "# Occupancy model: speed",
         "",
         f"Command: `{command_line()}`  ",
-        machine_line(threads=args.threads, uses_gpu=False),
+        machine_line(threads=args.threads, uses_gpu=device.type != "cpu"),
         f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; run {minutes:.1f} min"
         + ("  \n**--quick: tiny presets, figures not meaningful**" if args.quick else ""),
         "",
@@ -171,8 +183,8 @@ def main(argv: list[str] | None = None) -> None:
         "",
         *verdicts,
     ]
-    (args.out_dir / "occupancy_speed.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out_dir / 'occupancy_speed.md'}")
+    (args.out_dir / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out_dir / name}.md")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ def machine_line(threads: int | None = None, uses_gpu: bool = True) -> str:
     cores = f"{os.cpu_count()} cores" + (f" ({threads} torch threads)" if threads else "")
     gpu = "CPU only"
     if torch.cuda.is_available():
-        gpu = "GPU" if uses_gpu else "GPU present, not used"
+        name = torch.cuda.get_device_name()
+        gpu = f"GPU ({name})" if uses_gpu else f"GPU present ({name}), not used"
     return f"Machine: {platform.machine()}, {cores}, torch {torch.__version__}, {gpu}  "
 
 
