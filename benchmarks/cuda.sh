@@ -15,6 +15,8 @@ out=${RESULTS:-results}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$py" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 failed=0
+echo "== tests of the CUDA paths"
+PYTHONSAFEPATH=1 "$py" -m pytest -q -p no:cacheprovider tests/test_occupancy.py -k cuda || failed=1  # the installed voc_rl
 step() {
     echo "== $*"
     local start=$SECONDS

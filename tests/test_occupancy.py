@@ -77,6 +77,25 @@ def test_kv_cache_sampling_matches_full_recompute(
     torch.testing.assert_close(p_fast.flatten(0, 1), full, atol=1e-5, rtol=0)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("share", [False, True], ids=["copied", "shared"])
+def test_a_cuda_graph_replay_draws_what_eager_decoding_draws(
+    share: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(occupancy, "SHARE_ROWS", 2 if share else 10**9)
+    model = tiny_model(action_conditioning="film").cuda()
+    ctx, act = (t.cuda() for t in inputs(model, 4))
+    acts = torch.stack([act, -act], 1)  # K = 2 candidates per context
+    draws = []
+    for graphs in (True, True, True, False):  # a shape's first call is eager, then capture, replay; eager
+        monkeypatch.setattr(occupancy, "CUDA_GRAPHS", graphs)
+        draws.append(model.sample(ctx, acts, n=3, generator=torch.Generator("cuda").manual_seed(1)))
+    assert all(torch.equal(d, draws[-1]) for d in draws[:-1])
+    monkeypatch.setattr(occupancy, "CUDA_GRAPHS", True)
+    other = model.sample(ctx, acts, n=3, generator=torch.Generator("cuda").manual_seed(2))
+    assert not torch.equal(other, draws[2])  # the replay reads its new inputs
+
+
 @CONDITIONING
 def test_log_prob_is_the_chain_rule_token_by_token(conditioning: dict[str, str]) -> None:
     model = tiny_model(**conditioning)

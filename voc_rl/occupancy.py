@@ -26,6 +26,8 @@ one-step latent world model.
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -55,6 +57,11 @@ ENCODERS = ("linear", "mlp")
 # SHARE_ROWS rows per context or SHARE_TOTAL rows in all: measured faster there on the small preset,
 # slower below (and 8-17% slower at the tiny preset's width: results/estimator_speed.md)
 SHARE_ROWS, SHARE_TOTAL = 32, 128
+# on a GPU, sampling up to GRAPH_ROWS rows replays a CUDA graph of the whole decoding (one launch
+# instead of ~100 small kernels per token: decoding there is launch-bound); the graphs of the last
+# GRAPHS_KEPT shapes are kept per model. CUDA_GRAPHS = False turns it off.
+CUDA_GRAPHS, GRAPH_ROWS, GRAPHS_KEPT = True, 4096, 8
+_graphs: weakref.WeakKeyDictionary[nn.Module, OrderedDict[tuple, tuple | None]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -148,14 +155,19 @@ class OccupancyConfig:
         return cls.preset(size, **{**model_fields(token_ds), **fields})
 
 
-def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def draw(
+    probs: torch.Tensor, generator: torch.Generator | None = None, uniform: torch.Tensor | None = None
+) -> torch.Tensor:
     """One index per row of ``probs`` (B, V), by inverse CDF from one uniform number per row (what
-    ``torch.multinomial(probs, 1)`` draws, at a tenth of its cost on a CPU); an index of probability
-    zero is never drawn. A row of NaN (what softmax makes of NaN or inf logits) gets V, out of
-    range: the caller checks, so that no step waits for the device."""
+    ``torch.multinomial(probs, 1)`` draws, at a tenth of its cost on a CPU), drawn from ``generator``
+    or given (``uniform``, (B, 1) in [0, 1)); an index of probability zero is never drawn. A row of
+    NaN (what softmax makes of NaN or inf logits) gets V, out of range: the caller checks, so that no
+    step waits for the device."""
     cdf = probs.cumsum(-1)
     total = cdf[:, -1:]
-    u = torch.rand(total.shape, generator=generator, device=probs.device, dtype=cdf.dtype) * total
+    if uniform is None:
+        uniform = torch.rand(total.shape, generator=generator, device=probs.device, dtype=cdf.dtype)
+    u = uniform * total
     u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # below the total, even rounded
     return torch.searchsorted(cdf, u, right=True)[:, 0]
 
@@ -184,6 +196,9 @@ class OccupancyModel(nn.Module):
             self.action_cond = nn.Sequential(
                 nn.Linear(c.action_dim, c.width), nn.GELU(), nn.Linear(c.width, c.depth * 4 * c.width)
             )
+        # film's multipliers are 1 + scale: its (4, 1) offsets, a buffer so that no step copies them
+        # from the host (which a CUDA graph could not capture); not saved
+        self.register_buffer("film_offset", torch.tensor([1.0, 0.0, 1.0, 0.0])[:, None], persistent=False)
         if self.action_cond is not None:
             last = self.action_cond if isinstance(self.action_cond, nn.Linear) else self.action_cond[-1]
             nn.init.zeros_(last.weight)
@@ -260,7 +275,7 @@ class OccupancyModel(nn.Module):
             return None
         c = self.config
         mod = self.action_cond(action).view(len(action), c.depth, 4, c.width)
-        return mod + mod.new_tensor([1.0, 0.0, 1.0, 0.0])[:, None]
+        return mod + self.film_offset
 
     def _hidden(
         self,
@@ -307,9 +322,9 @@ class OccupancyModel(nn.Module):
 
         Defaults are the unbiased sampler (temperature 1, no top-k). With ``return_probs`` also the
         sampling distribution of every target token along the sampled sequence, (..., n, n_target,
-        vocab). Each context is computed once and its keys and values are copied to its rows, or
-        read in place by them where there are many (``SHARE_ROWS``, ``SHARE_TOTAL``); ``use_cache=False``
-        recomputes the whole sequence at every token (the reference, for tests and benchmarks).
+        vocab). Each context is computed once for all of its rows (:meth:`_decode`); ``use_cache=False``
+        recomputes the whole sequence at every token (the reference, for tests and benchmarks). On a
+        GPU, in eval mode, a CUDA graph of the decoding is replayed (:meth:`_replay`; the same tokens).
         """
         context, action = self.check_inputs(context, action, candidates=True)
         if temperature <= 0:
@@ -321,41 +336,114 @@ class OccupancyModel(nn.Module):
         c, lead = self.config, action.shape[:-1]
         group = (action.shape[1] if action.ndim == 3 else 1) * n  # rows per context
         row_action = action.reshape(-1, c.action_dim).repeat_interleave(n, 0)
+        rows = len(row_action)
+        # every token's uniform number at once: on a CPU the same stream as one draw per step
+        uniform = torch.rand((c.n_target, rows, 1), generator=generator, device=self.device)
+        probs: list[torch.Tensor] | None = [] if return_probs else None
+        on_gpu = CUDA_GRAPHS and self.device.type == "cuda" and not self.training
+        if on_gpu and use_cache and not return_probs and rows <= GRAPH_ROWS:
+            out, broken = self._replay(context, row_action, group, uniform, temperature, top_k)
+        else:
+            args = (context, row_action, group, uniform, temperature, top_k, probs, use_cache)
+            out, broken = self._decode(*args)
+        if bool(broken.any()):
+            raise FloatingPointError("the next-token probabilities are NaN: the model's weights are broken")
+        tokens = out.view(*lead, n, c.n_target)
+        if probs is not None:
+            return tokens, torch.stack(probs, 1).view(*lead, n, c.n_target, -1)
+        return tokens
+
+    def _decode(
+        self,
+        context: torch.Tensor,
+        row_action: torch.Tensor,
+        group: int,
+        uniform: torch.Tensor,
+        temperature: float,
+        top_k: int | None,
+        probs: list[torch.Tensor] | None = None,
+        use_cache: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Targets (R, n_target) of ``group`` consecutive rows per context, a token at a time (token
+        j from ``uniform[j]``), and which rows met NaN probabilities; each step's distribution
+        appended to ``probs``, if given. Each context's keys and values are computed once and copied
+        to its rows, or read in place by them where there are many (``SHARE_ROWS``, ``SHARE_TOTAL``);
+        without ``use_cache`` the whole sequence is recomputed at every token (the reference)."""
+        c, rows = self.config, len(row_action)
         mod = self._modulation(row_action)  # the same at every decoding step
-        out = torch.empty(len(row_action), c.n_target, dtype=torch.long, device=self.device)
-        broken = torch.zeros(len(row_action), dtype=torch.bool, device=self.device)
-        probs = []
+        out = torch.empty(rows, c.n_target, dtype=torch.long, device=self.device)
+        broken = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        if not use_cache:
+            prefix = self._prefix(context.repeat_interleave(group, 0), row_action)
+        elif group == 1:  # one row per context (training's bootstrap samples): no copy needed
+            cache = self._prompts(context, c.n_target)
+        elif group < SHARE_ROWS and rows < SHARE_TOTAL:
+            cache = self._prompts(context).repeat_rows(group, c.n_target)
+        else:
+            cache = self._prompts(context).share(group, c.n_target)
         if use_cache:
-            if group == 1:  # one row per context (training's bootstrap samples): no copy needed
-                cache = self._prompts(context, c.n_target)
-            elif group < SHARE_ROWS and len(row_action) < SHARE_TOTAL:
-                cache = self._prompts(context).repeat_rows(group, c.n_target)
-            else:
-                cache = self._prompts(context).share(group, c.n_target)
             logits = self.gpt.head(
                 self._hidden(self.action_emb(row_action)[:, None], row_action, cache, mod=mod)[:, -1]
             )
-        else:
-            prefix = self._prefix(context.repeat_interleave(group, 0), row_action)
         for j in range(c.n_target):
             if not use_cache:
                 x = torch.cat([prefix, self._targets_in(out[:, :j], row_action)], dim=1)
                 logits = self.gpt.head(self._hidden(x, row_action, start=c.n_context, mod=mod)[:, -1])
             p = self._probs(logits, temperature, top_k)
-            token = draw(p, generator)
+            token = draw(p, uniform=uniform[j])
             broken |= token == c.vocab_size  # NaN probabilities; checked once, after the loop
             out[:, j] = token.clamp_(max=c.vocab_size - 1)
-            if return_probs:
+            if probs is not None:
                 probs.append(p)
             if use_cache and j + 1 < c.n_target:
                 x = self._targets_in(out[:, j : j + 1], row_action)
                 logits = self.gpt.head(self._hidden(x, row_action, cache, mod=mod)[:, -1])
-        if bool(broken.any()):
-            raise FloatingPointError("the next-token probabilities are NaN: the model's weights are broken")
-        tokens = out.view(*lead, n, c.n_target)
-        if return_probs:
-            return tokens, torch.stack(probs, 1).view(*lead, n, c.n_target, -1)
-        return tokens
+        return out, broken
+
+    def _replay(
+        self,
+        context: torch.Tensor,
+        row_action: torch.Tensor,
+        group: int,
+        uniform: torch.Tensor,
+        temperature: float,
+        top_k: int | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_decode` as a CUDA graph: captured at the second call of a shape (and of a set of
+        parameter tensors: a model moved or reloaded gets new graphs), then replayed on copies of the
+        inputs. The same tokens as :meth:`_decode` from the same uniform numbers."""
+        params = tuple(t.data_ptr() for t in self.parameters())
+        key = (
+            tuple(context.shape),
+            tuple(row_action.shape),
+            group,
+            temperature,
+            top_k,
+            params,
+        )
+        kept = _graphs.setdefault(self, OrderedDict())
+        if key not in kept:  # a shape seen once is decoded eagerly: capturing costs ~2 eager calls
+            kept[key] = None
+            while len(kept) > GRAPHS_KEPT:
+                kept.popitem(last=False)
+            return self._decode(context, row_action, group, uniform, temperature, top_k)
+        if kept[key] is None:
+            inputs = (context.clone(), row_action.clone(), uniform.clone())
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # a warm-up before capture, as CUDA graphs require
+                self._decode(inputs[0], inputs[1], group, inputs[2], temperature, top_k)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                outputs = self._decode(inputs[0], inputs[1], group, inputs[2], temperature, top_k)
+            kept[key] = (graph, inputs, outputs)
+        kept.move_to_end(key)
+        graph, inputs, outputs = kept[key]
+        for static, value in zip(inputs, (context, row_action, uniform), strict=True):
+            static.copy_(value)
+        graph.replay()
+        return outputs[0].clone(), outputs[1].clone()
 
     @torch.no_grad()
     def log_prob(self, context: Any, action: Any, targets: Any, chunk: int = 256) -> torch.Tensor:
