@@ -184,8 +184,10 @@ def measure(
         rows.append((f"decision: pool_q K={k}, pool {pool}", 1000 * s, floor, "ms"))
         if device.type == "cuda" and hasattr(occupancy, "CUDA_GRAPHS"):  # the same, decoded eagerly
             occupancy.CUDA_GRAPHS = False
-            s = fastest(decide, repeats, sync)
-            occupancy.CUDA_GRAPHS = True
+            try:
+                s = fastest(decide, repeats, sync)
+            finally:
+                occupancy.CUDA_GRAPHS = True
             rows.append((f"decision: pool_q K={k}, pool {pool}, no CUDA graphs", 1000 * s, floor, "ms"))
     ctx, act = states(16), actions(16)
     s = fastest(lambda: sample_q(model, reward, ctx, act, n=32, generator=g), max(2, repeats // 3), sync)

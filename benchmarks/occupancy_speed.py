@@ -55,7 +55,7 @@ def quick() -> dict[str, Any]:
     return {"size": "tiny", "out_dir": Path(tempfile.mkdtemp(prefix="voc_rl_occ_speed_"))}
 
 
-def timed_on(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
+def timed(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
     """Median seconds of ``repeats`` calls after one warm-up call (``sync`` waits for the device)."""
     fn()
     sync()
@@ -78,9 +78,6 @@ def measure(backend: str, size: str, quick: bool, device: torch.device) -> list[
     target = make_target(model)
     g = torch.Generator(device).manual_seed(0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def timed(fn: Callable[[], object], repeats: int) -> float:
-        return timed_on(fn, repeats, sync)
 
     rows: list[dict[str, object]] = []
 
@@ -119,26 +116,28 @@ def measure(backend: str, size: str, quick: bool, device: torch.device) -> list[
             loss.backward()
             opt.step()
 
-        seconds = timed(step, reps + 2)
+        seconds = timed(step, reps + 2, sync)
         row(f"train steps/s ({name}, batch {b})", 1 / seconds, "steps/s")
         row(f"train tokens/s ({name})", b * (cfg.n_context + 1 + cfg.n_target) / seconds, "tokens/s")
     model.eval()
     n_ctx, per = 8, 4  # 8 contexts x 4 samples each = 32 sequences per call
     ctx, act = tokens(n_ctx, cfg.n_context), actions(n_ctx)
-    cached = timed(lambda: model.sample(ctx, act, n=per, generator=g), reps) / (n_ctx * per)
+    cached = timed(lambda: model.sample(ctx, act, n=per, generator=g), reps, sync) / (n_ctx * per)
     row("sample, KV cache", 1000 * cached, "ms/sample")
-    recompute = timed(lambda: model.sample(ctx, act, n=per, use_cache=False, generator=g), 1) / (n_ctx * per)
+    recompute = timed(lambda: model.sample(ctx, act, n=per, use_cache=False, generator=g), 1, sync) / (
+        n_ctx * per
+    )
     row("sample, full recompute", 1000 * recompute, "ms/sample")
     row("KV-cache speed-up", recompute / cached, "x")
     m = 512
     cands = tokens(m, cfg.n_target)
-    score = timed(lambda: model.log_prob(ctx[:1], act[:1], cands), reps) / m
+    score = timed(lambda: model.log_prob(ctx[:1], act[:1], cands), reps, sync) / m
     row(f"log_prob, 1 context x {m} candidates", 1 / score, "candidates/s")
     row("log_prob, per candidate", 1000 * score, "ms/candidate")
     row("sample / score cost ratio", cached / score, "x")
     k, pool = 16, 256
     pool_cands, pool_ctx, pool_act = tokens(pool, cfg.n_target), ctx[:1].expand(k, -1), actions(k)
-    pooled = timed(lambda: model.log_prob(pool_ctx, pool_act, pool_cands), 1)
+    pooled = timed(lambda: model.log_prob(pool_ctx, pool_act, pool_cands), 1, sync)
     row(f"log_prob pool, {k} actions x {pool} shared", k * pool / pooled, "candidates/s")
     row("pool: ms per decision (scoring only)", 1000 * pooled, "ms")
     return rows
