@@ -1,7 +1,9 @@
-"""The registered agents: VOC (pool-estimated Q), the gamma-0 world-model rollout, the TD critic, BC.
+"""The registered agents: VOC (pool-estimated Q), the gamma-0 world-model rollout, the TD critic, BC,
+and the field's offline actor-critics from pixels (IQL, TD3+BC).
 
-All four share the tokenizer and the behaviour-cloning prior of :class:`~voc_rl.agents.base.Agent`
-and its candidate proposal; they differ only in how they score the candidates.
+The first four share the behaviour-cloning prior of :class:`~voc_rl.agents.base.Agent` and its
+candidate proposal (and, where they read tokens, the tokenizer); they differ only in how they score
+the candidates. The actor-critics train their actor with their critic instead.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from voc_rl.agents.base import Agent, PartFitting
+from voc_rl.agents.base import Agent, PartFitting, State
 from voc_rl.checkpoint import CheckpointError, save_npz
 from voc_rl.critic import CriticConfig, TDCritic, distill_q
-from voc_rl.data.dataset import TokenView
+from voc_rl.data.dataset import PixelDataset, TokenView
 from voc_rl.occupancy import (
     OccupancyConfig,
     OccupancyModel,
@@ -28,7 +30,8 @@ from voc_rl.occupancy import (
     load_reward_heads,
     save_reward_heads,
 )
-from voc_rl.parts import fit_critic, fit_occupancy, fit_reward_head
+from voc_rl.offline_rl import ActorCriticConfig, PixelCritic
+from voc_rl.parts import fit_actor_critic, fit_critic, fit_occupancy, fit_reward_head
 from voc_rl.token_trunk import token_batch
 from voc_rl.value import pool_futures, pool_q, pool_value, rollout_q
 
@@ -39,16 +42,17 @@ class BCAgent(Agent):
     """Behaviour cloning: acts with the prior (its mode when deterministic); it has no Q values."""
 
     kind = "bc"
+    scorer_reads_tokens = False
 
     @torch.no_grad()
     def predict(
         self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False
     ):
-        context, single = self._context(observation)
+        obs, single = self._context(observation)
         if deterministic:
-            action = self.prior.mode(context)
+            action = self.prior.mode(self._prior_in(obs))
         else:
-            action = self.prior.sample(context, 1, self.generator)[:, 0]
+            action = self.prior.sample(self._prior_in(obs), 1, self.generator)[:, 0]
         action = action.cpu().numpy()
         return (action[0] if single else action), None
 
@@ -171,7 +175,8 @@ class VOCAgent(_OccupancyAgent):
             steps = fit.cap(c.distill_steps)["steps"]
             info = distill_q(net, obs, pools["actions"], q, steps, c.seed)
         self.seed(c.seed + 11)  # every transition's prior samples: the same whether pools were reused or not
-        q_all = torch.cat([qb for _, qb in self._score_batches(view, index, 1024, net.q_values)])
+        batches = self._score_batches(view, index, 1024, lambda s, a: net.q_values(s.tokens, a), fit.pixels)
+        q_all = torch.cat([qb for _, qb in batches])
         summary = {"scored_states": len(subset), "pools_reused": int(reused), **info}
         return q_all[:, 0].cpu().numpy(), q_all[:, 1:].cpu().numpy(), summary
 
@@ -204,13 +209,13 @@ class VOCAgent(_OccupancyAgent):
                 pass  # cut off or corrupt: score again and replace it
         got: dict[str, list[torch.Tensor]] = {k: [] for k in names}
 
-        def score(obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-            pool, w = pool_futures(self.occupancy, obs, actions, c.pool_size, self.generator)
+        def score(state: State, actions: torch.Tensor) -> torch.Tensor:
+            pool, w = pool_futures(self.occupancy, state.tokens, actions, c.pool_size, self.generator)
             got["pool"].append(pool)
             got["weights"].append(w)
             return w
 
-        for b, _ in self._score_batches(view, subset, VOC_SCORE_BATCH, score):
+        for b, _ in self._score_batches(view, subset, VOC_SCORE_BATCH, score, fit.pixels):
             got["actions"].append(b["actions"])
         pools = {k: torch.cat(v) for k, v in got.items()}
         small = np.int16 if self.occupancy.config.vocab_size <= np.iinfo(np.int16).max else np.int32
@@ -218,11 +223,11 @@ class VOCAgent(_OccupancyAgent):
         save_npz({**arrays, "pool": arrays["pool"].astype(small)}, path)
         return pools, False
 
-    def _score(self, context: torch.Tensor, actions: torch.Tensor, task: str | None = None) -> torch.Tensor:
+    def _score(self, state: State, actions: torch.Tensor, task: str | None = None) -> torch.Tensor:
         return pool_q(
             self.occupancy,
             self.reward_for(task),
-            context,
+            state.tokens,
             actions,
             pool_size=self.config.pool_size,
             generator=self.generator,
@@ -235,14 +240,21 @@ class WMRolloutAgent(_OccupancyAgent):
 
     kind = "wm-rollout"
 
+    def __init__(self, config: Any, name: str | None = None):
+        if config.policy_input != "tokens":
+            raise ValueError(
+                "a wm-rollout agent rolls its prior out in token space: it needs policy_input='tokens'"
+            )
+        super().__init__(config, name)
+
     def gamma_of(self) -> float:
         return 0.0
 
     def target_frames_of(self) -> int:
         return 0  # a rollout feeds each predicted stack back as the next context
 
-    def _score(self, context: torch.Tensor, actions: torch.Tensor, task: str | None = None) -> torch.Tensor:
-        c = self.config
+    def _score(self, state: State, actions: torch.Tensor, task: str | None = None) -> torch.Tensor:
+        c, context = self.config, state.tokens
         b, k, a = actions.shape
         horizon = math.ceil(c.horizon_factor / (1 - c.gamma))
 
@@ -287,5 +299,66 @@ class TDCriticAgent(Agent):
                 f"{path}: the critic has gamma {self.critic.config.gamma}, the agent {self.config.gamma}"
             )
 
-    def _score(self, context: torch.Tensor, actions: torch.Tensor, task: str | None = None) -> torch.Tensor:
-        return self.critic.q_values(context, actions)  # its one task (q_values checked the name)
+    def _score(self, state: State, actions: torch.Tensor, task: str | None = None) -> torch.Tensor:
+        return self.critic.q_values(state.tokens, actions)  # its one task (q_values checked the name)
+
+
+class ActorCriticAgent(Agent):
+    """An offline actor-critic from pixels (:mod:`voc_rl.offline_rl`): the critic (twin Q, and V for
+    IQL) trains the shared pixel encoder, the actor reads it; the actor is the agent's prior and acts
+    with its mode (``candidates=1``; more are scored by the min of the twin Q). No tokenizer, no BC
+    prior: the actor is its own extraction."""
+
+    parts = ("prior", "critic")
+    scorer_reads_tokens = False
+
+    def __init__(self, config: Any, name: str | None = None):
+        if config.policy_input != "pixels" or config.extraction != "none":
+            raise ValueError(
+                f"a {self.kind} agent reads pixels and trains its own actor: it needs policy_input='pixels' "
+                f"and extraction='none', got {config.policy_input!r} and {config.extraction!r}"
+            )
+        super().__init__(config, name)
+        self.critic: PixelCritic | None = None
+
+    def _needs_behaviour_prior(self) -> bool:
+        return False
+
+    def _fit_scorer(self, view: PixelDataset, fit: PartFitting) -> None:
+        c = self.config
+        config = ActorCriticConfig.for_dataset(
+            fit.pixels, c.size, algo=self.kind, gamma=c.gamma, **fit.cap(c.critic_steps)
+        )
+        data = fit.pixels.for_task(self.acting_task)  # the task it learns: its own, or the config's task
+        loop = fit.loop(self.kind + self._task_suffix())
+        self.critic, self.prior = fit_actor_critic(data, config, critic=self.critic, loop=loop)
+
+    def _load_part(self, part: str, path: Path) -> None:
+        if part == "critic":
+            self.critic = PixelCritic.load(path).to(self.device).eval()
+        else:
+            super()._load_part(part, path)
+
+    def _check_parts(self, path: Path) -> None:
+        super()._check_parts(path)
+        cc = self.critic.config
+        if (cc.algo, cc.gamma) != (self.kind, self.config.gamma):
+            raise CheckpointError(
+                f"{path}: the critic is {cc.algo} at gamma {cc.gamma}, "
+                f"the agent {self.kind} at {self.config.gamma}"
+            )
+
+    def _score(self, state: State, actions: torch.Tensor, task: str | None = None) -> torch.Tensor:
+        return self.critic.q_values(state.pixels, actions)
+
+
+class IQLAgent(ActorCriticAgent):
+    """Implicit Q-learning (expectile V, AWR actor) from pixels."""
+
+    kind = "iql"
+
+
+class TD3BCAgent(ActorCriticAgent):
+    """TD3+BC (DrQ+BC) from pixels: a deterministic actor with the critic's gradient and a BC term."""
+
+    kind = "td3bc"

@@ -27,8 +27,10 @@ import torch
 from voc_rl.checkpoint import Callback, CheckpointError, atomic_write, save_json
 from voc_rl.data.dataset import PixelDataset, TokenView, open_dataset
 from voc_rl.envs import make_env
-from voc_rl.parts import CHECKPOINT, fit_prior, fit_tokenizer
+from voc_rl.parts import CHECKPOINT, fit_pixel_prior, fit_prior, fit_tokenizer
 from voc_rl.paths import user_path
+from voc_rl.pixel_policy import PixelBCConfig, PixelBCPolicy
+from voc_rl.pixel_trunk import pixel_batch
 from voc_rl.prior import BCConfig, BCPolicy, advantage_weights, level_shares, top_episode_weights
 from voc_rl.registry import REGISTRY, AgentConfig, load_class
 from voc_rl.token_trunk import token_batch, window_starts
@@ -56,6 +58,7 @@ class PartFitting:
     progress: bool
     steps: int | None
     callback: Callback | None
+    pixels: PixelDataset  # the dataset itself (token views share its flat frame indices)
 
     def cap(self, own: int | None) -> dict[str, int]:
         """The ``steps`` config field of a part: ``learn``'s cap, else the part's own (if set)."""
@@ -71,6 +74,18 @@ class PartFitting:
         )
 
 
+@dataclass
+class State:
+    """A batch of observations as the agent's models read them: uint8 frame stacks (B, 3F, H, W), and
+    their token ids (B, F*T) where the agent reads tokens (else None)."""
+
+    pixels: torch.Tensor
+    tokens: torch.Tensor | None
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+
 class Agent:
     """Base class; subclasses set ``kind`` and ``parts`` and implement ``_fit_scorer`` and ``_score``."""
 
@@ -79,6 +94,9 @@ class Agent:
     ``wm-rollout`` (gamma-0 model rolled out), ``td-critic`` (SARSA Q network) or ``bc`` (no scoring:
     the prior). ``voc_rl.registry.AgentSpec.kind`` reads it."""
     parts: ClassVar[tuple[str, ...]] = ("tokenizer", "prior")
+    scorer_reads_tokens: ClassVar[bool] = True
+    """Does the scorer read tokens (the occupancy model, a token critic)? An agent that reads none, its
+    policy included (``policy_input="pixels"``), has no tokenizer part."""
 
     def __init__(self, config: AgentConfig, name: str | None = None):
         if config.extraction in ("awr", "qwr") and self.kind == "bc":
@@ -92,14 +110,25 @@ class Agent:
                 f"reward head per task; a {self.kind} agent learns one task: set task= instead"
             )
         self.config, self.name = config, name or type(self).__name__
+        if not self.reads_tokens():
+            self.parts = tuple(p for p in self.parts if p != "tokenizer")
         self.device = resolve_device(config.device)
         self.tokenizer: Tokenizer | None = None
-        self.prior: BCPolicy | None = None
+        self.prior: BCPolicy | PixelBCPolicy | None = None
         self.task: str | None = None  # the dataset's task, which it was trained on
         self._acting: str | None = None  # set_task's choice
         self.run_dir: Path | None = None
         self.extraction_info: dict[str, float] = {}  # beta, ESS fraction, ..., weight share by level
         self.seed(config.seed)
+
+    def reads_tokens(self) -> bool:
+        """Does any part read the tokenizer's codes (a policy on ``tokens``, or the scorer)?"""
+        return self.config.policy_input == "tokens" or self.scorer_reads_tokens
+
+    def _needs_behaviour_prior(self) -> bool:
+        """Is a plain BC prior trained before the scorer? Its samples are the candidates and the
+        advantage baseline of the scoring agents; %BC and the actor-critic agents do without."""
+        return self.config.extraction == "none" or self.kind in ("voc", "td-critic", "wm-rollout")
 
     @property
     def acting_task(self) -> str | None:
@@ -175,26 +204,37 @@ class Agent:
         (run / "config.json").write_text(
             json.dumps({"agent": self.name, "task": task, "dataset": str(ds.path), **self._config_json()})
         )
-        fit = PartFitting(run, c.seed, self.device, progress, steps, callback)
-        if tokenizer is not None:
-            self.tokenizer = Tokenizer.load(tokenizer, backend=c.tokenizer).to(self.device)
-            tok_ckpt = user_path(tokenizer)
+        fit = PartFitting(run, c.seed, self.device, progress, steps, callback, ds)
+        view: PixelDataset = ds
+        if self.reads_tokens():
+            if tokenizer is not None:
+                self.tokenizer = Tokenizer.load(tokenizer, backend=c.tokenizer).to(self.device)
+                tok_ckpt = user_path(tokenizer)
+            else:
+                fields = {**c.tokenizer_kwargs, **fit.cap(c.tokenizer_steps)}
+                self.tokenizer = fit_tokenizer(
+                    ds, c.tokenizer, c.size, fields=fields, model=self.tokenizer, loop=fit.loop("tokenizer")
+                )
+                tok_ckpt = run / "tokenizer" / CHECKPOINT["tokenizer"]
+            view = token_view(ds, tok_ckpt, progress=progress)
+        pixels = c.policy_input == "pixels"
+        if pixels:
+            config: Any = PixelBCConfig.for_dataset(ds, c.size, **fit.cap(c.prior_steps))
+            fit_policy = functools.partial(fit_pixel_prior, ds, config)
         else:
-            fields = {**c.tokenizer_kwargs, **fit.cap(c.tokenizer_steps)}
-            self.tokenizer = fit_tokenizer(
-                ds, c.tokenizer, c.size, fields=fields, model=self.tokenizer, loop=fit.loop("tokenizer")
-            )
-            tok_ckpt = run / "tokenizer" / CHECKPOINT["tokenizer"]
-        view = token_view(ds, tok_ckpt, progress=progress)
-        config = BCConfig.for_dataset(view, c.size, **fit.cap(c.prior_steps))
-        bc = None if c.extraction != "none" else self.prior  # with extraction, self.prior is the extracted
-        self.prior = fit_prior(view, config, model=bc, loop=fit.loop("prior"))
+            config = BCConfig.for_dataset(view, c.size, **fit.cap(c.prior_steps))
+            fit_policy = functools.partial(fit_prior, view, config)
+        if self._needs_behaviour_prior():
+            bc = (
+                None if c.extraction != "none" else self.prior
+            )  # with extraction, self.prior is the extracted
+            self.prior = fit_policy(model=bc, loop=fit.loop("pixel-prior" if pixels else "prior"))
         self._fit_scorer(view, fit)
         if c.extraction != "none":
             weights = functools.partial(self._extraction_weights, view, fit)  # scored only if it must train
             self.extraction_info = {}
             folder = self._extraction_folder()
-            self.prior = fit_prior(view, config, weights=weights, loop=fit.loop(folder))
+            self.prior = fit_policy(weights=weights, loop=fit.loop(folder))
             record = run / folder / "extraction_info.json"  # for a rerun that reuses it
             if self.extraction_info:
                 save_json(self.extraction_info, record)
@@ -210,10 +250,11 @@ class Agent:
         fields = EXTRACTION_FIELDS["pbc" if c.extraction == "pbc" else "awr"]
         changed = {f: getattr(c, f) for f in fields if getattr(c, f) != getattr(default, f)}
         digest = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
-        return f"extracted-{c.extraction}{'-' + digest if changed else ''}" + self._task_suffix()
+        pixels = "-pixels" if c.policy_input == "pixels" else ""
+        return f"extracted-{c.extraction}{'-' + digest if changed else ''}{pixels}" + self._task_suffix()
 
     @torch.no_grad()
-    def _extraction_weights(self, view: TokenView, fit: PartFitting) -> np.ndarray:
+    def _extraction_weights(self, view: PixelDataset, fit: PartFitting) -> np.ndarray:
         """One weight per frame of ``view`` for the prior's extraction step (the config's ``extraction``),
         over the training episodes (the prior's own split); the current prior is the BC prior."""
         c = self.config
@@ -233,27 +274,37 @@ class Agent:
         return weights
 
     def _awr_estimates(
-        self, view: TokenView, index: np.ndarray, fit: PartFitting
+        self, view: PixelDataset, index: np.ndarray, fit: PartFitting
     ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
         """Q of the dataset action (N,) and of ``awr_samples`` BC prior samples (N, M; M = 0 for
         ``qwr``) at the flat frames ``index`` of ``view``, by the agent's own scorer (and a summary,
         here empty); ``fit`` caps the steps of anything it trains."""
-        q = torch.cat([q for _, q in self._score_batches(view, index, EXTRACTION_BATCH, self._score)])
+        batches = self._score_batches(view, index, EXTRACTION_BATCH, self._score, fit.pixels)
+        q = torch.cat([q for _, q in batches])
         return q[:, 0].cpu().numpy(), q[:, 1:].cpu().numpy(), {}
 
     def _score_batches(
-        self, view: TokenView, index: np.ndarray, batch: int, score: Callable[..., torch.Tensor]
-    ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
-        """Per ``batch`` frames of ``index``: the token batch, its ``actions`` (B, 1 + M) [the dataset
-        action, and for ``awr`` M prior samples] among them, and ``score(obs, actions)``, their Q."""
+        self, view: PixelDataset, index: np.ndarray, batch: int, score: Callable[..., torch.Tensor],
+        pixels: PixelDataset,
+    ) -> Iterator[tuple[dict[str, Any], torch.Tensor]]:  # fmt: skip
+        """Per ``batch`` frames of ``index``: the batch (its ``state``, a :class:`State`), its
+        ``actions`` (B, 1 + M) [the dataset action, and for ``awr`` M prior samples] among them, and
+        ``score(state, actions)``, their Q. ``view`` is the token view (or ``pixels`` itself)."""
+        frames = self.prior.config.frame_stack
         for start in range(0, len(index), batch):
-            b = token_batch(view, index[start : start + batch], self.prior.config.frame_stack, self.device,
-                            False)  # fmt: skip
+            rows = index[start : start + batch]
+            b: dict[str, Any] = pixel_batch(pixels, rows, frames, self.device, False)
+            tokens = (
+                token_batch(view, rows, frames, self.device, False)["obs"] if self.reads_tokens() else None
+            )
+            b["state"] = State(b["obs"], tokens)
             b["actions"] = b["action"][:, None]
             if self.config.extraction == "awr":
-                samples = self.prior.sample(b["obs"], self.config.awr_samples, self.generator)
+                samples = self.prior.sample(
+                    self._prior_in(b["state"]), self.config.awr_samples, self.generator
+                )
                 b["actions"] = torch.cat([b["actions"], samples], 1)
-            yield b, score(b["obs"], b["actions"])
+            yield b, score(b["state"], b["actions"])
 
     def load_parts(self, task: str, **paths: str | Path) -> Agent:
         """Use separately trained parts instead of ``learn``: a checkpoint path per part (``tokenizer``,
@@ -270,19 +321,23 @@ class Agent:
         """A part trained for another task than the dataset's own has its own folder: ``-<task>``."""
         return "" if self.acting_task == self.task else f"-{self.acting_task}"
 
-    def _fit_scorer(self, view: TokenView, fit: PartFitting) -> None:
+    def _fit_scorer(self, view: PixelDataset, fit: PartFitting) -> None:
         """Fit (or reuse) the scorer's parts on the token dataset ``view`` as ``fit`` says."""
         raise NotImplementedError(f"{type(self).__name__}._fit_scorer(view, fit) is not implemented")
 
     # ------------------------------------------------------------------ acting
-    def _context(self, obs: Any) -> tuple[torch.Tensor, bool]:
-        """Stacked uint8 frames (3F, H, W) or (B, 3F, H, W) -> token context (B, F*T), batched?"""
-        if self.tokenizer is None or self.prior is None:
+    def _context(self, obs: Any) -> tuple[State, bool]:
+        """Stacked uint8 frames (3F, H, W) or (B, 3F, H, W) -> the :class:`State` (pixels, and token
+        ids (B, F*T) where the agent reads tokens), batched?"""
+        if self.prior is None or (self.reads_tokens() and self.tokenizer is None):
             raise RuntimeError(f"{self.name} is not trained: call learn(dataset) or Agent.load(path) first")
         x = torch.as_tensor(np.asarray(obs))
         single = x.ndim == 3
         x = x[None] if single else x
-        size, frames = self.tokenizer.config.image_size, self.prior.config.frame_stack
+        frames = self.prior.config.frame_stack
+        size = (
+            self.tokenizer.config.image_size if self.tokenizer is not None else self.prior.config.image_size
+        )
         if x.ndim != 4 or tuple(x.shape[1:]) != (3 * frames, size, size):
             raise ValueError(
                 f"obs must be stacked frames of shape ({3 * frames}, {size}, {size}) or a batch of "
@@ -290,21 +345,30 @@ class Agent:
             )
         if x.dtype != torch.uint8:
             raise TypeError(f"obs must be uint8 pixels, got {x.dtype}")
-        tokens = self.tokenizer.encode(x.reshape(len(x), frames, 3, size, size))  # (B, F*T)
-        return tokens.to(self.device), single
+        tokens = None
+        if self.reads_tokens():
+            tokens = self.tokenizer.encode(x.reshape(len(x), frames, 3, size, size)).to(
+                self.device
+            )  # (B, F*T)
+        return State(x.to(self.device), tokens), single
 
-    def _candidates(self, context: torch.Tensor) -> torch.Tensor:
+    def _prior_in(self, state: State) -> torch.Tensor:
+        """What the prior reads of ``state``: its pixels or its tokens."""
+        return state.pixels if isinstance(self.prior, PixelBCPolicy) else state.tokens
+
+    def _candidates(self, state: State) -> torch.Tensor:
         """(B, K, A): the prior's mode, then K - 1 samples."""
-        mode = self.prior.mode(context)[:, None]
+        obs = self._prior_in(state)
+        mode = self.prior.mode(obs)[:, None]
         if self.config.candidates == 1:
             return mode
-        return torch.cat([mode, self.prior.sample(context, self.config.candidates - 1, self.generator)], 1)
+        return torch.cat([mode, self.prior.sample(obs, self.config.candidates - 1, self.generator)], 1)
 
-    def _score(self, context: torch.Tensor, actions: torch.Tensor, task: str | None = None) -> torch.Tensor:
-        """(B, K) Q estimates of ``actions`` (B, K, A) in the states ``context`` (B, n_context), for
-        ``task`` (None: the acting task)."""
+    def _score(self, state: State, actions: torch.Tensor, task: str | None = None) -> torch.Tensor:
+        """(B, K) Q estimates of ``actions`` (B, K, A) in the states ``state`` (a :class:`State` of B),
+        for ``task`` (None: the acting task)."""
         raise NotImplementedError(
-            f"{self.name} has no value model: _score(context, actions) -> (B, K) is not implemented; "
+            f"{self.name} has no value model: _score(state, actions) -> (B, K) is not implemented; "
             "use a voc-*, td-critic or wm-rollout agent for Q values"
         )
 
@@ -317,12 +381,12 @@ class Agent:
         deterministic: bool = False,
     ) -> tuple[np.ndarray, None]:
         """Action(s) for an observation or a batch of them, and ``None`` (no recurrent state)."""
-        context, single = self._context(observation)
-        candidates = self._candidates(context)  # (B, K, A)
+        state, single = self._context(observation)
+        candidates = self._candidates(state)  # (B, K, A)
         if candidates.shape[1] == 1:  # the extracted prior's mode: nothing to score
             action = candidates[:, 0].cpu().numpy()
             return (action[0] if single else action), None
-        q = self._score(context, candidates)  # (B, K)
+        q = self._score(state, candidates)  # (B, K)
         if deterministic:
             pick = q.argmax(1)
         else:
@@ -337,25 +401,25 @@ class Agent:
         """Q(s, a): obs (3F, H, W) with actions (K, A) -> (K,); or a batch (B, ...) with (B, K, A).
         ``task``: one of :meth:`known_tasks` (default: the acting task)."""
         task = self._check_task(task)
-        context, single = self._context(observation)
+        state, single = self._context(observation)
         a = torch.as_tensor(np.asarray(actions, dtype=np.float32), device=self.device)
         a = a[None] if single else a
         dim = self.prior.config.action_dim
-        if a.ndim != 3 or a.shape[0] != len(context) or a.shape[2] != dim or a.shape[1] < 1:
+        if a.ndim != 3 or a.shape[0] != len(state) or a.shape[2] != dim or a.shape[1] < 1:
             raise ValueError(
                 f"actions must be (K, {dim}) for one observation or (B, K, {dim}) for a batch of B, K >= 1; "
-                f"got {tuple(np.shape(actions))} for {len(context)} observation(s)"
+                f"got {tuple(np.shape(actions))} for {len(state)} observation(s)"
             )
         if not torch.isfinite(a).all():
             raise ValueError("actions contain NaN or inf")
-        q = self._score(context, a.clamp(-1, 1), task).cpu().numpy()
+        q = self._score(state, a.clamp(-1, 1), task).cpu().numpy()
         return q[0] if single else q
 
     @torch.no_grad()
     def value(self, observation: Any) -> np.ndarray | float:
         """V(s) = mean of Q over the K prior candidates (the behaviour value's estimate)."""
-        context, single = self._context(observation)
-        v = self._score(context, self._candidates(context)).mean(1).cpu().numpy()
+        state, single = self._context(observation)
+        v = self._score(state, self._candidates(state)).mean(1).cpu().numpy()
         return float(v[0]) if single else v
 
     # ------------------------------------------------------------------ saving
@@ -366,7 +430,8 @@ class Agent:
         getattr(self, part).save(path)
 
     def _load_part(self, part: str, path: Path) -> None:
-        loaded = {"tokenizer": Tokenizer, "prior": BCPolicy}[part].load(path)
+        prior = PixelBCPolicy if self.config.policy_input == "pixels" else BCPolicy
+        loaded = {"tokenizer": Tokenizer, "prior": prior}[part].load(path)
         setattr(self, part, loaded.to(self.device).eval())
 
     def save(self, path: str | Path) -> Path:
@@ -461,11 +526,16 @@ class Agent:
     def _check_parts(self, path: Path) -> None:
         """The parts must fit each other and the config (a hand-edited zip can break that)."""
         tok, prior = self.tokenizer, self.prior
+        if tok is None:  # an agent that reads no tokens
+            return
         if tok.backend != self.config.tokenizer:
             raise CheckpointError(
                 f"{path}: tokenizer is {tok.backend!r}, config says {self.config.tokenizer!r}"
             )
-        if (prior.config.vocab_size, prior.config.tokens_per_frame) != (tok.vocab_size, tok.tokens_per_frame):
+        if isinstance(prior, BCPolicy) and (prior.config.vocab_size, prior.config.tokens_per_frame) != (
+            tok.vocab_size,
+            tok.tokens_per_frame,
+        ):
             raise CheckpointError(f"{path}: the prior's token geometry does not match the tokenizer's")
 
     def __repr__(self) -> str:

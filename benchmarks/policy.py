@@ -63,12 +63,13 @@ from voc_rl.checkpoint import save_json
 from voc_rl.data.dataset import PixelDataset, reward_manifest
 from voc_rl.evaluation import states_of
 from voc_rl.ground_truth import simulator_q
-from voc_rl.parts import SharedParts, collect_or_open
+from voc_rl.parts import SharedParts, collect_or_open, fit_tokenizer
 from voc_rl.registry import AgentConfig, agent_spec
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.task_rewards import TASKS, relabel
 from voc_rl.tokenizers import AGENT_TOKENS
 from voc_rl.tokenizers.cache import token_view
+from voc_rl.train_loop import Loop
 
 COLUMNS = (
     "task", "dataset", "agent", "runs", "iqm", "iqm_ci", "mean", "mean_ci", "p_better_than_bc",
@@ -231,22 +232,34 @@ class Trainer:
         return zipped
 
     def train(self, name: str, task: str = "") -> tuple[Path, float]:
-        """The agent's saved zip and its training minutes (tokenizer, reused parts and its own);
-        ``task``: another task of the domain it acts for (saved as ``{name}@{task}``)."""
+        """The agent's saved zip and its training minutes (the shared tokenizer where it reads tokens,
+        reused parts and its own); ``task``: another task of the domain it acts for (saved as
+        ``{name}@{task}``)."""
         agent = self.make(name, **({"task": task} if task else {}))
         shared = self.folder(agent)
         shared.mkdir(parents=True, exist_ok=True)
-        c = agent.config
-        bc = self.make("bc", tokenizer=c.tokenizer, tokenizer_kwargs=c.tokenizer_kwargs)
-        self._learn(bc, shared, "bc", None)  # the tokenizer every agent of the seed reads
-        tokenizer = shared / "bc" / "tokenizer" / "tokenizer.pt"
+        tokenizer = self.tokenizer(agent, shared) if agent.reads_tokens() else None
         if base_of(name) != name:
             self._learn(self.make(base_of(name)), shared, base_of(name), tokenizer)
         label = f"{name}@{task}" if task else name
         zipped = self._learn(agent, shared, label, tokenizer)
         seconds = self._seconds(shared)
-        used = {"bc", base_of(name), label}
+        used = {base_of(name), label} | ({"tokenizer"} if tokenizer is not None else set())
         return zipped, round(sum(seconds.get(n, 0.0) for n in used) / 60, 1)
+
+    def tokenizer(self, agent: Agent, shared: Path) -> Path:
+        """The tokenizer every token-reading agent of the seed reads, fitted once in ``shared/tokenizer``."""
+        c, out = agent.config, shared / "tokenizer"
+        fields = {**c.tokenizer_kwargs, **({"steps": c.tokenizer_steps} if c.tokenizer_steps else {})}
+        start = time.perf_counter()
+        fit_tokenizer(
+            self.ds, c.tokenizer, c.size, fields, loop=Loop(out=out, seed=self.seed, progress=False)
+        )
+        seconds = self._seconds(shared)
+        if "tokenizer" not in seconds:
+            seconds["tokenizer"] = round(time.perf_counter() - start, 1)
+            save_json(seconds, shared / "train_seconds.json", indent=1)
+        return out / "tokenizer.pt"
 
 
 def weight_shares(zipped: Path) -> str:

@@ -187,7 +187,7 @@ def test_the_kind_of_an_agent_is_its_class() -> None:
 
 
 def test_callback_stops_a_part_and_learn_resumes_in_the_same_run(fake_ds_path: Path, tmp_path: Path) -> None:
-    agent = voc_rl.make_agent("bc", size="tiny", tokenizer="titok")
+    agent = voc_rl.make_agent("bc-tokens", size="tiny", tokenizer="titok")
     seen: list[tuple[str, int]] = []
 
     def stop_prior_early(step: int, logs: dict) -> bool:
@@ -197,7 +197,7 @@ def test_callback_stops_a_part_and_learn_resumes_in_the_same_run(fake_ds_path: P
     agent.learn(fake_ds_path, steps=8, run_dir=tmp_path / "run", callback=stop_prior_early, progress=False)
     assert agent.prior.step == 3 and agent.tokenizer.step == 8
     assert ("tokenizer", 8) in seen and ("prior", 4) not in seen
-    again = voc_rl.make_agent("bc", size="tiny", tokenizer="titok")
+    again = voc_rl.make_agent("bc-tokens", size="tiny", tokenizer="titok")
     again.learn(fake_ds_path, steps=8, run_dir=tmp_path / "run", progress=False)
     assert again.prior.step == 8  # resumed from the checkpoint written when the callback stopped it
 
@@ -315,7 +315,8 @@ def test_extraction_agents_learn_save_and_load(
     awr, bc = trained["td-critic-awr"], trained["bc"]
     assert awr.config.extraction == "awr" and awr.extraction_info["transitions"] > 0
     assert awr.extraction_info["beta"] > 0 and 0 < awr.extraction_info["ess_fraction"] <= 1
-    assert (awr.run_dir / "extracted-awr" / "bc.pt").exists() and (awr.run_dir / "prior" / "bc.pt").exists()
+    assert (awr.run_dir / "extracted-awr-pixels" / "bc.pt").exists()
+    assert (awr.run_dir / "pixel-prior" / "bc.pt").exists()  # the BC prior whose samples set V(s)
     obs = _obs()
     loaded = Agent.load(awr.save(tmp_path / "awr.zip"))
     act = awr.predict(obs, deterministic=True)[0]
@@ -325,7 +326,8 @@ def test_extraction_agents_learn_save_and_load(
     again._awr_estimates = None  # (it would fail if called)
     again.learn(fake_ds_path, steps=6, run_dir=awr.run_dir, progress=False)
     assert again.extraction_info == awr.extraction_info
-    assert (trained["pbc"].run_dir / "extracted-pbc" / "bc.pt").exists()
+    assert (trained["pbc"].run_dir / "extracted-pbc-pixels" / "bc.pt").exists()
+    assert not (trained["pbc"].run_dir / "pixel-prior").exists()  # %BC needs no BC prior
     assert trained["pbc"].extraction_info == {"weight_random": 1.0}  # the fake data: one random policy
     assert awr.extraction_info["weight_random"] == pytest.approx(1.0)
     pbc67 = trained["pbc-67"]  # other settings, another folder: pbc and pbc-67 can share a run folder
@@ -335,10 +337,10 @@ def test_extraction_agents_learn_save_and_load(
     voc = trained["voc-vqvae-awr"]  # the occupancy model scored a subset, distilled into a Q network
     info = voc.extraction_info
     assert 2 <= info["scored_states"] <= info["transitions"] and np.isfinite(info["distill_nmse"])
-    assert (voc.run_dir / "extracted-awr" / "bc.pt").exists() and voc.config.candidates == 1
+    assert (voc.run_dir / "extracted-awr-pixels" / "bc.pt").exists() and voc.config.candidates == 1
     qwr = trained["td-critic-qwr"]  # one constant baseline: no prior samples scored
     assert qwr.extraction_info["transitions"] == awr.extraction_info["transitions"]
-    assert (qwr.run_dir / "extracted-qwr" / "bc.pt").exists()
+    assert (qwr.run_dir / "extracted-qwr-pixels" / "bc.pt").exists()
     assert "distill_diff_corr" in trained["voc-vqvae-qwr"].extraction_info
     with pytest.raises(ValueError, match="needs a Q"):
         voc_rl.make_agent("bc", extraction="awr")

@@ -60,7 +60,7 @@ def imagine(
     rng = np.random.default_rng(seed)
     true = np.asarray(ds.frames[future_index(ds, idx, c.gamma, rng)])  # (S, 3, H, W)
     stacks = ds.stacks(idx, c.frame_stack)  # (S, 3F, H, W)
-    context, _ = agent._context(stacks)
+    context = agent._context(stacks)[0].tokens
     actions = torch.from_numpy(ds.arrays["action"][idx]).float().to(agent.device)
     g = torch.Generator(device=agent.device).manual_seed(seed)
     tokens = agent.occupancy.sample(context, actions, n=samples, generator=g)  # (S, n, n_target)

@@ -34,7 +34,9 @@ from voc_rl.data.dataset import PixelDataset, TokenView, open_dataset
 from voc_rl.data.storage import dataset_dir
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel, load_reward_heads
 from voc_rl.occupancy_train import train_occupancy, train_reward_head, transfer_steps
+from voc_rl.offline_rl import ActorCriticConfig, PixelCritic, make_actor, train_actor_critic
 from voc_rl.paths import PathLike, user_path
+from voc_rl.pixel_policy import PixelBCConfig, PixelBCPolicy, train_pixel_bc
 from voc_rl.prior import BCConfig, BCPolicy, train_bc
 from voc_rl.tokenizers import AGENT_TOKENS, Tokenizer, get_backend
 from voc_rl.tokenizers.train import fit
@@ -139,6 +141,49 @@ def fit_prior(
     return _fit_token_model("prior", BCPolicy, trainer, view, config, model, loop or Loop())
 
 
+def fit_pixel_prior(
+    ds: PixelDataset,
+    config: PixelBCConfig,
+    *,
+    model: PixelBCPolicy | None = None,
+    weights: np.ndarray | Callable[[], np.ndarray] | None = None,
+    loop: Loop | None = None,
+) -> PixelBCPolicy:
+    """The pixel prior of ``config`` on the pixel dataset ``ds`` (:func:`voc_rl.pixel_policy.train_pixel_bc`);
+    ``weights`` as for :func:`fit_prior`."""
+
+    def trainer(new: PixelBCPolicy, ds: PixelDataset, loop: Loop) -> Any:
+        w = weights() if callable(weights) else weights
+        return train_pixel_bc(new, ds, loop=loop, weights=w)
+
+    return _fit_token_model("prior", PixelBCPolicy, trainer, ds, config, model, loop or Loop())
+
+
+def fit_actor_critic(
+    ds: PixelDataset,
+    config: ActorCriticConfig,
+    *,
+    critic: PixelCritic | None = None,
+    loop: Loop | None = None,
+) -> tuple[PixelCritic, PixelBCPolicy]:
+    """IQL's or TD3+BC's critic and actor (``config.algo``) on the pixel dataset ``ds``
+    (:func:`voc_rl.offline_rl.train_actor_critic`); the folder holds ``critic.pt`` and ``actor.pt``."""
+    loop = loop or Loop()
+
+    def train() -> tuple[PixelCritic, PixelBCPolicy]:
+        new = critic or _new(PixelCritic, config, loop.seed)
+        actor = make_actor(new)
+        train_actor_critic(new, actor, ds, loop=loop)
+        return new, actor
+
+    def load(path: Path) -> tuple[PixelCritic, PixelBCPolicy]:
+        return PixelCritic.load(path), PixelBCPolicy.load(path.parent / "actor.pt")
+
+    got_critic, actor = _fit_or_reuse("critic", config, loop.out, load, train)
+    device = resolve_device(loop.device)
+    return got_critic.to(device).eval(), actor.to(device).eval()
+
+
 def fit_critic(
     view: TokenView, config: CriticConfig, *, model: TDCritic | None = None, loop: Loop | None = None
 ) -> TDCritic:
@@ -153,7 +198,8 @@ def fit_critic(
 def _fit_token_model(
     part: str, cls: Any, trainer: Callable[..., Any], view: TokenView, config: Any, model: Any, loop: Loop
 ) -> Any:
-    """The prior and the critic: token models trained by ``trainer(model, view, loop)``."""
+    """The priors and the critics: models trained by ``trainer(model, view, loop)`` on a token view (or,
+    for the pixel models, on the pixel dataset)."""
 
     def train() -> Any:
         new = model or _new(cls, config, loop.seed)

@@ -21,6 +21,7 @@ from voc_rl.tokenizers import AGENT_TOKENS
 
 SIZES = ("tiny", "small", "base")
 EXTRACTIONS = ("none", "awr", "qwr", "pbc")
+POLICY_INPUTS = ("pixels", "tokens")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,12 @@ class AgentConfig:
     """awr, voc: training steps of the distilled Q network (capped by `learn`'s `steps`)."""
     pbc_fraction: float = 0.33
     """pbc: fraction of the training episodes kept, by return."""
+    policy_input: str = "pixels"
+    """What the policy (the prior, and every prior extracted from it) and the agent's own critics
+    read: ``pixels``, the raw frame stack through a conv encoder trained end to end with random
+    shifts (``voc_rl.pixel_policy``), or ``tokens``, the tokenizer's codes through the token trunk
+    (``voc_rl.prior``). The occupancy model reads tokens either way. An agent that reads no tokens
+    (bc, %bc, iql, td3bc on pixels) has no tokenizer."""
     tokenizer_steps: int | None = None
     """Training steps of the tokenizer (None: its size preset's)."""
     occupancy_steps: int | None = None
@@ -118,6 +125,8 @@ class AgentConfig:
             raise ValueError("need awr_samples >= 1, awr_temperature > 0 and awr_clip > 1")
         if self.awr_states < 2 or self.distill_steps < 1:
             raise ValueError("need awr_states >= 2 and distill_steps >= 1")
+        if self.policy_input not in POLICY_INPUTS:
+            raise ValueError(f"unknown policy_input {self.policy_input!r}; choose from {POLICY_INPUTS}")
         if not 0.0 < self.pbc_fraction <= 1.0:
             raise ValueError(f"pbc_fraction must be in (0, 1], got {self.pbc_fraction}")
         if self.temperature <= 0 or self.horizon_factor <= 0:
@@ -198,46 +207,51 @@ def load_agent(path: str | Path) -> Any:
     return Agent.load(path)
 
 
-# Agents read 16 tokens per 64 px frame (voc_rl.tokenizers.AGENT_TOKENS).
+# Agents read 16 tokens per 64 px frame (voc_rl.tokenizers.AGENT_TOKENS). The selection agents (voc-*,
+# td-critic, wm-rollout) score their prior's candidates on tokens and keep the token prior (the main
+# job's return-error table); the extraction agents and the baselines act with a pixel policy.
 _ENTRY = "voc_rl.agents.agents:"
+_TOKENS = {"policy_input": "tokens"}
 for _backend, _kwargs in AGENT_TOKENS.items():
     register(
         f"voc-{_backend}",
         _ENTRY + "VOCAgent",
-        AgentConfig(tokenizer=_backend, tokenizer_kwargs=_kwargs),
+        AgentConfig(tokenizer=_backend, tokenizer_kwargs=_kwargs, **_TOKENS),
         f"video occupancy model on {_backend} tokens; acts by pool-estimated Q over prior candidates",
     )
     for _how, _what in (("awr", "advantage-weighted"), ("qwr", "Q-weighted")):
         register(
             f"voc-{_backend}-{_how}", _ENTRY + "VOCAgent",
             AgentConfig(tokenizer=_backend, tokenizer_kwargs=_kwargs, extraction=_how, candidates=1),
-            f"prior extracted by {_what} regression with the {_backend} occupancy model's Q "
+            f"pixel policy extracted by {_what} regression with the {_backend} occupancy model's Q "
             "(distilled into a token Q network); acts with its mode",
         )  # fmt: skip
 _BASE = AgentConfig(tokenizer="vqvae", tokenizer_kwargs=AGENT_TOKENS["vqvae"])
-register("bc", _ENTRY + "BCAgent", _BASE, "behaviour cloning on tokens")
+register("bc", _ENTRY + "BCAgent", _BASE, "behaviour cloning from pixels (conv encoder, random shifts)")
+register("bc-tokens", _ENTRY + "BCAgent", _BASE, "behaviour cloning on the tokenizer's codes", **_TOKENS)
 register(
-    "td-critic", _ENTRY + "TDCriticAgent", _BASE, "SARSA Q network on tokens scoring the prior's candidates"
-)
+    "td-critic", _ENTRY + "TDCriticAgent", _BASE, "SARSA Q network on tokens scoring the prior's candidates",
+    **_TOKENS,
+)  # fmt: skip
 register(
     "pbc",
     _ENTRY + "BCAgent",
     _BASE,
-    "%BC: behaviour cloning on the top third of episodes by return",
+    "%BC from pixels: behaviour cloning on the top third of episodes by return",
     extraction="pbc",
 )
 register(
     "pbc-67",
     _ENTRY + "BCAgent",
     _BASE,
-    "%BC on the top two thirds of episodes by return (on the mixed datasets: without the random policy's)",
+    "%BC from pixels on the top two thirds of episodes by return (mixed data: without the random policy's)",
     extraction="pbc",
     pbc_fraction=0.67,
 )
 for _how, _what in (("awr", "advantage-weighted"), ("qwr", "Q-weighted")):
     register(
         f"td-critic-{_how}", _ENTRY + "TDCriticAgent", _BASE,
-        f"prior extracted by {_what} regression with a SARSA critic's Q; acts with its mode",
+        f"pixel policy extracted by {_what} regression with a SARSA critic's Q on tokens; acts with its mode",
         extraction=_how, candidates=1,
     )  # fmt: skip
 register(
@@ -245,4 +259,10 @@ register(
     _ENTRY + "WMRolloutAgent",
     _BASE,
     "gamma-0 occupancy model as a one-step world model, rolled out 1/(1-gamma) steps",
+    **_TOKENS,
 )
+register("iql", _ENTRY + "IQLAgent", _BASE, "IQL from pixels: expectile V, twin Q, AWR actor", candidates=1)
+register(
+    "td3bc", _ENTRY + "TD3BCAgent", _BASE, "TD3+BC (DrQ+BC) from pixels: critic-gradient actor, BC term",
+    candidates=1,
+)  # fmt: skip

@@ -212,16 +212,23 @@ class Objective:
 
 
 def fit_token_model(
-    model: TokenModel, ds: PixelDataset, objective: Objective, sampler: WindowSampler, steps: int, loop: Loop
+    model: Any,
+    ds: PixelDataset,
+    objective: Objective,
+    sampler: WindowSampler,
+    steps: int,
+    loop: Loop,
+    batch_fn: Callable[..., Batch] = token_batch,
 ) -> TrainReport:
     """Train the prior or the critic in the shared loop (:func:`voc_rl.train_loop.train`: warm-up
-    then cosine, clipping at 10, a guard against rare spikes only) on batches of ``sampler``."""
+    then cosine, clipping at 10, a guard against rare spikes only) on batches of ``sampler``. Pixel
+    models (:mod:`voc_rl.pixel_trunk`) train here too, with ``batch_fn=pixel_batch``."""
     c, o = model.config, objective
     modules = {"model": model} if o.target is None else {"model": model, "target": o.target}
 
     def step() -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         index = sampler.sample_indices(c.batch_size, 0.0)[0]
-        batch = token_batch(ds, index, c.frame_stack, model.device, o.next_frames)
+        batch = batch_fn(ds, index, c.frame_stack, model.device, o.next_frames)
         batch["index"] = torch.from_numpy(index).to(model.device)  # flat frame indices, for per-row weights
         loss, logs = o.loss(batch)
         return {"loss": loss}, logs

@@ -1,0 +1,118 @@
+"""The pixel control heads: the encoder's augmentation, the pixel prior, IQL and TD3+BC at tiny sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import voc_rl
+from voc_rl.data import open_dataset
+from voc_rl.offline_rl import ActorCriticConfig, PixelCritic, expectile_loss, make_actor, train_actor_critic
+from voc_rl.pixel_policy import PixelBCConfig, PixelBCPolicy, train_pixel_bc
+from voc_rl.pixel_trunk import random_shift
+from voc_rl.train_loop import Loop
+
+
+def test_random_shift_crops_each_image_of_its_padded_copy_at_its_own_offset() -> None:
+    x = torch.rand(32, 3, 16, 16)
+    assert torch.equal(random_shift(x, 0), x)
+    y = random_shift(x, 2)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate")
+    offsets = set()
+    for i in range(len(x)):
+        hits = [(dy, dx) for dy in range(5) for dx in range(5)
+                if torch.equal(padded[i, :, dy : dy + 16, dx : dx + 16], y[i])]  # fmt: skip
+        assert hits, "every output is a window of the padded image"
+        offsets.add(hits[0])
+    assert len(offsets) > 5  # offsets differ between images
+
+
+def test_the_pixel_prior_has_the_token_priors_interface_and_checks_its_input(fake_ds_path: Path) -> None:
+    ds = open_dataset(fake_ds_path)
+    policy = PixelBCPolicy(PixelBCConfig.for_dataset(ds, "tiny"))
+    obs = ds.stacks(np.arange(5), 3)
+    assert policy.mode(obs).shape == (5, 2) and policy.sample(obs, 4).shape == (5, 4, 2)
+    assert policy.sample(obs, 4).abs().max() <= 1 and policy.log_prob(obs, policy.mode(obs)).shape == (5,)
+    with pytest.raises(TypeError, match="uint8"):
+        policy.mode(obs.astype(np.float32))
+    with pytest.raises(ValueError, match="obs must be"):
+        policy.mode(obs[:, :3])
+    with pytest.raises(ValueError, match="shift must be"):
+        PixelBCConfig.for_dataset(ds, "tiny", shift=40)
+
+
+def test_weighted_pixel_bc_imitates_the_weighted_episode(fake_ds_path: Path, tmp_path: Path) -> None:
+    """Weight only episode 0 and its actions are fitted better than another episode's (a behaviour
+    that fails if the weights are ignored)."""
+    ds = open_dataset(fake_ds_path)
+    weights = np.zeros(len(ds.arrays["action"]), np.float32)
+    first = slice(ds.ep_start[0], ds.ep_start[0] + ds.ep_len[0])
+    weights[first] = 1.0
+    policy = PixelBCPolicy(PixelBCConfig.for_dataset(ds, "tiny", steps=300, shift=0, lr=3e-3))
+    train_pixel_bc(policy, ds, loop=Loop(progress=False, device="cpu"), val_fraction=0.0, weights=weights)
+
+    def mse(e: int) -> float:
+        idx = ds.ep_start[e] + np.arange(ds.ep_len[e])
+        return float(
+            (policy.mode(ds.stacks(idx, 3)) - torch.from_numpy(ds.arrays["action"][idx])).pow(2).mean()
+        )
+
+    assert mse(0) < 0.5 * mse(1)
+    with pytest.raises(ValueError, match="weights must be"):
+        train_pixel_bc(policy, ds, loop=Loop(progress=False), weights=weights[:-1])
+
+
+def test_expectile_regression_finds_the_expectile() -> None:
+    samples = torch.randn(4000)
+    for tau, above_mean in ((0.5, False), (0.9, True)):
+        v = torch.zeros((), requires_grad=True)
+        opt = torch.optim.Adam([v], lr=0.05)
+        for _ in range(400):
+            opt.zero_grad()
+            expectile_loss(samples - v, tau).backward()
+            opt.step()
+        if above_mean:
+            assert float(v.detach()) > float(samples.mean()) + 0.5
+        else:
+            assert abs(float(v.detach()) - float(samples.mean())) < 0.05
+
+
+@pytest.mark.parametrize("algo", ["iql", "td3bc"])
+def test_actor_critics_train_share_the_encoder_and_resume(
+    algo: str, fake_ds_path: Path, tmp_path: Path
+) -> None:
+    ds = open_dataset(fake_ds_path)
+    config = ActorCriticConfig.for_dataset(ds, "tiny", algo=algo, steps=12)
+    torch.manual_seed(0)
+    critic = PixelCritic(config)
+    actor = make_actor(critic)
+    assert actor.encoder is critic.encoder
+    stop = lambda step, logs: step < 5  # noqa: E731
+    loop = Loop(out=tmp_path / "run", progress=False, device="cpu", callback=stop)
+    train_actor_critic(critic, actor, ds, loop=loop)
+    assert critic.step == 5 and (tmp_path / "run" / "actor.pt").exists()
+    torch.manual_seed(0)
+    again = PixelCritic(config)
+    report = train_actor_critic(again, make_actor(again), ds, loop=Loop(out=tmp_path / "run", progress=False,
+                                                                       device="cpu"))  # fmt: skip
+    assert again.step == 12 and np.isfinite(report.final_loss) and np.isfinite(report.metrics["td_rmse"])
+    obs = ds.stacks(np.arange(3), 3)
+    assert again.q_values(obs, torch.zeros(3, 4, 2)).shape == (3, 4)
+    with pytest.raises(ValueError, match="share the critic's encoder"):
+        train_actor_critic(again, PixelBCPolicy(PixelBCConfig.for_dataset(ds, "tiny")), ds)
+
+
+def test_pixel_agents_have_no_tokenizer_and_token_choices_are_refused() -> None:
+    for name in ("bc", "pbc", "pbc-67", "iql", "td3bc"):
+        assert "tokenizer" not in voc_rl.make_agent(name).parts
+    assert "tokenizer" in voc_rl.make_agent("voc-vqvae-awr").parts  # the occupancy model reads tokens
+    assert voc_rl.make_agent("voc-vqvae-awr").config.policy_input == "pixels"
+    with pytest.raises(ValueError, match="policy_input"):
+        voc_rl.make_agent("iql", policy_input="tokens")
+    with pytest.raises(ValueError, match="policy_input"):
+        voc_rl.make_agent("wm-rollout", policy_input="pixels")
+    with pytest.raises(ValueError, match="unknown policy_input"):
+        voc_rl.make_agent("bc", policy_input="rgb")

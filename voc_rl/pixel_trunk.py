@@ -1,0 +1,206 @@
+"""The pixel trunk of the control heads: a convolutional encoder of the raw frame stack, trained end
+to end with random-shift augmentation, which the pixel prior (:mod:`voc_rl.pixel_policy`) and the
+offline-RL critics (:mod:`voc_rl.offline_rl`) read. The occupancy model keeps the tokens.
+
+Why pixels: a policy needs the body's exact configuration, which 16 codes a frame do not keep
+(cloning the expert's episodes from them reaches 0.08x of its return on walker-walk), while a small
+CNN on the stack with random shifts reaches 0.90x (``shared/FACTS.md``, "Behaviour cloning from
+pixels"). :class:`PixelEncoder` is that measured CNN (the V-D4RL / DrQ recipe, one conv layer fewer):
+``x / 255 - 0.5``, convolutions of 32-64-64 channels (kernels 4/4/3, stride 2, no padding: 64 px
+-> 31 -> 14 -> 6), Linear to ``feature_dim``, LayerNorm, Tanh. :func:`random_shift` pads by
+replication and crops back at a random integer offset per image (DrQ; training only).
+
+:func:`pixel_batch` reads uint8 frame stacks (and actions, rewards, next stacks) at flat frame
+indices; :func:`voc_rl.token_trunk.fit_token_model` trains pixel models in the shared loop with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from voc_rl.checkpoint import load_model, save_model
+from voc_rl.data.dataset import PixelDataset, TokenView
+from voc_rl.presets import from_preset
+
+EVAL_STATES = 1024  # held-out states a pixel model is scored on (uint8 in memory: 37 MB at 64 px)
+EVAL_CHUNK = 256  # of them per forward pass
+C = TypeVar("C", bound="PixelModelConfig")
+M = TypeVar("M", bound="PixelModel")
+
+
+@dataclass(frozen=True)
+class PixelModelConfig:
+    """Fields every pixel model shares: the input geometry, the encoder, the MLP and the optimiser."""
+
+    action_dim: int
+    image_size: int = 64
+    frame_stack: int = 3
+    channels: int = 32  # the first conv's; the next two have twice as many
+    feature_dim: int = 256  # the encoder's output (Linear -> LayerNorm -> Tanh)
+    hidden: int = 256  # width of the head's two hidden layers
+    shift: int = 4  # random-shift padding in pixels (0: no augmentation)
+    lr: float = 3e-4  # AdamW; 100 warm-up steps, then cosine to 10% over ``steps``
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    # walker-walk's expert episodes: 0.58x of the expert's return at 6k steps, 0.90x at 15k (FACTS.md)
+    steps: int = 15_000
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": {"channels": 4, "feature_dim": 16, "hidden": 32, "batch_size": 16, "steps": 40},
+        "small": {},  # the measured recipe: 0.19 s a step on one thread (batch 128)
+        "base": {"batch_size": 256, "steps": 30_000},
+    }
+
+    def __post_init__(self) -> None:
+        for name in ("action_dim", "image_size", "frame_stack", "channels", "feature_dim", "hidden",
+                     "batch_size", "steps"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.image_size < 32:
+            raise ValueError(f"image_size must be >= 32 (three stride-2 convolutions), got {self.image_size}")
+        if not isinstance(self.shift, int) or not 0 <= self.shift < self.image_size // 2:
+            raise ValueError(f"shift must be an integer in [0, image_size / 2), got {self.shift!r}")
+        if not self.lr > 0 or not self.weight_decay >= 0:
+            raise ValueError(f"need lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+
+    @classmethod
+    def preset(cls: type[C], size: str, **fields: Any) -> C:
+        return from_preset(cls, cls.presets, size, fields, cls.__name__)
+
+    @classmethod
+    def for_dataset(cls: type[C], ds: PixelDataset, size: str = "small", **fields: Any) -> C:
+        """The ``size`` preset with the pixel dataset's frame size and action size, then ``fields``."""
+        if isinstance(ds, TokenView) or ds.frames.ndim != 4:
+            raise ValueError("a pixel model reads a pixel dataset's frames, not a token view")
+        geometry = {"image_size": int(ds.frames.shape[-1]), "action_dim": int(ds.arrays["action"].shape[1])}
+        return cls.preset(size, **{**geometry, **fields})
+
+
+def random_shift(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Each image of ``x`` (B, C, H, W), float, padded by ``pad`` pixels (replicating the border) and
+    cropped back to (H, W) at a random integer offset (torch's global generator)."""
+    if pad == 0:
+        return x
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dy, dx = (torch.randint(0, 2 * pad + 1, (b, 1), device=x.device) for _ in range(2))
+    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
+    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
+    return padded[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[
+        None, :, None, None], rows, cols]  # fmt: skip
+
+
+class PixelEncoder(nn.Module):
+    """uint8 frame stacks (B, 3F, H, W) -> features (B, feature_dim) in [-1, 1]."""
+
+    def __init__(self, config: PixelModelConfig):
+        super().__init__()
+        c, ch = config, config.channels
+        self.convs = nn.Sequential(
+            nn.Conv2d(3 * c.frame_stack, ch, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(ch, 2 * ch, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(2 * ch, 2 * ch, 3, stride=2), nn.ReLU(),
+            nn.Flatten(),
+        )  # fmt: skip
+        with torch.no_grad():
+            n = self.convs(torch.zeros(1, 3 * c.frame_stack, c.image_size, c.image_size)).shape[1]
+        self.out = nn.Sequential(nn.Linear(n, c.feature_dim), nn.LayerNorm(c.feature_dim), nn.Tanh())
+        self.shift = c.shift
+
+    def forward(self, obs: torch.Tensor, augment: bool = False) -> torch.Tensor:
+        x = obs.float() / 255.0 - 0.5
+        if augment:
+            x = random_shift(x, self.shift)
+        return self.out(self.convs(x))
+
+
+def mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
+    """The heads' MLP: two hidden layers of ``hidden`` with ReLU."""
+    return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, out))  # fmt: skip
+
+
+class PixelModel(nn.Module):
+    """A pixel encoder and whatever heads a subclass adds; input checks and checkpoints."""
+
+    FORMAT: ClassVar[str]
+    CONFIG: ClassVar[type]
+
+    def __init__(self, config: PixelModelConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = PixelEncoder(config)
+        self.step = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.out[0].weight.device
+
+    def check_context(self, obs: Any) -> torch.Tensor:
+        """uint8 frame stacks (B, 3F, H, W) on the model's device (the name is the token models')."""
+        c, obs = self.config, torch.as_tensor(obs)
+        if obs.dtype != torch.uint8:
+            raise TypeError(f"a pixel model reads uint8 frame stacks, got {obs.dtype}")
+        shape = (3 * c.frame_stack, c.image_size, c.image_size)
+        if obs.ndim != 4 or tuple(obs.shape[1:]) != shape or len(obs) == 0:
+            raise ValueError(f"obs must be (B, {', '.join(map(str, shape))}) uint8 with B >= 1, "
+                             f"got {tuple(obs.shape)}")  # fmt: skip
+        return obs.to(self.device)
+
+    def check_actions(self, actions: Any, batch: int) -> torch.Tensor:
+        """Actions (B, A) or (B, K, A) as float32 on the model's device."""
+        actions, a = torch.as_tensor(actions), self.config.action_dim
+        if not actions.is_floating_point():
+            raise TypeError(f"actions must be float, got {actions.dtype}")
+        if actions.ndim not in (2, 3) or actions.shape[0] != batch or actions.shape[-1] != a:
+            raise ValueError(f"actions must be (B={batch}, {a}) or (B, K, {a}), got {tuple(actions.shape)}")
+        if not torch.isfinite(actions).all():
+            raise ValueError("actions contain NaN or inf")
+        return actions.float().to(self.device)
+
+    def save(self, path: str | Path, **extra: Any) -> Path:
+        return save_model(path, self, self.FORMAT, self.config, **extra)
+
+    @classmethod
+    def load(cls: type[M], path: str | Path, **expect: Any) -> M:
+        """A model from :meth:`save`; ``expect`` fields must match its config (else CheckpointError)."""
+        return load_model(path, cls.FORMAT, lambda ck: cls(cls.CONFIG(**ck["config"])), expect)[0]
+
+    def __repr__(self) -> str:
+        c, n = self.config, sum(p.numel() for p in self.parameters())
+        return (f"{type(self).__name__}({3 * c.frame_stack}x{c.image_size}x{c.image_size} pixels, "
+                f"{c.action_dim}-d actions, {n / 1e6:.2f}M params)")  # fmt: skip
+
+
+def pixel_batch(ds: PixelDataset, index: np.ndarray, frame_stack: int, device: torch.device, nxt: bool
+                ) -> dict[str, torch.Tensor]:  # fmt: skip
+    """uint8 frame stacks (``obs``), ``action`` at flat frame indices ``index``; with ``nxt`` also
+    ``reward``, ``next_obs``, ``next_action`` and ``next_terminal`` (as :func:`token_batch`)."""
+    a = ds.arrays
+    if not nxt:
+        obs = ds.stacks(index, frame_stack)
+        return {
+            "obs": torch.from_numpy(obs).to(device),
+            "action": torch.from_numpy(a["action"][index]).to(device),
+        }
+    stacks = torch.from_numpy(ds.stacks(np.stack([index, index + 1], 1), frame_stack)).to(device)
+    rest = {"action": a["action"][index], "reward": a["reward"][index], "next_action": a["action"][index + 1],
+            "next_terminal": a["is_terminal"][index + 1]}  # fmt: skip
+    return {"obs": stacks[:, 0], "next_obs": stacks[:, 1], **{k: torch.from_numpy(np.asarray(v)).to(device)
+                                                              for k, v in rest.items()}}  # fmt: skip
+
+
+def chunked(fn: Any, *tensors: torch.Tensor, chunk: int = EVAL_CHUNK) -> Any:
+    """``fn`` over ``chunk`` rows of ``tensors`` at a time, outputs concatenated (a tensor or a tuple)."""
+    outs = [fn(*(t[i : i + chunk] for t in tensors)) for i in range(0, len(tensors[0]), chunk)]
+    if isinstance(outs[0], tuple):
+        return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
+    return torch.cat(outs)
