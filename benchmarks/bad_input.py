@@ -686,9 +686,9 @@ CASES: list[Case] = [
     Case("agent-q-no-actions", "agent.q_values(obs, zeros((0, 2)))", "no actions to score",
          ValueError, r"K >= 1; got \(0, 2\) for 1 observation",
          lambda w: w.agent.q_values(w.obs, np.zeros((0, 2)))),
-    Case("agent-bc-q-values", 'make_agent("bc").q_values(obs, actions)', "Q values from behaviour cloning",
-         NotImplementedError, r"bc has no value model",
-         lambda w: voc_rl.make_agent("bc", size="tiny", tokenizer="titok")
+    Case("agent-bc-q-values", 'make_agent("bc-tokens").q_values(obs, actions)', "Q values from BC",
+         NotImplementedError, r"bc-tokens has no value model",
+         lambda w: voc_rl.make_agent("bc-tokens", size="tiny", tokenizer="titok")
          .load_parts("fake-pixels", tokenizer=w.parts["tokenizer"], prior=w.parts["prior"])
          .q_values(w.obs, np.zeros((2, 2)))),
     Case("agent-load-parts-missing", "agent.load_parts(task, tokenizer=..., prior=...)", "no occupancy part",

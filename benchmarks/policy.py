@@ -189,8 +189,8 @@ def from_return_error(name: str, ds: PixelDataset, seed: int, args: Args) -> Age
         parts["critic"] = shared.checkpoint("critic", view, gamma=args.gamma, seed=seed)
     agent = voc_rl.make_agent(
         name, size=args.size, seed=seed, tokenizer=backend, tokenizer_kwargs=AGENT_TOKENS[backend],
-        gamma=args.gamma, target_frames=0, **args.agent_overrides,
-    )  # fmt: skip
+        gamma=args.gamma, target_frames=0, policy_input="tokens", **args.agent_overrides,
+    )  # fmt: skip (a return-error run's priors read tokens)
     return agent.load_parts(ds.meta.get("task", ds.env_id), **parts)
 
 
@@ -239,12 +239,13 @@ class Trainer:
         shared = self.folder(agent)
         shared.mkdir(parents=True, exist_ok=True)
         tokenizer = self.tokenizer(agent, shared) if agent.reads_tokens() else None
-        if base_of(name) != name:
+        extends = base_of(name) != name and agent._needs_behaviour_prior()  # (%BC needs no BC prior)
+        if extends:
             self._learn(self.make(base_of(name)), shared, base_of(name), tokenizer)
         label = f"{name}@{task}" if task else name
         zipped = self._learn(agent, shared, label, tokenizer)
         seconds = self._seconds(shared)
-        used = {base_of(name), label} | ({"tokenizer"} if tokenizer is not None else set())
+        used = {label} | ({base_of(name)} if extends else set()) | ({"tokenizer"} if tokenizer else set())
         return zipped, round(sum(seconds.get(n, 0.0) for n in used) / 60, 1)
 
     def tokenizer(self, agent: Agent, shared: Path) -> Path:

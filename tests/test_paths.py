@@ -138,7 +138,7 @@ def test_agent_learn_save_load_with_relative_paths(cwd: Path) -> None:
     loaded = voc_rl.load_agent("agents/voc-titok.zip")
     agent.seed(1), loaded.seed(1)
     np.testing.assert_array_equal(agent.predict(obs)[0], loaded.predict(obs)[0])
-    bc = voc_rl.make_agent("bc", size="tiny", tokenizer="titok")
+    bc = voc_rl.make_agent("bc-tokens", size="tiny", tokenizer="titok")
     tok = str(agent.run_dir.relative_to(cwd) / "tokenizer" / "tokenizer.pt")
     bc.learn(FAKE, steps=2, tokenizer=tok, run_dir="runs/bc", progress=False)  # a relative run_dir
     assert bc.run_dir == cwd / "runs/bc" and (cwd / "runs/bc/prior/train_state.pt").is_file()
