@@ -188,8 +188,15 @@ def from_return_error(name: str, ds: PixelDataset, seed: int, args: Args) -> Age
     elif spec.kind == "td-critic":
         parts["critic"] = shared.checkpoint("critic", view, gamma=args.gamma, seed=seed)
     agent = voc_rl.make_agent(
-        name, size=args.size, seed=seed, tokenizer=backend, tokenizer_kwargs=AGENT_TOKENS[backend],
-        gamma=args.gamma, target_frames=0, policy_input="tokens", **args.agent_overrides,
+        name,
+        size=args.size,
+        seed=seed,
+        tokenizer=backend,
+        tokenizer_kwargs=AGENT_TOKENS[backend],
+        gamma=args.gamma,
+        target_frames=0,
+        policy_input="tokens",
+        **args.agent_overrides,
     )  # fmt: skip (a return-error run's priors read tokens)
     return agent.load_parts(ds.meta.get("task", ds.env_id), **parts)
 
