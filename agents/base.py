@@ -500,6 +500,8 @@ class Agent:
                     "load it with voc_rl.load_agent(path)"
                 )
             fields = {f.name for f in dataclasses.fields(AgentConfig)}
+            if isinstance(meta["config"], dict):  # files saved before policies read pixels: token priors
+                meta["config"].setdefault("policy_input", "tokens")
             if isinstance(meta["config"], dict) and "kind" in meta["config"]:  # an older file
                 saved = meta["config"].pop("kind")
                 if saved != agent_cls.kind:

@@ -290,6 +290,7 @@ def same_config(zipped: Path, agent: Agent) -> bool:
     with zipfile.ZipFile(zipped) as z:
         saved = json.loads(z.read("agent.json"))["config"]
     saved.pop("kind", None)  # (files of older versions)
+    saved.setdefault("policy_input", "tokens")  # (saved before policies read pixels)
     try:
         return AgentConfig(**saved) == agent.config
     except (TypeError, ValueError):

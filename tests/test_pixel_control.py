@@ -116,3 +116,31 @@ def test_pixel_agents_have_no_tokenizer_and_token_choices_are_refused() -> None:
         voc_rl.make_agent("wm-rollout", policy_input="pixels")
     with pytest.raises(ValueError, match="unknown policy_input"):
         voc_rl.make_agent("bc", policy_input="rgb")
+
+
+def test_an_agent_saved_before_policies_read_pixels_loads_with_its_token_prior(
+    fake_ds_path: Path, tmp_path: Path
+) -> None:
+    import json
+    import zipfile
+
+    from voc_rl.agents import Agent
+
+    agent = voc_rl.make_agent("bc-tokens", size="tiny", tokenizer="titok")
+    agent.learn(fake_ds_path, steps=3, run_dir=tmp_path / "run", progress=False)
+    new = agent.save(tmp_path / "new.zip")
+    old = tmp_path / "old.zip"
+    with zipfile.ZipFile(new) as src, zipfile.ZipFile(old, "w") as dst:
+        for item in src.namelist():
+            data = src.read(item)
+            if item == "agent.json":
+                meta = json.loads(data)
+                del meta["config"]["policy_input"]  # as written by earlier versions
+                data = json.dumps(meta).encode()
+            dst.writestr(item, data)
+    loaded = Agent.load(old)
+    assert loaded.config.policy_input == "tokens" and "tokenizer" in loaded.parts
+    obs = open_dataset(fake_ds_path).stacks(np.arange(1), 3)[0]
+    np.testing.assert_array_equal(
+        loaded.predict(obs, deterministic=True)[0], agent.predict(obs, deterministic=True)[0]
+    )
