@@ -72,7 +72,8 @@ from voc_rl.tokenizers.cache import token_view
 from voc_rl.train_loop import Loop
 
 COLUMNS = (
-    "task", "dataset", "agent", "runs", "iqm", "iqm_ci", "mean", "mean_ci", "p_better_than_bc",
+    "task", "dataset", "agent", "runs", "iqm", "iqm_ci", "mean", "mean_ci", "x_expert", "score_10",
+    "p_better_than_bc",
     "p_ci", "vs_bc", "train_min", "ms_per_decision",
 )  # fmt: skip
 SEED_COLUMNS = ("task", "dataset", "agent", "seed", "episodes", "return_mean", "return_std", "train_min",
@@ -501,6 +502,8 @@ class Results:
             for r in mine:
                 returns.setdefault(r["agent"], []).append(float(r["return"]))
             stats = aggregate({a: np.array(v) for a, v in returns.items()})
+            expert = [b["return_mean"] for b in self.behaviour_rows
+                      if (b["task"], b["dataset"], b["level"]) == (task, kind, "expert")]  # fmt: skip
             for agent, s in stats.items():
                 cost = [r for r in seeds if (r["task"], r["dataset"], r["agent"]) == (task, kind, agent)]
                 minutes = [r["train_min"] for r in cost if r["train_min"] != "-"]
@@ -508,6 +511,8 @@ class Results:
                     "task": task, "dataset": kind, "agent": agent, "runs": len(returns[agent]),
                     "iqm": round(s["iqm"], 1), "iqm_ci": f"[{s['iqm_lo']:.1f}, {s['iqm_hi']:.1f}]",
                     "mean": round(s["mean"], 1), "mean_ci": f"[{s['mean_lo']:.1f}, {s['mean_hi']:.1f}]",
+                    "x_expert": round(s["iqm"] / expert[0], 2) if expert else "-",
+                    "score_10": round(s["iqm"] / 10, 1),
                     "p_better_than_bc": round(s["p"], 2) if "p" in s else "-",
                     "p_ci": f"[{s['p_lo']:.2f}, {s['p_hi']:.2f}]" if "p" in s else "-",
                     "vs_bc": verdict(s),
@@ -540,7 +545,9 @@ class Results:
             f"agents trained with seeds {list(a.seeds)}; `(sampled)`: `deterministic=False`. IQM and mean "
             f"of the returns with 95% stratified-bootstrap intervals ({REPS} resamples, rliable) over the "
             "runs (seed, episode); p_better_than_bc: probability of improvement over bc with its interval; "
-            "vs_bc: better/worse where that interval excludes 0.5, else within noise. train_min: the "
+            "vs_bc: better/worse where that interval excludes 0.5, else within noise. x_expert: the IQM over "
+            "the mean return of the dataset's expert episodes (below); score_10: the IQM / 10, the V-D4RL "
+            "scale (their figures are on other data: 84 px, other behaviour policies). train_min: the "
             "shared tokenizer, the reused parts and the agent's own; ms_per_decision: one env, batch 1.",
             "",
             *markdown_table(rows, COLUMNS),
