@@ -13,7 +13,6 @@ frame) weight each transition's terms: %BC and advantage-weighted extraction
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,7 @@ import torch
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.data.sampler import WindowSampler
 from voc_rl.pixel_trunk import EVAL_STATES, PixelModel, PixelModelConfig, chunked, mlp, pixel_batch
-from voc_rl.prior import ACTION_EPS
+from voc_rl.prior import ACTION_EPS, check_weights, squashed_log_prob
 from voc_rl.token_trunk import Batch, Objective, eval_index, fit_token_model
 from voc_rl.train_loop import Loop, TrainReport
 from voc_rl.utils import resolve_device
@@ -63,13 +62,7 @@ class PixelBCPolicy(PixelModel):
         return mean, log_std.clamp(self.config.log_std_min, self.config.log_std_max)
 
     def _log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        mean, log_std = chunked(self, obs) if len(obs) > 512 else self(obs)
-        if actions.ndim == 3:
-            mean, log_std = mean[:, None], log_std[:, None]
-        a = actions.clamp(-1.0 + ACTION_EPS, 1.0 - ACTION_EPS)
-        u = torch.atanh(a)
-        gauss = -0.5 * ((u - mean) * torch.exp(-log_std)) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
-        return (gauss - torch.log1p(-a * a)).sum(-1)
+        return squashed_log_prob(*(chunked(self, obs) if len(obs) > 512 else self(obs)), actions)
 
     def log_prob(self, obs: Any, actions: Any) -> torch.Tensor:
         """``log pi(a | s)`` of actions (B, A) -> (B,) or (B, K, A) -> (B, K) (clamped to 1 - 1e-4)."""
@@ -113,19 +106,6 @@ def weighted_mean(terms: torch.Tensor, weight: torch.Tensor | None) -> torch.Ten
     return (weight * terms).sum() / weight.sum().clamp_min(1e-8)
 
 
-def check_weights(weights: np.ndarray | None, ds: PixelDataset, device: torch.device) -> torch.Tensor | None:
-    """``weights`` (one float >= 0 per flat frame of ``ds``, positive sum) as a tensor, or None."""
-    if weights is None:
-        return None
-    weights = np.asarray(weights, np.float32)
-    n = len(ds.arrays["action"])
-    if weights.shape != (n,) or not np.isfinite(weights).all():
-        raise ValueError(f"weights must be finite, one per frame: ({n},), got {weights.shape}")
-    if (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError("weights must be >= 0 with a positive sum")
-    return torch.from_numpy(weights).to(device)
-
-
 def held_out(ds: PixelDataset, episodes: np.ndarray, frame_stack: int, device: torch.device, nxt: bool,
              train: np.ndarray) -> Batch:  # fmt: skip
     """Up to EVAL_STATES evenly spaced held-out states (``train``'s episodes where none are held out)."""
@@ -157,7 +137,7 @@ def train_pixel_bc(
     train_eps, val_eps = ds.split(val_fraction, loop.seed)
     sampler = WindowSampler(ds, train_eps, c.frame_stack, loop.seed, require_next_action=False)
     val = held_out(ds, val_eps, c.frame_stack, device, False, train_eps)
-    weight = check_weights(weights, ds, device)
+    weight = check_weights(weights, len(ds.arrays["action"]), device)
 
     def loss_fn(b: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         terms = bc_terms(policy, policy.encoder(b["obs"], augment=True), b["action"])

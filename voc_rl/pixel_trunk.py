@@ -157,14 +157,9 @@ class PixelModel(nn.Module):
 
     def check_actions(self, actions: Any, batch: int) -> torch.Tensor:
         """Actions (B, A) or (B, K, A) as float32 on the model's device."""
-        actions, a = torch.as_tensor(actions), self.config.action_dim
-        if not actions.is_floating_point():
-            raise TypeError(f"actions must be float, got {actions.dtype}")
-        if actions.ndim not in (2, 3) or actions.shape[0] != batch or actions.shape[-1] != a:
-            raise ValueError(f"actions must be (B={batch}, {a}) or (B, K, {a}), got {tuple(actions.shape)}")
-        if not torch.isfinite(actions).all():
-            raise ValueError("actions contain NaN or inf")
-        return actions.float().to(self.device)
+        from voc_rl.token_trunk import check_actions
+
+        return check_actions(actions, batch, self.config.action_dim, self.device)
 
     def save(self, path: str | Path, **extra: Any) -> Path:
         return save_model(path, self, self.FORMAT, self.config, **extra)

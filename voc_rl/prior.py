@@ -59,6 +59,35 @@ class BCConfig(TokenModelConfig):
 
 
 # ---------------------------------------------------------------------- model
+def squashed_log_prob(
+    mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor, beta: float = 0.0
+) -> torch.Tensor:
+    """log-density of actions (B, A) -> (B,) or (B, K, A) -> (B, K) under tanh(N(mean, std)), mean and
+    log_std (B, A); actions clamped to ``[-1 + 1e-4, 1 - 1e-4]``. With ``beta > 0`` each dimension's
+    Gaussian term is weighted by stop-grad std^(2 beta) (beta-NLL)."""
+    if actions.ndim == 3:
+        mean, log_std = mean[:, None], log_std[:, None]
+    a = actions.clamp(-1.0 + ACTION_EPS, 1.0 - ACTION_EPS)
+    u = torch.atanh(a)  # (..., A)
+    gauss = -0.5 * ((u - mean) * torch.exp(-log_std)) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    if beta > 0:  # without it, dimensions fitted badly early get a wide std and stop being learned
+        gauss = gauss * torch.exp(2 * beta * log_std).detach()
+    return (gauss - torch.log1p(-a * a)).sum(-1)  # change of variables: da/du = 1 - a^2
+
+
+def check_weights(weights: np.ndarray | None, n: int, device: torch.device) -> torch.Tensor | None:
+    """Extraction ``weights`` (one float >= 0 per flat frame of a dataset of ``n``, positive sum) as a
+    tensor on ``device``, or None."""
+    if weights is None:
+        return None
+    weights = np.asarray(weights, np.float32)
+    if weights.shape != (n,) or not np.isfinite(weights).all():
+        raise ValueError(f"weights must be finite, one per frame: ({n},), got {weights.shape}")
+    if (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError("weights must be >= 0 with a positive sum")
+    return torch.from_numpy(weights).to(device)
+
+
 class BCPolicy(TokenModel):
     """``pi(a | s)``: a tanh-squashed diagonal Gaussian on the tokens of s, fitted by maximum likelihood."""
 
@@ -77,15 +106,7 @@ class BCPolicy(TokenModel):
     def _log_prob(self, context: torch.Tensor, actions: torch.Tensor, beta: float = 0.0) -> torch.Tensor:
         """log pi for actions (B, A) -> (B,) or (B, K, A) -> (B, K); differentiable. With ``beta > 0``
         the training objective instead: each dimension's term weighted by stop-grad std^(2 beta)."""
-        mean, log_std = self(context)
-        if actions.ndim == 3:
-            mean, log_std = mean[:, None], log_std[:, None]
-        a = actions.clamp(-1.0 + ACTION_EPS, 1.0 - ACTION_EPS)
-        u = torch.atanh(a)  # (..., A)
-        gauss = -0.5 * ((u - mean) * torch.exp(-log_std)) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
-        if beta > 0:  # without it, dimensions fitted badly early get a wide std and stop being learned
-            gauss = gauss * torch.exp(2 * beta * log_std).detach()
-        return (gauss - torch.log1p(-a * a)).sum(-1)  # change of variables: da/du = 1 - a^2
+        return squashed_log_prob(*self(context), actions, beta)
 
     def log_prob(self, context: Any, actions: Any) -> torch.Tensor:
         """``log pi(a | s)`` of actions (B, A) -> (B,), or (B, K, A) -> (B, K); actions are clamped to
@@ -193,15 +214,7 @@ def train_bc(
     val_eps = val_eps if len(val_eps) else train_eps
     sampler = WindowSampler(token_ds, train_eps, c.frame_stack, loop.seed, require_next_action=False)
     val = token_batch(token_ds, eval_index(token_ds, val_eps, False), c.frame_stack, device, False)
-    weight = None
-    if weights is not None:
-        weights = np.asarray(weights, np.float32)
-        if weights.shape != token_ds.arrays["action"].shape[:1] or not np.isfinite(weights).all():
-            raise ValueError(f"weights must be finite, one per frame: ({len(token_ds.arrays['action'])},), "
-                             f"got {weights.shape}")  # fmt: skip
-        if (weights < 0).any() or weights.sum() <= 0:
-            raise ValueError("weights must be >= 0 with a positive sum")
-        weight = torch.from_numpy(weights).to(device)
+    weight = check_weights(weights, len(token_ds.arrays["action"]), device)
 
     def loss_fn(b: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         terms = policy._log_prob(b["obs"], b["action"], c.nll_beta)
