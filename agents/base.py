@@ -28,11 +28,12 @@ from voc_rl.checkpoint import Callback, CheckpointError, atomic_write, save_json
 from voc_rl.data.dataset import PixelDataset, TokenView, open_dataset
 from voc_rl.envs import make_env
 from voc_rl.parts import CHECKPOINT, fit_pixel_prior, fit_prior, fit_tokenizer
-from voc_rl.paths import user_path
+from voc_rl.paths import check_writable, user_path
 from voc_rl.pixel_policy import PixelBCConfig, PixelBCPolicy
 from voc_rl.pixel_trunk import pixel_batch
 from voc_rl.prior import BCConfig, BCPolicy, advantage_weights, level_shares, top_episode_weights
 from voc_rl.registry import REGISTRY, AgentConfig, load_class
+from voc_rl.run_folder import check_same_run, locked
 from voc_rl.token_trunk import token_batch, window_starts
 from voc_rl.tokenizers import Tokenizer
 from voc_rl.tokenizers.cache import token_view
@@ -198,8 +199,17 @@ class Agent:
             for other in others:
                 ds.task_reward(other)  # relabelled? (else: the relabel command to run)
         name = f"{task}__{self.name}__{c.seed}__{int(time.time())}"
-        run = user_path(run_dir) if run_dir else user_path(runs) / name
-        run.mkdir(parents=True, exist_ok=True)
+        run = check_writable(user_path(run_dir) if run_dir else user_path(runs) / name, "run folder")
+        check_same_run(run, {"seed": c.seed, "dataset": ds.path.name, "task": task})
+        with locked(run):
+            return self._learn_in(run, ds, task, steps, callback, tokenizer, progress)
+
+    def _learn_in(
+        self, run: Path, ds: PixelDataset, task: str, steps: int | None, callback: Callback | None,
+        tokenizer: str | Path | None, progress: bool,
+    ) -> Agent:  # fmt: skip
+        """:meth:`learn` in the run folder ``run``, which this process holds."""
+        c = self.config
         self.run_dir = run
         (run / "config.json").write_text(
             json.dumps({"agent": self.name, "task": task, "dataset": str(ds.path), **self._config_json()})
@@ -474,6 +484,8 @@ class Agent:
         with zipfile.ZipFile(path) as z, tempfile.TemporaryDirectory() as tmp:
             try:
                 meta = json.loads(z.read("agent.json"))
+            except zipfile.BadZipFile as exc:
+                raise CheckpointError(f"{path} is corrupt ({exc}): save or copy the agent again") from exc
             except (KeyError, ValueError) as exc:
                 raise CheckpointError(f"{path} has no readable agent.json: not a voc_rl agent") from exc
             if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -521,6 +533,8 @@ class Agent:
                     z.extract(f"{part}.pt", tmp)
                 except KeyError as exc:
                     raise CheckpointError(f"{path} lacks {part}.pt: incomplete agent file") from exc
+                except zipfile.BadZipFile as exc:
+                    raise CheckpointError(f"{path} is corrupt ({exc}): save or copy the agent again") from exc
                 agent._load_part(part, Path(tmp) / f"{part}.pt")
         agent._check_parts(path)
         return agent

@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import warnings
@@ -45,8 +46,11 @@ from voc_rl.data.storage import sha256_file
 from voc_rl.ground_truth import simulator_q
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
 from voc_rl.prior import BCConfig, BCPolicy
+from voc_rl.run_folder import RunFolderError
 from voc_rl.tokenizers import Tokenizer, make_tokenizer
 from voc_rl.tokenizers.cache import token_view
+from voc_rl.tokenizers.train import fit
+from voc_rl.train_loop import Loop
 from voc_rl.value import density_q, pool_q, rollout_q, sample_q
 
 
@@ -351,6 +355,45 @@ def pickled_code() -> bytes:
     return buf.getvalue()
 
 
+def flipped_member(world: World, member: str) -> Path:
+    """A copy of ``agent_zip`` with one byte of ``member``'s stored data flipped: its CRC fails."""
+    out = world.fresh("crc").with_suffix(".zip")
+    data = bytearray(world.agent_zip.read_bytes())
+    with zipfile.ZipFile(world.agent_zip) as z:
+        info = z.getinfo(member)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start + info.compress_size // 2] ^= 0xFF
+    return write(out, bytes(data))
+
+
+def under_a_file(world: World, name: str) -> Path:
+    """``<a file>/name``: a path whose folder is a file, so nothing can be written there."""
+    return write(world.fresh("plain-file"), b"not a folder") / name
+
+
+def run_of_seed(world: World, seed: int) -> Path:
+    """A run folder where a tiny ``bc`` of ``seed`` trained one step."""
+    run = world.fresh("run")
+    voc_rl.make_agent("bc", size="tiny", seed=seed).learn(world.pixels, steps=1, run_dir=run, progress=False)
+    return run
+
+
+def held_by_another_process(world: World) -> Path:
+    """A run folder whose lock names a live process (this one's parent) on this host."""
+    run = world.fresh("run")
+    run.mkdir(parents=True)
+    record = {"pid": os.getppid(), "host": socket.gethostname(), "since": "2026-01-01 00:00:00"}
+    (run / ".lock").write_text(json.dumps(record))
+    return run
+
+
+def tokenizer_run_of_seed(world: World, seed: int) -> Path:
+    """A tokenizer run folder (two steps of a tiny titok) of ``seed``."""
+    out = world.fresh("tok-run")
+    fit(make_tokenizer("titok", size="tiny", steps=2), world.ds, loop=Loop(out, seed=seed, progress=False))
+    return out
+
+
 def cli(world: World, *argv: str) -> None:
     """Run the installed ``voc-rl`` script; raise :class:`ExitStatus2` with its message on status 2."""
     script = Path(sys.executable).with_name("voc-rl")
@@ -362,6 +405,11 @@ def cli(world: World, *argv: str) -> None:
     if proc.returncode == 2:
         raise ExitStatus2(proc.stderr.strip().splitlines()[-1])
     raise AssertionError(f"voc-rl {' '.join(argv)} exited with {proc.returncode}: {proc.stderr[-300:]}")
+
+
+def train_cli(world: World, *argv: str) -> None:
+    """``voc-rl agent train --agent bc --dataset <pixels> ARGV``."""
+    cli(world, "agent", "train", "--agent", "bc", "--dataset", str(world.pixels), *argv)
 
 
 # ---------------------------------------------------------------------------------------- the catalogue
@@ -658,7 +706,7 @@ CASES: list[Case] = [
          ValueError, r"unknown agent 'voc-dnio'; did you mean 'voc-dino'",
          lambda w: voc_rl.make_agent("voc-dnio")),
     Case("agent-unknown-field", 'make_agent("voc-dino", gama=0.9)', "a misspelt config field",
-         TypeError, r"unknown agent config field\(s\) 'gama' \(did you mean 'gamma'\?\)",
+         ValueError, r"unknown AgentConfig field\(s\) 'gama' \(did you mean 'gamma'\?\)",
          lambda w: voc_rl.make_agent("voc-dino", gama=0.9)),
     Case("agent-unknown-size", 'make_agent("bc", size="huge")', "an unknown size preset",
          ValueError, r"unknown size 'huge'; choose from", lambda w: voc_rl.make_agent("bc", size="huge")),
@@ -735,6 +783,58 @@ CASES: list[Case] = [
     Case("load-agent-no-entry-point", "load_agent(path)", "agent.json without entry_point",
          CheckpointError, r"entry_point",
          lambda w: voc_rl.load_agent(w.rezip(without("entry_point")))),
+    # ------------------------------------------------------------------ config types
+    Case("agent-field-text-for-int", 'make_agent("voc-titok", occupancy_steps="abc")', "a word for a number",
+         ValueError, r"AgentConfig.occupancy_steps must be an integer or None, got 'abc' \(str\)",
+         lambda w: voc_rl.make_agent("voc-titok", occupancy_steps="abc")),
+    Case("agent-field-nan", 'make_agent("voc-titok", gamma=nan)', "a NaN discount",
+         ValueError, r"AgentConfig.gamma must be a finite number, got nan",
+         lambda w: voc_rl.make_agent("voc-titok", gamma=float("nan"))),
+    Case("agent-field-float-for-int", 'make_agent("voc-titok", candidates=2.5)', "a fraction of a candidate",
+         ValueError, r"AgentConfig.candidates must be an integer, got 2.5 \(float\)",
+         lambda w: voc_rl.make_agent("voc-titok", candidates=2.5)),
+    Case("agent-field-text-for-list", 'make_agent("voc-titok", tasks="walker-run")', "one name for a list",
+         ValueError, r"AgentConfig.tasks must be a list, got 'walker-run'",
+         lambda w: voc_rl.make_agent("voc-titok", tasks="walker-run")),
+    Case("tok-config-type", 'make_tokenizer("titok", size="tiny", image_size="64")', "text for a size",
+         ValueError, r"TiTokConfig.image_size must be an integer, got '64' \(str\)",
+         lambda w: make_tokenizer("titok", size="tiny", image_size="64")),
+    Case("occ-config-type", 'OccupancyConfig.for_dataset(view, "tiny", gamma="0.9")', "text for gamma",
+         ValueError, r"OccupancyConfig.gamma must be a finite number, got '0.9' \(str\)",
+         lambda w: OccupancyConfig.for_dataset(w.view, "tiny", gamma="0.9")),
+    Case("bc-config-type", 'BCConfig.for_dataset(view, "tiny", steps=None)', "no steps",
+         ValueError, r"BCConfig.steps must be an integer, got None",
+         lambda w: BCConfig.for_dataset(w.view, "tiny", steps=None)),
+    # ------------------------------------------------------------------ run folders
+    Case("run-folder-other-seed", 'make_agent("bc", seed=0).learn(ds, run_dir=<a seed-1 run>)',
+         "a seed sweep sharing one run folder", RunFolderError,
+         r"holds a run of seed 1 \(asked: 0\); its parts would be reused under the wrong label",
+         lambda w: voc_rl.make_agent("bc", size="tiny", seed=0).learn(
+             w.pixels, steps=1, run_dir=run_of_seed(w, 1), progress=False)),
+    Case("run-folder-in-use", "agent.learn(ds, run_dir=<a folder another process trains in>)",
+         "two processes on one run folder", RunFolderError,
+         r"is in use by process \d+ on .* wait for it to finish or use another run folder",
+         lambda w: voc_rl.make_agent("bc", size="tiny").learn(
+             w.pixels, steps=1, run_dir=held_by_another_process(w), progress=False)),
+    Case("train-resume-other-seed", "fit(tok, ds, loop=Loop(<a seed-1 run>, seed=0))",
+         "resuming a trainer's run with another seed", CheckpointError,
+         r"belongs to a run of seed 1, not 0; use another output folder",
+         lambda w: fit(make_tokenizer("titok", size="tiny", steps=4), w.ds,
+                       loop=Loop(tokenizer_run_of_seed(w, 1), seed=0, progress=False))),
+    # ------------------------------------------------------------------ outputs written
+    Case("collect-out-unwritable", 'collect(..., out="<a file>/data")', "an output folder under a file",
+         ValueError, r"cannot write the dataset folder .*: .* is a file, not a folder",
+         lambda w: collect("fake-pixels", "random", episodes=1, out=under_a_file(w, "data"), progress=False)),
+    Case("agent-learn-run-unwritable", 'agent.learn(ds, run_dir="<a file>/run")', "a run folder under a file",
+         ValueError, r"cannot write the run folder .*: .* is a file, not a folder",
+         lambda w: voc_rl.make_agent("bc", size="tiny").learn(
+             w.pixels, steps=1, run_dir=under_a_file(w, "run"), progress=False)),
+    Case("load-agent-field-type", "load_agent(path)", 'agent.json with candidates "8"',
+         CheckpointError, r"its agent config is invalid: AgentConfig.candidates must be an integer, got '8'",
+         lambda w: voc_rl.load_agent(w.rezip(with_config(candidates="8")))),
+    Case("load-agent-bad-crc", "load_agent(path)", "a zip whose occupancy.pt fails its CRC",
+         CheckpointError, r"is corrupt \(Bad CRC-32 for file 'occupancy.pt'\): save or copy the agent again",
+         lambda w: voc_rl.load_agent(flipped_member(w, "occupancy.pt"))),
     # ------------------------------------------------------------------ the command line
     Case("cli-unknown-command", "voc-rl frobnicate", "a command that does not exist",
          ExitStatus2, r"invalid choice: 'frobnicate' \(choose from", lambda w: cli(w, "frobnicate")),
@@ -747,4 +847,32 @@ CASES: list[Case] = [
     Case("cli-bad-int", "voc-rl collect --episodes many", "a word for a number",
          ExitStatus2, r"argument --episodes: invalid int value: 'many'",
          lambda w: cli(w, "collect", "--episodes", "many")),
+    Case("cli-set-unknown-field", "voc-rl agent train ... --set occupancy_stepz=3", "a misspelt --set field",
+         ExitStatus2, r"field\(s\) 'occupancy_stepz' \(did you mean 'occupancy_steps'\?\)",
+         lambda w: train_cli(w, "--set", "occupancy_stepz=3")),
+    Case("cli-set-bad-type", "voc-rl agent train ... --set occupancy_steps=abc", "a word for a --set number",
+         ExitStatus2, r"AgentConfig.occupancy_steps must be an integer or None; 'abc' is not one",
+         lambda w: train_cli(w, "--set", "occupancy_steps=abc")),
+    Case("cli-train-out-unwritable", "voc-rl agent train ... --out <a file>/agent.zip",
+         "an agent file under a file, found before training", ExitStatus2,
+         r"voc-rl agent: error: cannot write the agent file .* is a file, not a folder",
+         lambda w: train_cli(w, "--size", "tiny", "--out", str(under_a_file(w, "agent.zip")))),
+    Case("cli-collect-out-unwritable", "voc-rl collect --out <a file>/data", "a dataset folder under a file",
+         ExitStatus2, r"voc-rl collect: error: cannot write the dataset folder",
+         lambda w: cli(w, "collect", "--task", "fake-pixels", "--policy", "random", "--episodes", "1",
+                       "--out", str(under_a_file(w, "data")))),
+    Case("cli-eval-gif-unwritable", "voc-rl agent eval agent.zip --gif <a file>/x.gif",
+         "a GIF path under a file, found before the episodes", ExitStatus2,
+         r"voc-rl agent: error: cannot write the GIF",
+         lambda w: cli(w, "agent", "eval", str(w.agent_zip), "--gif", str(under_a_file(w, "x.gif")))),
+    Case("cli-imagine-out-unwritable", "voc-rl agent imagine agent.zip --out <a file>/f.png",
+         "an image path under a file", ExitStatus2, r"voc-rl agent: error: cannot write the image",
+         lambda w: cli(w, "agent", "imagine", str(w.agent_zip), "--dataset", str(w.pixels),
+                       "--out", str(under_a_file(w, "f.png")))),
+    Case("cli-bench-out-dir-unwritable", "voc-rl bench return-error --out-dir <a file>/results",
+         "a results folder under a file", ExitStatus2, r"cannot write the --out-dir folder",
+         lambda w: cli(w, "bench", "return-error", "--out-dir", str(under_a_file(w, "results")))),
+    Case("cli-agent-bad-crc", "voc-rl agent eval crc.zip", "an agent zip whose occupancy.pt fails its CRC",
+         ExitStatus2, r"voc-rl agent: error: .* is corrupt \(Bad CRC-32 for file 'occupancy.pt'\)",
+         lambda w: cli(w, "agent", "eval", str(flipped_member(w, "occupancy.pt")))),
 ]  # fmt: skip

@@ -44,6 +44,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
@@ -248,13 +249,32 @@ class Trainer:
         shared.mkdir(parents=True, exist_ok=True)
         tokenizer = self.tokenizer(agent, shared) if agent.reads_tokens() else None
         extends = base_of(name) != name and agent._needs_behaviour_prior()  # (%BC needs no BC prior)
+        shares = self.share_prior(agent, shared, base_of(name))
         if extends:
             self._learn(self.make(base_of(name)), shared, base_of(name), tokenizer)
         label = f"{name}@{task}" if task else name
         zipped = self._learn(agent, shared, label, tokenizer)
         seconds = self._seconds(shared)
         used = {label} | ({base_of(name)} if extends else set()) | ({"tokenizer"} if tokenizer else set())
+        used |= {"bc"} if shares else set()
         return zipped, round(sum(seconds.get(n, 0.0) for n in used) / 60, 1)
+
+    def share_prior(self, agent: Agent, shared: Path, folder: str) -> bool:
+        """Seeds ``shared/{folder}`` with ``bc``'s finished pixel BC prior where ``agent`` trains the
+        same one (same config, seed and data: the same weights), so the seed's agents fit it once;
+        their ``train_min`` then counts ``bc``'s minutes. True where the agent uses ``bc``'s prior."""
+        if folder == "bc" or not agent._needs_behaviour_prior() or agent.config.policy_input != "pixels":
+            return False
+        source, target = shared / "bc" / "pixel-prior", shared / folder / "pixel-prior"
+        if target.exists():
+            return (target / ".from-bc").exists()
+        bc, zipped = self.make("bc"), shared / "bc.zip"  # bc.zip: its prior finished
+        same = [getattr(bc.config, f) == getattr(agent.config, f) for f in ("size", "seed", "prior_steps")]
+        if not (source.is_dir() and zipped.exists() and same_config(zipped, bc) and all(same)):
+            return False
+        shutil.copytree(source, target)
+        (target / ".from-bc").touch()
+        return True
 
     def tokenizer(self, agent: Agent, shared: Path) -> Path:
         """The tokenizer every token-reading agent of the seed reads, fitted once in ``shared/tokenizer``."""

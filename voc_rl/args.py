@@ -22,7 +22,8 @@ script::
 A script's ``quick`` preset applies when ``--quick`` is given, under the options the user typed:
 ``--quick --seeds 5`` runs the quick preset with seed 5. Paths come back absolute, ``~`` expanded
 (:func:`voc_rl.paths.user_path`). A ``ValueError`` raised by the class (its ``__post_init__``
-checks) becomes a usage error: the message and exit status 2.
+checks, and output folders ``out_dir`` and ``runs`` that cannot be written) becomes a usage error: the
+message and exit status 2.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from voc_rl.paths import user_path
+from voc_rl.paths import check_writable, user_path
 
 T = TypeVar("T")
+WRITTEN = ("out_dir", "runs")  # the fields of a script's output folders
 Preset = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
 
 
@@ -122,6 +124,10 @@ def parse_args(
         values |= quick() if callable(quick) else quick
     values |= given
     try:
-        return cls(**{name: _resolved(value) for name, value in values.items()})
+        args = cls(**{name: _resolved(value) for name, value in values.items()})
+        for name in WRITTEN:  # checked before hours of work, not at their end
+            if isinstance(getattr(args, name, None), Path):
+                check_writable(getattr(args, name), f"--{name.replace('_', '-')} folder")
     except ValueError as exc:
         parser.error(str(exc))
+    return args

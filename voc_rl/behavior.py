@@ -26,7 +26,7 @@ from torch import nn
 
 from voc_rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_npz
 from voc_rl.envs import make_env
-from voc_rl.paths import user_path
+from voc_rl.paths import check_writable, user_path
 
 LEVELS = ("random", "medium", "expert")
 POLICY_DIR = Path(__file__).parent / "policies"
@@ -253,7 +253,7 @@ def train_behavior(
     """
     from stable_baselines3.common.callbacks import BaseCallback
 
-    run_dir = user_path(run_dir)
+    run_dir = check_writable(run_dir, "run folder")
     (run_dir / "snapshots").mkdir(parents=True, exist_ok=True)
     model = _sac(task, seed, total_steps, learning_starts, run_dir)
     ladder: list[dict[str, Any]] = []

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import zipfile
 from collections.abc import Sequence
 
-from voc_rl.paths import user_path
+from voc_rl.paths import check_writable, user_path
 
 # Output folders are resolved as they are parsed (``type=user_path``), and so are the defaults
 # computed below; inputs (datasets, checkpoints, V-D4RL folders) are resolved by the functions that
@@ -46,23 +48,25 @@ def _cmd_agents(args: argparse.Namespace) -> int:
 
 
 def _config_value(text: str) -> tuple[str, object]:
-    """``FIELD=VALUE`` of ``--set``: the value as JSON where it parses (3000, 0.99, true, {"depth": 2}),
-    else the text itself (qwr)."""
-    import json
+    """``FIELD=VALUE`` of ``--set``, the value parsed by the agent config field's type
+    (:func:`voc_rl.typed.parse_field`)."""
+    from voc_rl.registry import AgentConfig
+    from voc_rl.typed import ConfigError, parse_field
 
     field, sep, value = text.partition("=")
     if not sep or not field:
         raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
     try:
-        return field, json.loads(value)
-    except ValueError:
-        return field, value
+        return field, parse_field(AgentConfig, field, value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _cmd_agent_train(args: argparse.Namespace) -> int:
     from voc_rl.registry import make_agent
 
     agent = make_agent(args.agent, size=args.size, seed=args.seed, **dict(args.set))
+    check_writable(args.out, "agent file")
     agent.learn(args.dataset, steps=args.steps, runs=args.runs, run_dir=args.run_dir)
     print(f"saved {agent.save(args.out)}; TensorBoard: tensorboard --logdir {agent.run_dir}")
     return 0
@@ -77,6 +81,8 @@ def _cmd_agent_eval(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.gif:
+        check_writable(args.gif, "GIF")
     agent = load_agent(args.path)
     if args.task:
         agent.set_task(args.task)  # one of the tasks it has a reward head for
@@ -107,6 +113,7 @@ def _cmd_agent_imagine(args: argparse.Namespace) -> int:
     from voc_rl.imagine import check_imaginable, imagine
     from voc_rl.registry import load_agent
 
+    check_writable(args.out, "image")
     agent = load_agent(args.path)
     check_imaginable(agent)  # before the dataset opens: the cheaper error first
     ds = open_dataset(args.dataset)
@@ -310,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="voc-rl", description="Video occupancy models for pixel-based control on DeepMind Control."
     )
     parser.add_argument("--version", action="version", version=_version())
+    debug = "show the traceback of an error (also: VOC_RL_DEBUG=1); before the command"
+    parser.add_argument("--debug", action="store_true", help=debug)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     quick = sub.add_parser("quickstart", help="the README's main job on a built-in default")
@@ -490,8 +499,14 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``voc-rl``: every expected error (bad input, a missing or corrupt file, a refused run folder,
+    an unwritable output) is one line on stderr and exit status 2, Ctrl-C is exit status 130; with
+    ``--debug`` or ``VOC_RL_DEBUG=1`` they raise with their traceback."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("VOC_RL_DEBUG", "") not in ("", "0")
+    if argv[:1] == ["--debug"]:
+        argv, debug = argv[1:], True
     if argv[:2] == ["bench", "return-error"]:  # the table's own options follow, --help included
         args = argparse.Namespace(command="bench", func=_cmd_bench, args=argv[2:])
     else:
@@ -503,7 +518,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, GymError) as exc:
+    except KeyboardInterrupt as exc:
+        if debug:
+            raise
+        said = str(exc) or "training checkpoints at the interrupt: run the same command again to resume"
+        print(f"voc-rl {args.command}: interrupted ({said})", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError, GymError, zipfile.BadZipFile) as exc:
+        if debug:
+            raise
         print(f"voc-rl {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -47,6 +47,7 @@ from voc_rl.data.dataset import TokenView
 from voc_rl.presets import from_preset
 from voc_rl.tokenizers.cache import model_fields
 from voc_rl.transformer import GPT, GPTConfig, KVCache
+from voc_rl.typed import check_fields
 
 FORMAT = "voc_rl.occupancy/1"
 HEADS_FORMAT = "voc_rl.reward_heads/1"
@@ -113,6 +114,7 @@ class OccupancyConfig:
     }
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.target_frames == 0:
             object.__setattr__(self, "target_frames", self.frame_stack)
         if not 0.0 <= self.gamma < 1.0:

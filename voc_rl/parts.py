@@ -40,7 +40,7 @@ from voc_rl.pixel_policy import PixelBCConfig, PixelBCPolicy, train_pixel_bc
 from voc_rl.prior import BCConfig, BCPolicy, train_bc
 from voc_rl.tokenizers import AGENT_TOKENS, Tokenizer, get_backend
 from voc_rl.tokenizers.train import fit
-from voc_rl.train_loop import Loop
+from voc_rl.train_loop import Loop, trained_seed
 from voc_rl.utils import resolve_device
 
 CHECKPOINT = {  # the file of each part in its run folder, as its trainer writes it
@@ -74,13 +74,12 @@ def collect_or_open(
 M = TypeVar("M")
 
 
-def _fit_or_reuse(
-    part: str, config: Any, out: Path | None, load: Callable[[Path], M], train: Callable[[], M]
-) -> M:
-    """What every ``fit_*`` does: ``load`` the checkpoint of ``part`` in ``out`` when it was trained for
-    ``config``'s steps with ``config``, else ``train()`` (in ``out``, resuming a run stopped there)."""
-    ckpt = None if out is None else out / CHECKPOINT[part]
-    if ckpt is not None and ckpt.exists():
+def _fit_or_reuse(part: str, config: Any, loop: Loop, load: Callable[[Path], M], train: Callable[[], M]) -> M:
+    """What every ``fit_*`` does: ``load`` the checkpoint of ``part`` in ``loop.out`` when it was
+    trained for ``config``'s steps with ``config`` and ``loop.seed``, else ``train()`` (in ``loop.out``,
+    resuming a run stopped there; :func:`~voc_rl.train_loop.train` refuses a run of another seed)."""
+    ckpt = None if loop.out is None else loop.out / CHECKPOINT[part]
+    if ckpt is not None and ckpt.exists() and trained_seed(ckpt.parent) in (None, loop.seed):
         loaded = load(ckpt)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # the occupancy model and its reward model
         if model.step >= config.steps and model.config == config:
@@ -116,7 +115,7 @@ def fit_tokenizer(
             tok.save(out / CHECKPOINT["tokenizer"])
         return tok
 
-    return _fit_or_reuse("tokenizer", config, out, lambda p: Tokenizer.load(p, backend=backend), train).to(
+    return _fit_or_reuse("tokenizer", config, loop, lambda p: Tokenizer.load(p, backend=backend), train).to(
         device
     )
 
@@ -179,7 +178,7 @@ def fit_actor_critic(
     def load(path: Path) -> tuple[PixelCritic, PixelBCPolicy]:
         return PixelCritic.load(path), PixelBCPolicy.load(path.parent / "actor.pt")
 
-    got_critic, actor = _fit_or_reuse("critic", config, loop.out, load, train)
+    got_critic, actor = _fit_or_reuse("critic", config, loop, load, train)
     device = resolve_device(loop.device)
     return got_critic.to(device).eval(), actor.to(device).eval()
 
@@ -206,7 +205,7 @@ def _fit_token_model(
         trainer(new, view, loop)
         return new
 
-    return _fit_or_reuse(part, config, loop.out, cls.load, train).to(resolve_device(loop.device)).eval()
+    return _fit_or_reuse(part, config, loop, cls.load, train).to(resolve_device(loop.device)).eval()
 
 
 def fit_occupancy(
@@ -227,7 +226,7 @@ def fit_occupancy(
         _, trained_reward = train_occupancy(occ, view, loop=loop, tokenizer=tokenizer, reward=reward)
         return occ, trained_reward
 
-    occ, trained_reward = _fit_or_reuse("occupancy", config, loop.out, OccupancyModel.load, train)
+    occ, trained_reward = _fit_or_reuse("occupancy", config, loop, OccupancyModel.load, train)
     device = resolve_device(loop.device)
     return occ.to(device).eval(), trained_reward.to(device).eval()
 
@@ -264,7 +263,7 @@ def fit_reward_head(
             raise CheckpointError(f"{path} holds the reward heads of {sorted(heads)}, not {task!r}")
         return heads[task]
 
-    return _fit_or_reuse("reward", config, loop.out, load, train).to(resolve_device(loop.device)).eval()
+    return _fit_or_reuse("reward", config, loop, load, train).to(resolve_device(loop.device)).eval()
 
 
 # ---------------------------------------------------------------------------------------------- shared

@@ -28,6 +28,7 @@ from torch import nn
 from voc_rl.checkpoint import load_model, save_model
 from voc_rl.data.dataset import PixelDataset, TokenView
 from voc_rl.presets import from_preset
+from voc_rl.typed import check_fields
 
 EVAL_STATES = 1024  # held-out states a pixel model is scored on (uint8 in memory: 37 MB at 64 px)
 EVAL_CHUNK = 256  # of them per forward pass
@@ -59,6 +60,7 @@ class PixelModelConfig:
     }
 
     def __post_init__(self) -> None:
+        check_fields(self)
         for name in ("action_dim", "image_size", "frame_stack", "channels", "feature_dim", "hidden",
                      "batch_size", "steps"):  # fmt: skip
             value = getattr(self, name)

@@ -42,7 +42,7 @@ from voc_rl.ground_truth import simulator_q
 from voc_rl.imagine import imagine
 from voc_rl.occupancy_train import validate, validation_batch
 from voc_rl.parts import CHECKPOINT, collect_or_open, fit_critic
-from voc_rl.paths import user_path
+from voc_rl.paths import check_writable, user_path
 from voc_rl.registry import load_agent, make_agent
 from voc_rl.report import markdown_table
 from voc_rl.tokenizers.cache import token_view
@@ -240,7 +240,7 @@ def main_job(
 ) -> MainJobReport:
     start = time.perf_counter()
     make_env(task).close()  # an unknown task fails here, with the close names, before any work
-    out = user_path(out)  # absolute from here on, whatever the working directory
+    out = check_writable(out, "output folder")  # absolute from here on, whatever the working directory
     out.mkdir(parents=True, exist_ok=True)
     phases: dict[str, float] = {}
     tic = time.perf_counter()

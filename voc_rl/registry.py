@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from voc_rl.tokenizers import AGENT_TOKENS
+from voc_rl.typed import check_fields, check_known
 
 SIZES = ("tiny", "small", "base")
 EXTRACTIONS = ("none", "awr", "qwr", "pbc")
@@ -105,11 +106,9 @@ class AgentConfig:
     """``auto`` (a GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``..."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.tasks, str) or not all(isinstance(t, str) and t for t in self.tasks):
+        check_fields(self)
+        if not all(self.tasks):
             raise ValueError(f"tasks must be a list of task names, got {self.tasks!r}")
-        object.__setattr__(self, "tasks", tuple(self.tasks))  # a JSON list when loaded
-        if not isinstance(self.task, str):
-            raise ValueError(f"task must be a task name or '' (the dataset's own), got {self.task!r}")
         if self.size not in SIZES:
             raise ValueError(f"unknown size {self.size!r}; choose from {SIZES}")
         if not 0.0 <= self.gamma < 1.0:
@@ -181,12 +180,7 @@ def load_class(entry_point: str) -> type:
 def make_agent(name: str, size: str = "small", **overrides: Any) -> Any:
     """A fresh (untrained) agent: the registered config at preset ``size``, fields overridden."""
     spec = agent_spec(name)
-    fields = {f.name for f in dataclasses.fields(AgentConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        hints = {u: difflib.get_close_matches(u, fields, n=1) for u in unknown}
-        said = ", ".join(f"{u!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for u, h in hints.items())
-        raise TypeError(f"unknown agent config field(s) {said}; fields: {', '.join(sorted(fields))}")
+    check_known(AgentConfig, overrides)
     if overrides.get("tokenizer", spec.config.tokenizer) != spec.config.tokenizer:
         overrides.setdefault(
             "tokenizer_kwargs", AGENT_TOKENS.get(overrides["tokenizer"], {})

@@ -33,6 +33,7 @@ import numpy as np
 from voc_rl.checkpoint import atomic_write, save_json
 from voc_rl.data.dataset import REWARD_MANIFEST, PixelDataset, reward_manifest, rewards_dir
 from voc_rl.data.storage import DatasetError, sha256_file
+from voc_rl.paths import check_writable
 
 OWN_TOLERANCE = 1e-5  # the recomputed own-task reward against the recorded one (float32 storage)
 
@@ -178,9 +179,8 @@ def _replay(ds: PixelDataset, tasks: Sequence[str], progress: bool) -> tuple[dic
 def relabel(ds: PixelDataset, tasks: Sequence[str], progress: bool = True) -> Path:
     """Write every task's rewards beside ``ds`` (``<dataset>/rewards/<task>.npy``, one atomic write
     each, then the manifest); returns the folder. Tasks relabelled before are kept."""
-    start = time.perf_counter()
+    start, folder = time.perf_counter(), check_writable(rewards_dir(ds.path), "rewards folder of the dataset")
     arrays, error = _replay(ds, tasks, progress)
-    folder = rewards_dir(ds.path)
     folder.mkdir(exist_ok=True)
     manifest = reward_manifest(ds)
     for name, values in arrays.items():

@@ -27,6 +27,7 @@ from voc_rl.data.sampler import WindowSampler
 from voc_rl.presets import from_preset
 from voc_rl.tokenizers.cache import model_fields
 from voc_rl.train_loop import Loop, Run, TrainReport, train
+from voc_rl.typed import check_fields
 from voc_rl.utils import ema_update, to_tensors
 
 EVAL_MAX = 4096  # held-out frames scored per evaluation (evenly spaced)
@@ -59,6 +60,7 @@ class TokenModelConfig:
     }
 
     def __post_init__(self) -> None:
+        check_fields(self)
         sizes = ("vocab_size", "tokens_per_frame", "action_dim", "frame_stack", "emb_dim", "hidden")
         for name in (*sizes, "batch_size", "steps"):
             if getattr(self, name) < 1:

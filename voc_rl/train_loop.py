@@ -20,16 +20,24 @@ folder, intervals, progress bar, callback, seed and device: what every trainer t
 - resume from ``out/train_state.pt`` with a guard (a run folder of another config is refused) and
   every random state restored, so that a run stopped and resumed is bitwise the run never stopped
   (with as many processes);
-- ``callback(step, logs)`` after every step; returning ``False`` stops the run after a checkpoint.
+- ``callback(step, logs)`` after every step; returning ``False`` stops the run after a checkpoint;
+- Ctrl-C (SIGINT) or SIGTERM stops the run after its step with a checkpoint, then raises
+  ``KeyboardInterrupt`` (a second one interrupts at once);
+- the run folder held by one process at a time (:mod:`voc_rl.run_folder`), and the seed recorded:
+  a run folder of another seed is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +48,8 @@ from torch import nn
 
 from voc_rl import distributed
 from voc_rl.checkpoint import Callback, CheckpointError, load_checkpoint, save_checkpoint
-from voc_rl.paths import optional_user_path
+from voc_rl.paths import check_writable, optional_user_path
+from voc_rl.run_folder import locked
 from voc_rl.utils import restore_rngs, rng_states
 
 Losses = dict[str, torch.Tensor]  # one loss per optimiser, by the optimiser's name
@@ -130,9 +139,61 @@ class Run:
 
 def train(run: Run, steps: int, loop: Loop) -> TrainReport:
     """Train ``run`` to ``steps`` (see the module docstring); with ``loop.out`` (a folder) also log,
-    checkpoint and resume."""
+    checkpoint and resume, holding the folder (:func:`voc_rl.run_folder.locked`) meanwhile."""
+    with contextlib.ExitStack() as stack:
+        if loop.out is not None:
+            stack.enter_context(locked(check_writable(loop.out, "run folder")))
+            for tmp in loop.out.glob(".*.tmp"):  # left by a write a kill cut short (none runs now)
+                tmp.unlink(missing_ok=True)
+        interrupted = stack.enter_context(_interrupts(run.name))
+        report = _train(run, steps, loop, interrupted)
+    if interrupted:
+        where = f"; saved at step {report.steps} in {loop.out}, run again to resume" if loop.out else ""
+        raise KeyboardInterrupt(f"{run.name} interrupted{where}")
+    return report
+
+
+@contextlib.contextmanager
+def _interrupts(name: str) -> Iterator[list[int]]:
+    """While training (in the main thread): the first SIGINT (Ctrl-C) or SIGTERM is recorded in the
+    yielded list, so the loop stops after its step and checkpoints; a second one interrupts at once."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if got:
+            raise KeyboardInterrupt
+        got.append(signum)
+        print(f"\n{name}: stopping after this step with a checkpoint (again to abort)", file=sys.stderr)
+
+    ignored = signal.SIG_IGN  # (a background job's SIGINT, as a shell leaves it) stays ignored
+    old = {
+        s: signal.signal(s, handler)
+        for s in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(s) != ignored
+    }
+    try:
+        yield got
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+
+
+def trained_seed(out: Path) -> int | None:
+    """The seed of the run whose ``train_state.pt`` is in ``out`` (None: none there, or one written
+    before runs recorded their seed)."""
+    state = out / "train_state.pt"
+    if not state.exists():
+        return None
+    return load_checkpoint(state, required=("config",))["config"].get("seed")
+
+
+def _train(run: Run, steps: int, loop: Loop, interrupted: list[int]) -> TrainReport:
     from tqdm import tqdm
 
+    run.identity = {**run.identity, "seed": loop.seed}  # a run folder of another seed is refused
     loop = loop.defaults(log_every=50, eval_every=500, ckpt_every=500)
     out, callback = loop.out, loop.callback
     log_every, eval_every, ckpt_every = loop.log_every, loop.eval_every, loop.ckpt_every
@@ -185,6 +246,7 @@ def train(run: Run, steps: int, loop: Loop) -> TrainReport:
         values = {name: float(loss.detach()) for name, loss in losses.items()}
         bar.update(1)
         stop = callback is not None and callback(model.step, {**logs, **values}) is False
+        stop = stop or bool(interrupted)
         stop = distributed.any_rank(stop)  # all ranks stop at the same step
         if model.step % log_every == 0:
             rate = log_every / (time.perf_counter() - tic)
@@ -236,6 +298,7 @@ def _resume(run: Run, state_file: Path, main: bool) -> None:
         state_file, required=("config", *run.modules, "optimizers", "step", "sampler_rng", "torch_rng")
     )
     mine = _config(run)
+    state["config"].setdefault("seed", run.identity["seed"])  # (written before runs recorded it)
     for key, want in run.identity.items():
         if state["config"].get(key) != want:
             raise CheckpointError(

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from voc_rl.behavior import LEVELS, BehaviorPolicy, Policy, load_policy
 from voc_rl.data.storage import DatasetWriter, Episode, dataset_dir
 from voc_rl.envs import env_id, make_env
-from voc_rl.paths import user_path
+from voc_rl.paths import check_writable, user_path
 
 KINDS = (*LEVELS, "mixed")
 MIXED_PROPORTIONS = {"random": 1 / 3, "medium": 1 / 3, "expert": 1 / 3}
@@ -56,7 +56,7 @@ def collect(
     ``policy`` is a level or ``mixed``; ``policy_file`` (a behaviour-policy checkpoint) overrides
     it with a policy of your own.
     """
-    out = user_path(out)
+    out = check_writable(out, "dataset folder")
     if policy not in KINDS and policy_file is None:
         raise ValueError(f"unknown dataset kind {policy!r}; choose from {KINDS} or pass a policy file")
     if episodes < 1:

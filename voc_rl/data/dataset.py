@@ -43,7 +43,7 @@ from voc_rl.data.storage import (
     DatasetWarning,
     sha256_file,
 )
-from voc_rl.paths import user_path
+from voc_rl.paths import cache_folder, user_path
 
 CACHE_FORMAT = 2  # 2: cache.json records the size and sha256 of frames.npy and arrays.npz
 CACHE_FILES = ("frames.npy", "arrays.npz")
@@ -415,7 +415,7 @@ class PixelDataset:
                 f"{hdf5} is {size} bytes but was written as {meta['hdf5_bytes']}: truncated or modified; "
                 "collect or import it again"
             )
-        cache = ds_dir / "cache" / meta["hdf5_sha256"][:16]
+        cache = cache_folder(ds_dir, "cache", meta["hdf5_sha256"][:16], "cache.json")
         hashed = False
         if verify:
             _check_hdf5_sha256(hdf5, meta)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from voc_rl.data.storage import DatasetError, DatasetWriter, Episode
 from voc_rl.envs import DMC_TASKS, env_id
-from voc_rl.paths import user_path
+from voc_rl.paths import check_writable, user_path
 
 KINDS = ("medium_replay", "medium_expert", "random", "medium", "expert")  # longest first: matched in order
 ACTION_REPEAT = 2
@@ -201,7 +201,7 @@ def import_vd4rl(
     ``task`` (e.g. ``walker-walk``) defaults to the one named in the path; the dataset name defaults
     to ``{task}-vd4rl-{kind}-{size}px``. Nothing is left in ``out`` if any file is bad.
     """
-    path, out = user_path(path), user_path(out)
+    path, out = user_path(path), check_writable(out, "dataset folder")
     layout, files = find_files(path)
     task = task or infer_task(path)
     if task is None:

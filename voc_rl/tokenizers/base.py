@@ -23,6 +23,7 @@ from voc_rl.checkpoint import CheckpointError, load_model, save_model
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.presets import from_preset
 from voc_rl.tokenizers.quantizer import codebook_stats
+from voc_rl.typed import check_fields
 
 FORMAT = "voc_rl.tokenizer/1"
 
@@ -48,6 +49,7 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         """Check the shared fields; a backend's config that adds its own checks calls this first."""
+        check_fields(self)
         lows = {
             "image_size": 1,
             "vocab_size": 2,

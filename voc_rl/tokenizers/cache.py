@@ -20,12 +20,13 @@ import numpy as np
 from voc_rl.checkpoint import atomic_write, save_json
 from voc_rl.data.dataset import PixelDataset, TokenView
 from voc_rl.data.storage import DatasetError, sha256_file
-from voc_rl.paths import user_path
+from voc_rl.paths import cache_folder, user_path
 from voc_rl.tokenizers.base import Tokenizer
 
 
 def cache_dir(ds: PixelDataset, checkpoint: str | Path) -> Path:
-    return ds.path / "tokens" / sha256_file(user_path(checkpoint))[:16]
+    """Where the tokens of ``ds`` by ``checkpoint`` are kept (:func:`voc_rl.paths.cache_folder`)."""
+    return cache_folder(ds.path, "tokens", sha256_file(user_path(checkpoint))[:16], "tokens.json")
 
 
 def token_view(
