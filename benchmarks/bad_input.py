@@ -355,6 +355,13 @@ def pickled_code() -> bytes:
     return buf.getvalue()
 
 
+def config_edited(world: World, checkpoint: Path, **fields: Any) -> Path:
+    """A copy of a model ``checkpoint`` whose saved config has ``fields`` changed."""
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt["config"] = {**ckpt["config"], **fields}
+    return save_checkpoint(ckpt, world.fresh("edited").with_suffix(".pt"))
+
+
 def flipped_member(world: World, member: str) -> Path:
     """A copy of ``agent_zip`` with one byte of ``member``'s stored data flipped: its CRC fails."""
     out = world.fresh("crc").with_suffix(".zip")
@@ -805,6 +812,12 @@ CASES: list[Case] = [
     Case("bc-config-type", 'BCConfig.for_dataset(view, "tiny", steps=None)', "no steps",
          ValueError, r"BCConfig.steps must be an integer, got None",
          lambda w: BCConfig.for_dataset(w.view, "tiny", steps=None)),
+    Case("loop-interval-type", 'Loop(out, ckpt_every="500")', "text for a checkpoint interval",
+         ValueError, r"Loop.ckpt_every must be an integer or None, got '500' \(str\)",
+         lambda w: Loop(w.fresh("run"), ckpt_every="500")),
+    Case("tok-checkpoint-config-type", "Tokenizer.load(path)", 'a saved config with image_size "64"',
+         CheckpointError, r"does not fit this version of voc_rl: TiTokConfig.image_size must be an integer",
+         lambda w: Tokenizer.load(config_edited(w, w.tokenizer_path, image_size="64"))),
     # ------------------------------------------------------------------ run folders
     Case("run-folder-other-seed", 'make_agent("bc", seed=0).learn(ds, run_dir=<a seed-1 run>)',
          "a seed sweep sharing one run folder", RunFolderError,

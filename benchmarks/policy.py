@@ -248,10 +248,12 @@ class Trainer:
         shared = self.folder(agent)
         shared.mkdir(parents=True, exist_ok=True)
         tokenizer = self.tokenizer(agent, shared) if agent.reads_tokens() else None
+        base = self.make(base_of(name))  # trained first where the agent starts from its BC prior
         extends = base_of(name) != name and agent._needs_behaviour_prior()  # (%BC needs no BC prior)
+        extends &= base.config.policy_input == agent.config.policy_input  # (not a token one for pixels)
         shares = self.share_prior(agent, shared, base_of(name))
         if extends:
-            self._learn(self.make(base_of(name)), shared, base_of(name), tokenizer)
+            self._learn(base, shared, base_of(name), tokenizer)
         label = f"{name}@{task}" if task else name
         zipped = self._learn(agent, shared, label, tokenizer)
         seconds = self._seconds(shared)

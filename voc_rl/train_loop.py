@@ -50,6 +50,7 @@ from voc_rl import distributed
 from voc_rl.checkpoint import Callback, CheckpointError, load_checkpoint, save_checkpoint
 from voc_rl.paths import check_writable, optional_user_path
 from voc_rl.run_folder import locked
+from voc_rl.typed import check_fields
 from voc_rl.utils import restore_rngs, rng_states
 
 Losses = dict[str, torch.Tensor]  # one loss per optimiser, by the optimiser's name
@@ -73,6 +74,7 @@ class Loop:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", optional_user_path(self.out))
+        check_fields(self)
         for name in ("log_every", "eval_every", "ckpt_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
