@@ -4,7 +4,8 @@ Every trainer with an output folder (:func:`voc_rl.train_loop.train`) and every 
 holds :func:`locked` on its folder while it works: a ``.lock`` file with the holder's process id,
 host and start time, removed on exit. A second process on the same folder is refused with the
 holder's name; a lock whose process is gone (killed, the machine restarted) is stale and taken
-over. Under ``torchrun`` rank 0 holds the lock for every rank.
+over. Under ``torchrun`` rank 0 holds the lock for every rank. The holder removes what atomic writes
+that a kill cut short left behind (``.*.tmp``).
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ def locked(folder: Path) -> Iterator[None]:
             json.dump(record, f)
         break
     _held[folder] = 1
+    for tmp in folder.glob(".*.tmp"):  # left by an atomic write a kill cut short: none runs now
+        tmp.unlink(missing_ok=True)
     try:
         yield
     finally:

@@ -145,8 +145,6 @@ def train(run: Run, steps: int, loop: Loop) -> TrainReport:
     with contextlib.ExitStack() as stack:
         if loop.out is not None:
             stack.enter_context(locked(check_writable(loop.out, "run folder")))
-            for tmp in loop.out.glob(".*.tmp"):  # left by a write a kill cut short (none runs now)
-                tmp.unlink(missing_ok=True)
         interrupted = stack.enter_context(_interrupts(run.name))
         report = _train(run, steps, loop, interrupted)
     if interrupted:
