@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from voc_rl.checkpoint import Callback, CheckpointError, atomic_write, save_json
+from voc_rl.checkpoint import Callback, CheckpointError, atomic_write, package_versions, save_json
 from voc_rl.data.dataset import PixelDataset, TokenView, open_dataset
 from voc_rl.envs import make_env
 from voc_rl.parts import CHECKPOINT, fit_pixel_prior, fit_prior, fit_tokenizer
@@ -38,7 +38,7 @@ from voc_rl.token_trunk import token_batch, window_starts
 from voc_rl.tokenizers import Tokenizer
 from voc_rl.tokenizers.cache import token_view
 from voc_rl.train_loop import Loop
-from voc_rl.utils import package_versions, resolve_device
+from voc_rl.utils import resolve_device
 
 FORMAT = "voc_rl.agent/1"
 EXTRACTION_BATCH = 256  # states scored at once when computing advantages

@@ -54,6 +54,16 @@ def make_env(task: str, **kwargs: Any) -> gym.Env:
     return gym.make(full, **kwargs)
 
 
+def state_env(task: str, env_kwargs: dict[str, Any] | None = None) -> Any:
+    """The env ``task`` made with ``env_kwargs`` (a dataset's, say) but with state observations and
+    one frame (nothing is rendered for DMC), unwrapped (no wrapper's cost per step) and reset with
+    seed 0: what replays and simulator rollouts restore physics states into."""
+    kwargs = {**(env_kwargs or {}), "frame_stack": 1, "obs_type": "state"}
+    env = make_env(task, seed=0, **kwargs).unwrapped
+    env.reset(seed=0)
+    return env
+
+
 def _register() -> None:
     for task, (domain, dmc_task) in DMC_TASKS.items():
         if env_id(task) not in gym.registry:

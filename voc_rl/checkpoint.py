@@ -13,6 +13,7 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +113,6 @@ def save_model(path: str | Path, module: Any, fmt: str, config: Any, **extra: An
     """Save ``module`` (its weights and ``step``) with its dataclass ``config`` in the layout above."""
     import dataclasses
 
-    from voc_rl.utils import package_versions
-
     ckpt = {"format": fmt, "config": dataclasses.asdict(config), "step": int(getattr(module, "step", 0)),
             "model": module_state(module), "versions": package_versions(), **extra}  # fmt: skip
     return save_checkpoint(ckpt, path)
@@ -159,3 +158,14 @@ def load_model(
         raise CheckpointError(f"{path}: its step must be an integer >= 0, got {step!r}")
     model.step = step
     return model.eval(), ckpt
+
+
+def package_versions() -> dict[str, str]:
+    """The installed versions of voc-rl and the packages its results depend on."""
+    out = {}
+    for pkg in ("voc-rl", "minari", "gymnasium", "dm-control", "mujoco", "numpy", "torch", "h5py"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out

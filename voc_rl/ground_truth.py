@@ -53,6 +53,7 @@ from voc_rl.checkpoint import save_npz
 from voc_rl.data import DatasetError, PixelDataset, discounted_returns, open_dataset
 from voc_rl.data.collect import POLICY_IDS, describe_policy
 from voc_rl.data.storage import json_default
+from voc_rl.task_rewards import TASKS, check_tasks
 
 GT_FORMAT = 1  # bump when what a cache file means changes
 HORIZON_TOL = 1e-3  # H is the smallest horizon with gamma_max^H < HORIZON_TOL
@@ -131,17 +132,10 @@ def _env_kwargs(ds: PixelDataset) -> dict[str, Any]:
     return {**ds.meta.get("env_kwargs", {}), "frame_stack": 1, "obs_type": "state"}
 
 
-def state_env(ds: PixelDataset) -> Any:
-    """The dataset's env with state observations, reset, unwrapped: physics states restore into it."""
-    return _make_env(ds.env_id, _env_kwargs(ds))
+def _state_env(env_id: str, kwargs: dict[str, Any]) -> Any:
+    from voc_rl.envs import state_env
 
-
-def _make_env(env_id: str, kwargs: dict[str, Any]) -> Any:
-    from voc_rl.envs import make_env
-
-    env = make_env(env_id, seed=0, **kwargs).unwrapped  # no gymnasium wrappers: they cost time per step
-    env.reset(seed=0)
-    return env
+    return state_env(env_id, kwargs)
 
 
 def _advance(env: Any, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -295,10 +289,8 @@ class _Simulator:
     def __init__(self, cfg: _Config):
         self.cfg = cfg
         self.policies: dict[int, Policy] = pickle.loads(cfg.policies)
-        self.envs = [_make_env(cfg.env_id, cfg.env_kwargs) for _ in range(cfg.rollouts)]
+        self.envs = [_state_env(cfg.env_id, cfg.env_kwargs) for _ in range(cfg.rollouts)]
         if cfg.tasks:
-            from voc_rl.task_rewards import TASKS
-
             for env in self.envs:
                 env.score_rewards = [TASKS[t].reward for t in cfg.tasks]
 
@@ -471,8 +463,6 @@ def simulator_q(
     own = ds.meta.get("task", ds.env_id)
     extra = tuple(dict.fromkeys(t for t in ([tasks] if isinstance(tasks, str) else tasks) if t != own))
     if extra:
-        from voc_rl.task_rewards import check_tasks
-
         check_tasks(ds, extra)
 
     key = _cache_key(ds, idx, g, rollouts, seed, deterministic, used, actions, extra)
@@ -593,7 +583,7 @@ def replay_rewards(ds: PixelDataset | str | Path, episode: int, start: int = 0) 
     if not 0 <= start < length:
         raise ValueError(f"start must be in [0, {length}) for episode {episode} ({length} transitions)")
     first = int(ds.ep_start[episode]) + start
-    env = state_env(ds)
+    env = _state_env(ds.env_id, _env_kwargs(ds))
     try:
         env.set_physics_state(ds.arrays["physics_state"][first], step=0)
         rewards = np.zeros(length - start)

@@ -542,7 +542,7 @@ def save_reward_heads(path: str | Path, heads: dict[str, RewardModel], config: O
     """Reward heads of occupancy models of ``config``, one per task, in one checkpoint (atomic)."""
     import dataclasses
 
-    from voc_rl.utils import package_versions
+    from voc_rl.checkpoint import package_versions
 
     if any(head.config != config for head in heads.values()):
         raise ValueError("every reward head saved together must have the occupancy config given")

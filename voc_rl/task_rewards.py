@@ -153,10 +153,10 @@ def _replay(ds: PixelDataset, tasks: Sequence[str], progress: bool) -> tuple[dic
     """:func:`task_rewards` and the largest difference of the recomputed own reward from the recorded."""
     from tqdm import tqdm
 
-    from voc_rl.ground_truth import state_env
+    from voc_rl.envs import state_env
 
     check_tasks(ds, tasks)
-    env = state_env(ds)
+    env = state_env(ds.env_id, ds.meta.get("env_kwargs"))
     fns = [TASKS[t].reward for t in tasks]
     out = np.zeros((len(tasks), len(ds.frames)))
     own = np.zeros(len(ds.frames))

@@ -1,9 +1,8 @@
 """Small helpers that several of voc_rl's trainers and models share: choosing the torch device, EMA
-target networks, the random states a checkpoint keeps for an exact resume, numpy batches as tensors,
-and the package versions that checkpoints and datasets record.
+target networks, the random states a checkpoint keeps for an exact resume, numpy batches as tensors.
 
-torch is imported inside the helpers that use it, so that the dataset code (which records package
-versions) can import this module and still never pay for importing torch.
+torch is imported inside the helpers that use it, so that the dataset code can import this module
+and still never pay for importing torch.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Mapping, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -107,14 +105,3 @@ def to_tensors(arrays: Mapping[str, np.ndarray], device: torch.device) -> dict[s
         ).to(device)
         for key, x in arrays.items()
     }
-
-
-def package_versions() -> dict[str, str]:
-    """The installed versions of voc-rl and the packages its results depend on."""
-    out = {}
-    for pkg in ("voc-rl", "minari", "gymnasium", "dm-control", "mujoco", "numpy", "torch", "h5py"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out

@@ -36,8 +36,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from voc_rl.checkpoint import package_versions
 from voc_rl.paths import user_path
-from voc_rl.utils import package_versions
 
 NAMESPACE = "voc_rl"
 META_FILE = "voc_rl.json"
