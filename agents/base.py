@@ -26,7 +26,6 @@ import torch
 
 from voc_rl.checkpoint import Callback, CheckpointError, atomic_write, package_versions, save_json
 from voc_rl.data.dataset import PixelDataset, TokenView, open_dataset
-from voc_rl.envs import make_env
 from voc_rl.parts import CHECKPOINT, fit_pixel_prior, fit_prior, fit_tokenizer
 from voc_rl.paths import check_writable, user_path
 from voc_rl.pixel_policy import PixelBCConfig, PixelBCPolicy
@@ -557,26 +556,3 @@ class Agent:
     def __repr__(self) -> str:
         state = f"trained on {self.task}" if self.prior is not None else "untrained"
         return f"{type(self).__name__}({self.name!r}, {state}, {self.config})"
-
-
-def play_episode(
-    agent: Agent, task: str, seed: int, frames: list | None = None, deterministic: bool = True
-) -> tuple[float, int, float]:
-    """One episode of ``agent.predict(deterministic=...)`` on env seed ``seed``: (return, decisions,
-    seconds spent deciding). ``frames`` (a list) receives the newest frame of every observation."""
-    env = make_env(task, seed=seed)
-    obs, _ = env.reset(seed=seed)
-    agent.seed(seed)
-    total, decisions, spent, done = 0.0, 0, 0.0, False
-    while True:
-        if frames is not None:
-            frames.append(obs[-3:].transpose(1, 2, 0))  # (H, W, 3)
-        if done:
-            break
-        start = time.perf_counter()
-        action, _ = agent.predict(obs, deterministic=deterministic)
-        spent += time.perf_counter() - start
-        obs, reward, terminated, truncated, _ = env.step(action)
-        total, decisions, done = total + reward, decisions + 1, terminated or truncated
-    env.close()
-    return total, decisions, spent

@@ -58,10 +58,10 @@ import torch
 
 import voc_rl
 from voc_rl.agents import Agent
-from voc_rl.agents.base import play_episode
 from voc_rl.args import parse_args
 from voc_rl.checkpoint import save_json
 from voc_rl.data.dataset import PixelDataset, reward_manifest
+from voc_rl.episodes import play_episode
 from voc_rl.evaluation import states_of
 from voc_rl.ground_truth import simulator_q
 from voc_rl.parts import SharedParts, collect_or_open, fit_tokenizer

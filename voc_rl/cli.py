@@ -75,7 +75,7 @@ def _cmd_agent_train(args: argparse.Namespace) -> int:
 def _cmd_agent_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from voc_rl.agents.base import play_episode
+    from voc_rl.episodes import iqm, mean_interval, play_episode
     from voc_rl.quickstart import save_gif
     from voc_rl.registry import load_agent
 
@@ -96,12 +96,9 @@ def _cmd_agent_eval(args: argparse.Namespace) -> int:
         decisions, spent = decisions + n, spent + seconds
         print(f"episode {i + 1} (env seed {args.seed + i}): return {total:.1f}", flush=True)
     r = np.array(returns)
-    boot = np.random.default_rng(0).choice(r, size=(10_000, len(r))).mean(1)  # bootstrap of the mean
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    cut = len(r) // 4  # the interquartile mean as rliable computes it (scipy's trim_mean at 0.25)
-    iqm = np.sort(r)[cut : len(r) - cut].mean()
+    lo, hi = mean_interval(r)
     print(f"{agent.name} on {task}: return {r.mean():.1f} [95% CI {lo:.1f}, {hi:.1f}] (bootstrap of "
-          f"the mean over {len(r)} episodes), IQM {iqm:.1f}, std {r.std():.1f}; "
+          f"the mean over {len(r)} episodes), IQM {iqm(r):.1f}, std {r.std():.1f}; "
           f"{1000 * spent / decisions:.1f} ms per decision")  # fmt: skip
     if frames is not None:
         print(f"wrote {save_gif(frames, args.gif)} (the first episode)")

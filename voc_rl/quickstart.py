@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from voc_rl.agents.base import play_episode
 from voc_rl.critic import CriticConfig
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.envs import make_env
+from voc_rl.episodes import play_episode
 from voc_rl.evaluation import (
     RESPONSE_METHODS,
     Models,
