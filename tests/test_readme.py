@@ -1,15 +1,18 @@
-"""The README's commands work as written (issue 14, part 2).
+"""The commands of the README and of the documentation pages work as written (issue 14, part 2).
 
-``test_readme_commands_run`` runs every ``voc-rl`` command of README.md's ```bash blocks, in order,
-in one empty temporary working directory, with the installed ``voc-rl`` script: paths stay relative
-as written. Commands are found automatically, so a command added to the README is run the next time
-the suite runs. The shell's share is done as bash does it: comments, line continuations, quotes
-and ``~``, with ``HOME`` set to a temporary folder. A command that fails stops the test, which
-prints the command, what was run, and its output.
+The pages are README.md and every ``docs/*.md`` (:data:`PAGES`; a new page is covered without
+editing this file). ``test_commands_run[PAGE]`` runs every ``voc-rl`` command of one page's ```bash
+blocks, in order, in one empty temporary working directory of its own, with the installed ``voc-rl``
+script: paths stay relative as written. Commands are found automatically, so a command added to a
+page is run the next time the suite runs. Each page runs apart from the others, so a page's commands
+must work from a fresh folder (with what :func:`provide_inputs` brings). The shell's share is done
+as bash does it: comments, line continuations, quotes and ``~``, with ``HOME`` set to a temporary
+folder. A command that fails stops the test, which prints the page, the command, what was run, and
+its output.
 
 The only changes made to a command are these (:data:`SHRINK`, :func:`provide_inputs`):
 
-* sizes shrink so that the whole README runs in a minute or two on one core: ``collect --episodes
+* sizes shrink so that every page runs in a minute or two on one core: ``collect --episodes
   2``; ``behavior train --steps 20 --eval-every 10`` (two snapshots, no SAC update); ``behavior eval
   --episodes 1``; ``tokenizer fit`` and ``occupancy fit`` get ``--size tiny --steps 2``;
   ``quickstart --size tiny --steps 2 --episodes 3 --states 4``; ``bench return-error`` gets
@@ -21,16 +24,20 @@ The only changes made to a command are these (:data:`SHRINK`, :func:`provide_inp
 * a path with ``...`` in it (``runs/tokenizers/.../tokenizer.pt``) becomes the file an earlier
   command wrote that matches it (``...`` read as ``*``; the newest, if several do).
 * inputs a user brings are written before the command that reads them, where they are missing
-  and no earlier README command writes them: V-D4RL files at the path given to ``import-vd4rl``
+  and no earlier command of the page writes them: V-D4RL files at the path given to ``import-vd4rl``
   (``~/vd4rl/walker_walk/medium/64px``: a few tiny 64 px ``.npz`` episodes, or an 84 px shard);
   a dataset ``ROOT/voc_rl/TASK-KIND-v0`` (collected by ``voc-rl collect --task TASK --policy KIND
   --episodes 3 --out ROOT``); a tokenizer checkpoint ``.../NAME__BACKEND__SIZE/tokenizer.pt`` (an
   untrained tiny tokenizer of that backend); a ``--policy-file`` (a copy of a shipped policy).
 
-``test_readme_commands_exist`` checks every ``voc-rl`` command the README names anywhere (shell
-blocks, the command-line synopsis, inline code, the ``torchrun -m voc_rl.distributed_train`` lines)
-against the CLI's parser: a subcommand or option that disappears fails it, and the synopsis's
+``test_commands_exist[PAGE]`` checks every ``voc-rl`` command a page names anywhere (shell blocks,
+the command-line synopsis, inline code, the ``torchrun -m voc_rl.distributed_train`` lines) against
+the CLI's parser: a subcommand or option that disappears fails it, and the synopsis's
 ``[--option default]`` values must be the parser's defaults.
+
+``test_the_readme_is_a_front_door``: README.md stays short (at most :data:`README_MAX_LINES` lines)
+and shows a ```python or ```bash example within its first :data:`FIRST_EXAMPLE_BY` lines; the
+guides live in docs/.
 """
 
 from __future__ import annotations
@@ -52,7 +59,12 @@ import pytest
 
 from voc_rl.cli import build_parser
 
-README = Path(__file__).parents[1] / "README.md"
+ROOT = Path(__file__).parents[1]
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+PAGES = [README, *DOCS]
+README_MAX_LINES = 300
+FIRST_EXAMPLE_BY = 60  # the line by which the README's first ```python or ```bash block opens
 VOC_RL = Path(sys.executable).with_name("voc-rl")
 TIMEOUT_S = 300  # per command
 
@@ -178,16 +190,38 @@ def option_strings(path: tuple[str, ...], parser: argparse.ArgumentParser) -> se
 
 
 # ---------------------------------------------------------------------------------------- the tests
-def test_the_readme_has_commands_to_run() -> None:
-    """Guards the reader: a README layout it no longer understands must not pass by running nothing."""
-    commands = shell_commands(README.read_text())
-    assert len(commands) >= 8, commands
-    assert {tuple(walk(words(c))[0][:1]) for c in commands} >= {("collect",), ("tokenizer",)}
+def page_id(page: Path) -> str:
+    return page.relative_to(ROOT).as_posix()
 
 
-def test_readme_commands_exist() -> None:
-    """Every voc-rl command the README names is one the CLI parses: subcommands, options, defaults."""
+def test_the_readme_is_a_front_door() -> None:
+    """README.md is short and opens with an example; the guides live in docs/."""
     text = README.read_text()
+    lines = text.count("\n") + (not text.endswith("\n"))
+    assert lines <= README_MAX_LINES, (
+        f"README.md has {lines} lines (at most {README_MAX_LINES}): move guides to docs/"
+    )
+    first = next(
+        (text.count("\n", 0, m.start()) + 1 for m in re.finditer(r"^```(python|bash)\b", text, re.M)), None
+    )
+    assert first is not None and first <= FIRST_EXAMPLE_BY, (
+        f"README.md's first ```python or ```bash example opens at line {first}, not within {FIRST_EXAMPLE_BY}"
+    )
+
+
+def test_the_pages_have_commands_to_run() -> None:
+    """Guards the reader: a layout it no longer understands must not pass by running nothing."""
+    assert DOCS, "no docs/*.md pages"
+    assert shell_commands(README.read_text()), "README.md has no voc-rl command in a ```bash block"
+    commands = [c for page in PAGES for c in shell_commands(page.read_text())]
+    assert len(commands) >= 8, commands
+    assert {tuple(walk(words(c))[0][:1]) for c in commands} >= {("collect",), ("tokenizer",), ("agent",)}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_commands_exist(page: Path) -> None:
+    """Every voc-rl command the page names is one the CLI parses: subcommands, options, defaults."""
+    text = page.read_text()
     problems = []
     for line in mentions(text):
         try:
@@ -205,11 +239,14 @@ def test_readme_commands_exist() -> None:
                 literal = not PLACEHOLDER.match(value) and value != "..."
                 if opt in defaults and literal and str(defaults[opt]) != value:
                     problems.append(f"`{line}`: {opt} defaults to {defaults[opt]!r}, not {value}")
-    assert not problems, "README.md and the CLI disagree:\n" + "\n".join(problems)
+    assert not problems, f"{page_id(page)} and the CLI disagree:\n" + "\n".join(problems)
 
 
-def test_readme_commands_run(tmp_path: Path) -> None:
-    """Every voc-rl command of the README's shell blocks, in order, at a tiny size (module docstring)."""
+@pytest.mark.parametrize(
+    "page", [p for p in PAGES if shell_commands(p.read_text())], ids=page_id
+)  # pages without a command to run have no test here
+def test_commands_run(page: Path, tmp_path: Path) -> None:
+    """Every voc-rl command of the page's shell blocks, in order, at a tiny size (module docstring)."""
     from voc_rl.behavior import POLICY_DIR
 
     work, home = tmp_path / "work", tmp_path / "home"
@@ -225,9 +262,9 @@ def test_readme_commands_run(tmp_path: Path) -> None:
     }
     env.pop("MINARI_DATASETS_PATH", None)
     shipped = {p.name: p.stat().st_mtime_ns for p in POLICY_DIR.glob("*.pt")}
-    writes: set[Path] = set()  # what earlier README commands write: never provided by the test
+    writes: set[Path] = set()  # what earlier commands of the page write: never provided by the test
     timings = []
-    for line in shell_commands(README.read_text()):
+    for line in shell_commands(page.read_text()):
         bad = shell_syntax(line)
         assert not bad, (
             f"`{line}`: shell syntax {bad} that this test does not run; extend tests/test_readme.py"
@@ -257,7 +294,7 @@ def test_readme_commands_run(tmp_path: Path) -> None:
         if proc.returncode != 0:
             output = (proc.stdout + proc.stderr)[-4000:]
             pytest.fail(
-                f"README command failed (exit {proc.returncode}):\n  as written: {line}\n"
+                f"{page_id(page)} command failed (exit {proc.returncode}):\n  as written: {line}\n"
                 f"  as run:     voc-rl {shlex.join(argv)}\n  in:         {work}\n"
                 f"--- output (end) ---\n{output}",
                 pytrace=False,
@@ -312,7 +349,7 @@ def outputs(path: tuple[str, ...], argv: list[str], work: Path) -> set[Path]:
 
 
 def provide_inputs(path: tuple[str, ...], argv: list[str], work: Path, writes: set[Path]) -> None:
-    """Write what a user brings (module docstring), where it is missing and no README command writes it."""
+    """Write what a user brings (module docstring), where it is missing and no earlier command writes it."""
     positional = [
         w for i, w in enumerate(argv) if not w.startswith("-") and (i == 0 or not argv[i - 1].startswith("-"))
     ]
@@ -366,7 +403,7 @@ def write_dataset(target: Path, argv: list[str], work: Path) -> None:
 
     task, _, kind = target.name.removesuffix("-v0").rpartition("-")
     assert target.parent.name == "voc_rl" and kind in KINDS and f"voc_rl/{task}-v0" in list_envs(), (
-        f"the README reads a dataset {target} that no README command writes and this test cannot collect"
+        f"a page reads a dataset {target} that none of its commands writes and this test cannot collect"
     )
     args = ["collect", "--task", task, "--policy", kind, "--episodes", "3", "--out", str(target.parents[1])]
     assert main(args) == 0, args
