@@ -15,4 +15,4 @@ if ! docs_log="$(NO_MKDOCS_2_WARNING=1 mkdocs build --strict 2>&1)"; then
 fi
 # One thread per process: on 2 cores, default threading makes torch/numpy tests several times slower.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
-python -m pytest "$@"
+python -m pytest -m "" "$@"  # every test: the slow tier too (pytest alone runs the fast one)

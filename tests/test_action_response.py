@@ -6,8 +6,11 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from voc_rl.benchmarks import action_response as bench
+
+pytestmark = pytest.mark.slow  # (the fast tier: pytest; every test: scripts/test.sh)
 
 
 def test_action_response_writes_a_row_per_model_with_its_diagnostics(tmp_path: Path) -> None:

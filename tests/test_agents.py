@@ -75,6 +75,7 @@ def test_users_register_their_own_agent_and_overwrites_warn() -> None:
 
 # ------------------------------------------------------------------ every agent, tiny
 @pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.slow
 def test_agent_acts_saves_loads_and_runs_under_evaluate_policy(
     name: str, trained: dict[str, Agent], tmp_path: Path
 ) -> None:
@@ -202,6 +203,7 @@ def test_callback_stops_a_part_and_learn_resumes_in_the_same_run(fake_ds_path: P
     assert again.prior.step == 8  # resumed from the checkpoint written when the callback stopped it
 
 
+@pytest.mark.slow
 def test_one_agent_end_to_end_on_real_cheetah_run(tmp_path: Path) -> None:
     """Real dm_control physics and rendering: collect, learn, act through evaluate_policy."""
     from voc_rl.data.collect import collect
@@ -349,6 +351,7 @@ def test_extraction_agents_learn_save_and_load(
 
 
 @pytest.mark.parametrize("name", ["voc-titok", "wm-rollout"])
+@pytest.mark.slow
 def test_the_main_job_table_scores_each_agent_by_its_own_q(
     name: str, trained: dict[str, Agent], fake_ds_path: Path, tmp_path: Path
 ) -> None:
@@ -370,6 +373,7 @@ def test_the_main_job_table_scores_each_agent_by_its_own_q(
 
 
 # ------------------------------------------------------------------ the agent CLI
+@pytest.mark.slow
 def test_agent_cli_trains_evaluates_and_imagines(
     trained: dict[str, Agent], fake_ds_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

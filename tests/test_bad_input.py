@@ -31,7 +31,9 @@ def test_the_catalogue_is_distinct_and_covers_every_area() -> None:
     assert len(CASES) >= 35
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
+@pytest.mark.parametrize(  # the CLI cases start the installed script: the slow tier
+    "case", [pytest.param(c, id=c.id, marks=[pytest.mark.slow] * c.id.startswith("cli-")) for c in CASES]
+)
 def test_bad_input_gets_a_clear_error(case: Case, world: World) -> None:
     with pytest.raises(case.error, match=case.match):
         case.run(world)

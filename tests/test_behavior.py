@@ -92,6 +92,7 @@ def test_from_sb3_copies_the_actor_exactly() -> None:
     )
 
 
+@pytest.mark.slow
 def test_train_resume_and_select_levels(tmp_path: Path) -> None:
     kw = {"eval_every": 100, "eval_episodes": 1, "checkpoint_every": 100, "learning_starts": 50}
     ladder = train_behavior("fake-pixels", tmp_path, total_steps=200, **kw)

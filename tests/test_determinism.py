@@ -9,9 +9,12 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from voc_rl.cli import main
+
+pytestmark = pytest.mark.slow  # (the fast tier: pytest; every test: scripts/test.sh)
 
 
 def quickstart(out: Path) -> str:

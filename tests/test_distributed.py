@@ -23,6 +23,8 @@ from voc_rl import distributed
 from voc_rl.occupancy import OccupancyModel
 from voc_rl.train_loop import Loop
 
+pytestmark = pytest.mark.slow  # (the fast tier: pytest; every test: scripts/test.sh)
+
 STEPS = 40
 
 

@@ -26,6 +26,8 @@ from voc_rl.occupancy_train import train_occupancy
 from voc_rl.prior import BCConfig, BCPolicy
 from voc_rl.tokenizers import Tokenizer, make_tokenizer
 
+pytestmark = pytest.mark.slow  # (the fast tier: pytest; every test: scripts/test.sh)
+
 CHILD = Path(__file__).with_name("fault_child.py")
 
 

@@ -84,6 +84,7 @@ def test_deterministic_policies_give_zero_stderr(cheetah: PixelDataset) -> None:
     assert np.all(gt.q > 0)
 
 
+@pytest.mark.slow
 def test_results_do_not_depend_on_the_process_count(cheetah: PixelDataset) -> None:
     index = np.array([_frame(cheetah, lvl, 50) for lvl in ["expert", "random", "medium"]] + [0])
     kwargs = {"gammas": [0.5, 0.8], "rollouts": 3, "seed": 3, "cache": False, "progress": False}

@@ -6,7 +6,11 @@ import csv
 import math
 from pathlib import Path
 
+import pytest
+
 from voc_rl.benchmarks import learning_curve as bench
+
+pytestmark = pytest.mark.slow  # (the fast tier: pytest; every test: scripts/test.sh)
 
 
 def test_learning_curve_writes_every_method_and_column(tmp_path: Path) -> None:

@@ -6,7 +6,11 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
+
 from voc_rl.benchmarks import many_rewards as bench
+
+pytestmark = pytest.mark.slow  # (the fast tier: pytest; every test: scripts/test.sh)
 
 
 def test_one_occupancy_model_scores_every_walker_task_beside_a_critic_per_task(tmp_path: Path) -> None:

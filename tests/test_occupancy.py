@@ -243,6 +243,7 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path: Path) -> None:
         (0.9, "sample", None, 800, 0.1),
     ],
 )
+@pytest.mark.slow
 def test_the_objective_learns_the_discounted_occupancy(
     gamma: float, variant: str, n_step: int | None, steps: int, tol: float
 ) -> None:

@@ -15,6 +15,8 @@ import pytest
 
 import voc_rl
 
+pytestmark = pytest.mark.slow  # (the fast tier: pytest; every test: scripts/test.sh)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -147,6 +147,7 @@ def test_agent_learn_save_load_with_relative_paths(cwd: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ the main job
+@pytest.mark.slow
 def test_quickstart_with_a_relative_out(cwd: Path) -> None:
     """The failure of the issue: ``voc-rl quickstart`` with its default relative ``--out``.
 
@@ -163,6 +164,7 @@ def test_quickstart_with_a_relative_out(cwd: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ benchmarks
+@pytest.mark.slow
 def test_a_benchmark_with_relative_data_root_runs_and_out_dir(cwd: Path) -> None:
     from voc_rl.benchmarks import policy as bench
 

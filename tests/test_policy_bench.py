@@ -5,8 +5,12 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
+
 import voc_rl
 from voc_rl.benchmarks import policy as bench
+
+pytestmark = pytest.mark.slow  # (the fast tier: pytest; every test: scripts/test.sh)
 
 
 def run(tmp_path: Path, episodes: int) -> None:

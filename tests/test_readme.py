@@ -59,6 +59,8 @@ import pytest
 
 from voc_rl.cli import build_parser
 
+pytestmark = pytest.mark.slow  # (the fast tier: pytest; every test: scripts/test.sh)
+
 ROOT = Path(__file__).parents[1]
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))

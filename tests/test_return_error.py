@@ -16,6 +16,8 @@ from voc_rl.benchmarks.return_error import COLUMNS, DIAGNOSTICS, Args, kept_rows
 from voc_rl.cli import main
 from voc_rl.evaluation import METHODS, nmse, paper_target, rmse, spearman
 
+pytestmark = pytest.mark.slow  # (the fast tier: pytest; every test: scripts/test.sh)
+
 
 def test_metrics() -> None:
     true = np.array([1.0, 2.0, 3.0, 4.0])

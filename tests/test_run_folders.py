@@ -120,6 +120,7 @@ except RunFolderError as exc:
 
 
 @pytest.mark.parametrize("at_once", [False, True])
+@pytest.mark.slow
 def test_a_seed_sweep_sharing_a_run_folder_never_mislabels(
     fake_ds_path: Path, tmp_path: Path, at_once: bool
 ) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
 from voc_rl.envs import make_env
+
+pytestmark = pytest.mark.slow  # (the fast tier: pytest; every test: scripts/test.sh)
 
 
 def test_ppo_cnn_policy_trains_a_few_hundred_steps_on_cheetah_run() -> None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
+
 from voc_rl.benchmarks import estimator_speed, occupancy_speed
+
+pytestmark = pytest.mark.slow  # (the fast tier: pytest; every test: scripts/test.sh)
 
 
 def test_estimator_speed_merges_rows_and_checks_bfloat16_against_float32(tmp_path: Path) -> None:

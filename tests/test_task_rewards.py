@@ -122,6 +122,7 @@ def test_ground_truth_of_other_tasks_is_cached_with_them(walker: PixelDataset, t
     np.testing.assert_array_equal(again.q, plain.q)
 
 
+@pytest.mark.slow
 def test_one_occupancy_model_serves_every_task_of_an_agent(walker: PixelDataset, tmp_path: Path) -> None:
     import voc_rl
     from voc_rl.envs import make_env

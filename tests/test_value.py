@@ -17,6 +17,7 @@ def model():
     return train_on_chain(GAMMA, "distill")
 
 
+@pytest.mark.slow
 def test_estimators_recover_the_analytic_q(model) -> None:
     truth = chain_q(GAMMA)  # 0.2 to 1.5 over the states
     zeros = torch.zeros(N_STATES, 1)
@@ -88,6 +89,7 @@ def test_pool_rejects_bad_action_shapes(model) -> None:
         pool_q(model, reward_of_words, WORDS, torch.zeros(N_STATES, 1))
 
 
+@pytest.mark.slow
 def test_world_model_rollouts_recover_the_analytic_q() -> None:
     world = train_on_chain(0.0, "sample")  # the one-step model of the same chain
 
