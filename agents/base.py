@@ -30,7 +30,15 @@ from voc_rl.parts import CHECKPOINT, fit_pixel_prior, fit_prior, fit_tokenizer
 from voc_rl.paths import check_writable, user_path
 from voc_rl.pixel_policy import PixelBCConfig, PixelBCPolicy
 from voc_rl.pixel_trunk import pixel_batch
-from voc_rl.prior import BCConfig, BCPolicy, advantage_weights, level_shares, top_episode_weights
+from voc_rl.prior import (
+    BCConfig,
+    BCPolicy,
+    advantage_weights,
+    episode_means,
+    level_shares,
+    rank_correlation,
+    top_episode_weights,
+)
 from voc_rl.registry import REGISTRY, AgentConfig, load_class
 from voc_rl.run_folder import check_same_run, locked
 from voc_rl.token_trunk import token_batch, window_starts
@@ -43,6 +51,7 @@ FORMAT = "voc_rl.agent/1"
 EXTRACTION_BATCH = 256  # states scored at once when computing advantages
 EXTRACTION_FIELDS = {  # the config fields that change an extracted prior, beside the scorer's own
     "pbc": ("pbc_fraction",),
+    "qbc": ("pbc_fraction", "awr_samples", "awr_states", "distill_steps"),
     "awr": ("awr_samples", "awr_temperature", "awr_clip", "awr_states", "distill_steps"),
 }
 
@@ -99,7 +108,7 @@ class Agent:
     policy included (``policy_input="pixels"``), has no tokenizer part."""
 
     def __init__(self, config: AgentConfig, name: str | None = None):
-        if config.extraction in ("awr", "qwr") and self.kind == "bc":
+        if config.extraction in ("awr", "qwr", "qbc") and self.kind == "bc":
             raise ValueError(
                 f"extraction={config.extraction!r} needs a Q: a {self.kind} agent has none "
                 "(use pbc, or a td-critic or voc agent)"
@@ -256,7 +265,7 @@ class Agent:
         extraction's settings where they differ from the defaults (so ``pbc`` and ``pbc-67`` or two
         AWR temperatures in one run folder do not share a prior), and the task suffix."""
         c, default = self.config, AgentConfig()
-        fields = EXTRACTION_FIELDS["pbc" if c.extraction == "pbc" else "awr"]
+        fields = EXTRACTION_FIELDS.get(c.extraction, EXTRACTION_FIELDS["awr"])
         changed = {f: getattr(c, f) for f in fields if getattr(c, f) != getattr(default, f)}
         digest = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
         pixels = "-pixels" if c.policy_input == "pixels" else ""
@@ -274,6 +283,20 @@ class Agent:
             return weights
         index = window_starts(view, train_eps, False)
         q_data, q_prior, fit_info = self._awr_estimates(view, index, fit)
+        if c.extraction == "qbc":  # %BC ranked by the scorer's mean Q(s_t, a_t) over each episode
+            scores = episode_means(view, index, q_data, train_eps)
+            scored = np.isfinite(scores)
+            weights = top_episode_weights(view, train_eps[scored], c.pbc_fraction, scores[scored])
+            corr = rank_correlation(
+                scores[scored], view.for_task(self.acting_task).episode_returns()[train_eps[scored]]
+            )
+            self.extraction_info = {
+                "transitions": len(index),
+                **fit_info,
+                "episode_rank_corr": corr,
+                **level_shares(view, weights),
+            }
+            return weights
         if c.extraction == "qwr":  # the baseline is one constant: the mean Q of the data
             q_prior = np.full((len(q_data), 1), q_data.mean())
         w, info = advantage_weights(q_data, q_prior, c.awr_temperature, c.awr_clip)

@@ -44,7 +44,7 @@ def test_registry_lists_every_agent_of_the_issue() -> None:
     assert expected <= set(voc_rl.list_agents())
     backends = ["dino", "musik", "titok", "vqvae"]
     assert voc_rl.list_agents("voc-*") == sorted(
-        f"voc-{b}{x}" for b in backends for x in ("", "-awr", "-qwr")
+        f"voc-{b}{x}" for b in backends for x in ("", "-awr", "-qwr", "-qbc")
     )
     agent = voc_rl.make_agent("voc-dino", size="tiny", gamma=0.8)
     assert isinstance(agent, VOCAgent) and agent.config.gamma == 0.8 and agent.config.size == "tiny"
@@ -295,6 +295,29 @@ def test_top_episode_weights_keep_the_best_returns(fake_ds_path: Path) -> None:
         top_episode_weights(ds, episodes, 0.0)
 
 
+def test_qbc_ranks_episodes_by_the_mean_of_their_transitions_estimates(fake_ds_path: Path) -> None:
+    """qbc's ranking: an episode's score is the mean of its scored transitions' Q, and the episodes
+    kept are those of highest score, whatever their recorded return."""
+    from voc_rl.data.dataset import open_dataset
+    from voc_rl.prior import episode_means, rank_correlation, top_episode_weights
+
+    ds = open_dataset(fake_ds_path)
+    episodes = np.arange(len(ds.ep_start))
+    index = np.concatenate([ds.ep_start[e] + np.arange(2) for e in episodes])  # two frames of each
+    owner = np.repeat(episodes, 2)
+    q = np.where(np.arange(len(index)) % 2 == 0, 1.0, 3.0) * (len(episodes) - owner)  # falls with e
+    np.testing.assert_allclose(episode_means(ds, index, q, episodes), 2.0 * (len(episodes) - episodes))
+    w = top_episode_weights(ds, episodes, 0.5, episode_means(ds, index, q, episodes))
+    kept = [e for e in episodes if w[ds.ep_start[e]] == 1.0]
+    assert kept == list(range(round(0.5 * len(episodes))))  # the first episodes: the highest means
+    assert np.isnan(episode_means(ds, index[:2], q[:2], episodes)[1:]).all()  # no frame scored: NaN
+    with pytest.raises(ValueError, match="one finite score per episode"):
+        top_episode_weights(ds, episodes, 0.5, np.zeros(2))
+    assert rank_correlation(np.arange(5.0), np.arange(5.0) ** 3) == pytest.approx(1.0)
+    assert rank_correlation(np.arange(5.0), -np.arange(5.0)) == pytest.approx(-1.0)
+    assert rank_correlation(np.arange(5.0), np.ones(5)) == 0.0
+
+
 def test_distill_q_amortises_a_scorer_into_a_token_q_network() -> None:
     import torch
 
@@ -344,6 +367,11 @@ def test_extraction_agents_learn_save_and_load(
     assert qwr.extraction_info["transitions"] == awr.extraction_info["transitions"]
     assert (qwr.run_dir / "extracted-qwr-pixels" / "bc.pt").exists()
     assert "distill_diff_corr" in trained["voc-vqvae-qwr"].extraction_info
+    qbc = trained["voc-vqvae-qbc"]  # whole episodes ranked by the occupancy model's Q
+    assert -1.0 <= qbc.extraction_info["episode_rank_corr"] <= 1.0
+    assert qbc.extraction_info["weight_random"] == pytest.approx(1.0)
+    assert (qbc.run_dir / "extracted-qbc-pixels" / "bc.pt").exists()
+    assert not np.allclose(qbc.predict(obs, deterministic=True)[0], bc.predict(obs, deterministic=True)[0])
     with pytest.raises(ValueError, match="needs a Q"):
         voc_rl.make_agent("bc", extraction="awr")
     with pytest.raises(ValueError, match="unknown extraction"):

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 
 from voc_rl.data.dataset import PixelDataset, TokenView
 from voc_rl.data.sampler import WindowSampler
@@ -175,18 +176,45 @@ def level_shares(ds: PixelDataset, weights: np.ndarray) -> dict[str, float]:
     }
 
 
-def top_episode_weights(ds: PixelDataset, episodes: np.ndarray, fraction: float) -> np.ndarray:
-    """%BC: weight 1 on every frame of the top ``fraction`` of ``episodes`` by return, 0 elsewhere
-    (flat over ``ds``'s frames; at least one episode is kept)."""
+def top_episode_weights(
+    ds: PixelDataset, episodes: np.ndarray, fraction: float, scores: np.ndarray | None = None
+) -> np.ndarray:
+    """%BC: weight 1 on every frame of the top ``fraction`` of ``episodes`` by ``scores`` (one per
+    entry of ``episodes``; default their returns), 0 elsewhere (flat over ``ds``'s frames; at least
+    one episode is kept)."""
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     episodes = np.asarray(episodes)
-    returns = ds.episode_returns()[episodes]
-    keep = episodes[np.argsort(-returns, kind="stable")[: max(1, round(fraction * len(episodes)))]]
+    scores = ds.episode_returns()[episodes] if scores is None else np.asarray(scores, np.float64)
+    if scores.shape != episodes.shape or not np.isfinite(scores).all():
+        raise ValueError(f"need one finite score per episode ({episodes.shape}), got {scores.shape}")
+    keep = episodes[np.argsort(-scores, kind="stable")[: max(1, round(fraction * len(episodes)))]]
     weights = np.zeros(len(ds.arrays["action"]), np.float32)
     for e in keep:
         weights[ds.ep_start[e] : ds.ep_start[e] + ds.ep_len[e]] = 1.0
     return weights
+
+
+def episode_means(
+    ds: PixelDataset, index: np.ndarray, values: np.ndarray, episodes: np.ndarray
+) -> np.ndarray:
+    """The mean of ``values`` (one per flat frame in ``index``) over each of ``episodes``' frames in
+    ``index``: an episode's score from per-transition estimates (NaN where none of its frames is in
+    ``index``)."""
+    owner = np.searchsorted(ds.ep_start, index, side="right") - 1
+    sums = np.bincount(owner, weights=values, minlength=len(ds.ep_start))
+    counts = np.bincount(owner, minlength=len(ds.ep_start))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sums / counts)[np.asarray(episodes)]
+
+
+def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rank correlation of two 1-D arrays (ties share their mean rank; 0 where either is
+    constant)."""
+    rx, ry = rankdata(x), rankdata(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return 0.0
+    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 # ---------------------------------------------------------------------- training

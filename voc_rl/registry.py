@@ -21,7 +21,7 @@ from voc_rl.tokenizers import AGENT_TOKENS
 from voc_rl.typed import check_fields, check_known
 
 SIZES = ("tiny", "small", "base")
-EXTRACTIONS = ("none", "awr", "qwr", "pbc")
+EXTRACTIONS = ("none", "awr", "qwr", "qbc", "pbc")
 POLICY_INPUTS = ("pixels", "tokens")
 
 
@@ -57,8 +57,10 @@ class AgentConfig:
     x std(A); td-critic scores every training transition, voc scores ``awr_states`` of them and
     distils that into a token Q network which scores the rest), ``qwr`` (the same with one constant
     baseline, the mean Q of the data: weights exp((Q(s, a_t) - mean Q) / beta), which favours the
-    transitions of high value, whatever the action's own effect) or ``pbc`` (%BC: the top
-    ``pbc_fraction`` of training episodes by return)."""
+    transitions of high value, whatever the action's own effect), ``qbc`` (%BC ranked by the agent's
+    own Q: the top ``pbc_fraction`` of training episodes by the mean Q(s_t, a_t) of their transitions,
+    scored as for ``qwr``; whole episodes, so the getting-up frames of a good episode are kept) or
+    ``pbc`` (%BC: the top ``pbc_fraction`` of training episodes by their recorded return)."""
     awr_samples: int = 8
     """awr: BC prior samples per state whose mean Q is the baseline V(s)."""
     awr_temperature: float = 1.0
@@ -71,7 +73,7 @@ class AgentConfig:
     distill_steps: int = 2000
     """awr, voc: training steps of the distilled Q network (capped by `learn`'s `steps`)."""
     pbc_fraction: float = 0.33
-    """pbc: fraction of the training episodes kept, by return."""
+    """pbc, qbc: fraction of the training episodes kept, by return (pbc) or by estimated Q (qbc)."""
     policy_input: str = "pixels"
     """What the policy (the prior, and every prior extracted from it) and the agent's own critics
     read: ``pixels``, the raw frame stack through a conv encoder trained end to end with random
@@ -205,6 +207,11 @@ def load_agent(path: str | Path) -> Any:
 # td-critic, wm-rollout) score their prior's candidates on tokens and keep the token prior (the main
 # job's return-error table); the extraction agents and the baselines act with a pixel policy.
 _ENTRY = "voc_rl.agents.agents:"
+EXTRACTION_KINDS = (
+    ("awr", "advantage-weighted regression"),
+    ("qwr", "Q-weighted regression"),
+    ("qbc", "cloning the top third of episodes by mean Q"),
+)
 _TOKENS = {"policy_input": "tokens"}
 for _backend, _kwargs in AGENT_TOKENS.items():
     register(
@@ -213,11 +220,11 @@ for _backend, _kwargs in AGENT_TOKENS.items():
         AgentConfig(tokenizer=_backend, tokenizer_kwargs=_kwargs, **_TOKENS),
         f"video occupancy model on {_backend} tokens; acts by pool-estimated Q over prior candidates",
     )
-    for _how, _what in (("awr", "advantage-weighted"), ("qwr", "Q-weighted")):
+    for _how, _what in EXTRACTION_KINDS:
         register(
             f"voc-{_backend}-{_how}", _ENTRY + "VOCAgent",
             AgentConfig(tokenizer=_backend, tokenizer_kwargs=_kwargs, extraction=_how, candidates=1),
-            f"pixel policy extracted by {_what} regression with the {_backend} occupancy model's Q "
+            f"pixel policy extracted by {_what} with the {_backend} occupancy model's Q "
             "(distilled into a token Q network); acts with its mode",
         )  # fmt: skip
 _BASE = AgentConfig(tokenizer="vqvae", tokenizer_kwargs=AGENT_TOKENS["vqvae"])
@@ -242,10 +249,10 @@ register(
     extraction="pbc",
     pbc_fraction=0.67,
 )
-for _how, _what in (("awr", "advantage-weighted"), ("qwr", "Q-weighted")):
+for _how, _what in EXTRACTION_KINDS:
     register(
         f"td-critic-{_how}", _ENTRY + "TDCriticAgent", _BASE,
-        f"pixel policy extracted by {_what} regression with a SARSA critic's Q on tokens; acts with its mode",
+        f"pixel policy extracted by {_what} with a SARSA critic's Q on tokens; acts with its mode",
         extraction=_how, candidates=1,
     )  # fmt: skip
 register(
