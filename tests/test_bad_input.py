@@ -1,4 +1,4 @@
-"""Bad input and safe loading: every case of the catalogue (:mod:`voc_rl.benchmarks.bad_input`) gets
+"""Bad input and safe loading: every case of the catalogue (``bad_input_cases.py``) gets
 its documented error, and hypothesis fuzzes the dataset reader with corrupted copies of a valid
 dataset."""
 
@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bad_input_cases import CASES, Case, World, assert_consistent, truncate
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from voc_rl.benchmarks.bad_input import CASES, Case, World, assert_consistent, truncate
 from voc_rl.data import DatasetError, PixelDataset, open_dataset
 
 

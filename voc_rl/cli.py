@@ -7,6 +7,7 @@ import os
 import sys
 import zipfile
 from collections.abc import Sequence
+from importlib import metadata
 
 from voc_rl.paths import check_writable, user_path
 
@@ -294,10 +295,16 @@ def _cmd_occupancy_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from voc_rl.benchmarks.return_error import main as return_error
+def bench_tables() -> dict[str, metadata.EntryPoint]:
+    """The benchmark tables ``voc-rl bench NAME`` runs: the ``voc_rl.bench`` entry points (the
+    package's own, ``voc_rl.benchmarks.*:main``, declared in pyproject.toml; a plugin may add its
+    own). The core imports none of them until one is asked for."""
+    return {ep.name: ep for ep in metadata.entry_points(group="voc_rl.bench")}
 
-    return_error(args.args, prog="voc-rl bench return-error")
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    table = bench_tables()[args.table].load()
+    table(args.args, prog=f"voc-rl bench {args.table}")
     return 0
 
 
@@ -478,14 +485,13 @@ def build_parser() -> argparse.ArgumentParser:
     aim.set_defaults(func=_cmd_agent_imagine)
 
     bench = sub.add_parser("bench", help="benchmark tables (results/*.md, .csv)")
-    bench_sub = bench.add_subparsers(dest="bench_command", metavar="TABLE", required=True)
-    ret = bench_sub.add_parser(
-        "return-error",
-        help="return-estimation error on held-out episodes (--help for its options)",
-        add_help=False,
-    )
-    ret.add_argument("args", nargs=argparse.REMAINDER, help="options of the table, e.g. --quick")
-    ret.set_defaults(func=_cmd_bench)
+    bench_sub = bench.add_subparsers(dest="table", metavar="TABLE", required=True)
+    for name, entry in sorted(bench_tables().items()):
+        table = bench_sub.add_parser(
+            name, help=f"the {name} table ({entry.module}; --help for its options)", add_help=False
+        )
+        table.add_argument("args", nargs=argparse.REMAINDER, help="options of the table, e.g. --quick")
+        table.set_defaults(func=_cmd_bench)
     return parser
 
 
@@ -504,8 +510,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = os.environ.get("VOC_RL_DEBUG", "") not in ("", "0")
     if argv[:1] == ["--debug"]:
         argv, debug = argv[1:], True
-    if argv[:2] == ["bench", "return-error"]:  # the table's own options follow, --help included
-        args = argparse.Namespace(command="bench", func=_cmd_bench, args=argv[2:])
+    if argv[:1] == ["bench"] and argv[1:2] and argv[1] in bench_tables():  # the table's own options follow
+        args = argparse.Namespace(command="bench", func=_cmd_bench, table=argv[1], args=argv[2:])
     else:
         args = parser.parse_args(argv)
     if args.command is None:

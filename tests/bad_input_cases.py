@@ -3,8 +3,8 @@
 Every :class:`Case` is one bad input, the call that receives it, and the error a user should see:
 its type, and a pattern that its message must contain, so that the message says what was wrong
 (not merely that something raised). ``tests/test_bad_input.py`` asserts every case and
-``benchmarks/robustness.py`` runs the same catalogue to write ``results/robustness.md``: this
-module, installed with the package, is the single source of truth for both.
+``tests/robustness_report.py`` runs the same catalogue to write ``results/robustness.md``: this
+module (with the tests, not in the package) is the single source of truth for both.
 """
 
 from __future__ import annotations

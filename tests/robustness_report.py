@@ -1,11 +1,11 @@
-"""Bad input: what a user sees for every case of the catalogue in :mod:`voc_rl.benchmarks.bad_input`.
+"""Bad input: what a user sees for every case of the catalogue in ``tests/bad_input_cases.py``.
 
 Runs each case against data built in a temporary folder (a fake-pixels dataset, untrained tiny
 parts, an agent zip), records the error type and the message, and writes
 ``<out-dir>/robustness.md``. ``tests/test_bad_input.py`` asserts the same catalogue's error types
 and messages, so the table and the tests cannot drift apart.
 
-    python benchmarks/robustness.py [--out-dir results]
+    python tests/robustness_report.py [--out-dir results]
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bad_input_cases as bad_input  # beside this file: run from the source tree
 import torch
 
 from voc_rl.args import parse_args
-from voc_rl.benchmarks import bad_input
 from voc_rl.report import command_line, machine_line, markdown_table
 
 COLUMNS = ("case", "input", "call", "error", "message (first 100 characters)", "status")
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         machine_line(threads=1, uses_gpu=False),
         f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; run {seconds:.0f} s",
         "",
-        f"Every case of the catalogue in `benchmarks/bad_input.py` ({len(rows)} cases): one bad input to "
+        f"Every case of the catalogue in `tests/bad_input_cases.py` ({len(rows)} cases): one bad input to "
         "the public API, the error type the user gets and the start of its message (temporary paths shown "
         f"as `<tmp>`). {handled} get a clear error of the documented type (or, where the library can "
         "repair the damage, a warning saying what it repaired: `warning, repaired`, and the data read "
