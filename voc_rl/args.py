@@ -104,6 +104,44 @@ def build_parser(cls: type, prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def add_config_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, skip: Sequence[str] = ()
+) -> list[str]:
+    """One option per field of the config dataclass ``cls`` (``--occupancy-steps 3000``,
+    ``--extraction qbc``, ``--occupancy-kwargs '{"depth": 2}'``, ``--tasks walker-run walker-stand``)
+    but those in ``skip``, each parsed by the field's type (:func:`voc_rl.typed.parse_field`) and
+    absent from the namespace unless given, so that a config's own values stay where no option is
+    typed; the help is the field's docstring. Returns the field names added."""
+    from voc_rl.typed import ConfigError, parse_field
+
+    def parser_of(name: str) -> Callable[[str], Any]:
+        def parse(text: str) -> Any:
+            try:
+                return parse_field(cls, name, text)
+            except ConfigError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+
+        return parse
+
+    hints, docs, added = typing.get_type_hints(cls), field_docs(cls), []
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        many = typing.get_origin(hints[f.name]) is tuple
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"), dest=f.name, default=argparse.SUPPRESS,
+            type=str if many else parser_of(f.name), nargs="+" if many else None,
+            metavar="VALUE", help=docs.get(f.name, "").replace("``", "").replace("%", "%%"),
+        )  # fmt: skip
+        added.append(f.name)
+    return added
+
+
+def config_values(namespace: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The fields of :func:`add_config_options` the user typed (lists made tuples)."""
+    return {n: _resolved(getattr(namespace, n)) for n in names if hasattr(namespace, n)}
+
+
 def _resolved(value: Any) -> Any:
     """Paths made absolute with ``~`` expanded, lists (argparse's values of ``nargs``) made tuples."""
     if isinstance(value, Path):

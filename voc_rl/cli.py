@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 import zipfile
 from collections.abc import Sequence
 from importlib import metadata
+from typing import NoReturn
 
+from voc_rl.args import add_config_options, config_values
 from voc_rl.paths import check_writable, user_path
+from voc_rl.registry import AgentConfig
 
 # Output folders are resolved as they are parsed (``type=user_path``), and so are the defaults
 # computed below; inputs (datasets, checkpoints, V-D4RL folders) are resolved by the functions that
@@ -48,25 +52,10 @@ def _cmd_agents(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_value(text: str) -> tuple[str, object]:
-    """``FIELD=VALUE`` of ``--set``, the value parsed by the agent config field's type
-    (:func:`voc_rl.typed.parse_field`)."""
-    from voc_rl.registry import AgentConfig
-    from voc_rl.typed import ConfigError, parse_field
-
-    field, sep, value = text.partition("=")
-    if not sep or not field:
-        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
-    try:
-        return field, parse_field(AgentConfig, field, value)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _cmd_agent_train(args: argparse.Namespace) -> int:
     from voc_rl.registry import make_agent
 
-    agent = make_agent(args.agent, size=args.size, seed=args.seed, **dict(args.set))
+    agent = make_agent(args.agent, size=args.size, seed=args.seed, **config_values(args, args.config_fields))
     check_writable(args.out, "agent file")
     agent.learn(args.dataset, steps=args.steps, runs=args.runs, run_dir=args.run_dir)
     print(f"saved {agent.save(args.out)}; TensorBoard: tensorboard --logdir {agent.run_dir}")
@@ -316,8 +305,27 @@ def _n_step(text: str) -> int | None:
     return int(text)
 
 
+class _Parser(argparse.ArgumentParser):
+    """``voc-rl``'s parser: an unknown option gets the nearest one of any subcommand suggested."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            known = {o for p in _parsers(self) for a in p._actions for o in a.option_strings}
+            unknown = [w.split("=")[0] for w in message.split(":", 1)[1].split() if w.startswith("--")]
+            near = [m for w in unknown for m in difflib.get_close_matches(w, known, n=1)]
+            if near:
+                message += f" (did you mean {', '.join(near)}?)"
+        super().error(message)
+
+
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every subcommand's parser under it."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return [parser] + [q for a in subs for p in a.choices.values() for q in _parsers(p)]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="voc-rl", description="Video occupancy models for pixel-based control on DeepMind Control."
     )
     parser.add_argument("--version", action="version", version=_version())
@@ -460,12 +468,15 @@ def build_parser() -> argparse.ArgumentParser:
     atr.add_argument("--steps", type=int, help="training steps of every part (default: the config's)")
     atr.add_argument("--size", default="small", help="size preset: tiny, small, base")
     atr.add_argument("--seed", type=int, default=0)
-    atr.add_argument("--set", nargs="*", default=[], type=_config_value, metavar="FIELD=VALUE",
-                     help="agent config fields, e.g. occupancy_steps=3000 extraction=qwr")  # fmt: skip
     atr.add_argument("--runs", type=user_path, default="runs", help="folder of the TensorBoard run (runs/)")
     atr.add_argument("--run-dir", type=user_path, help="this run's folder; the same one again resumes")
     atr.add_argument("--out", type=user_path, default="agent.zip", help="the saved agent (agent.zip)")
-    atr.set_defaults(func=_cmd_agent_train)
+    config = atr.add_argument_group(
+        "agent config", "fields of voc_rl.AgentConfig over the registered agent's (voc-rl agents lists them)"
+    )
+    atr.set_defaults(
+        func=_cmd_agent_train, config_fields=add_config_options(config, AgentConfig, ("size", "seed"))
+    )
     aev = ag_sub.add_parser("eval", help="deterministic episodes of a saved agent: returns with an interval")
     aev.add_argument("path", help="an agent .zip")
     aev.add_argument("--episodes", type=int, default=10)

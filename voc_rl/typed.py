@@ -1,5 +1,5 @@
-"""Field types of the config dataclasses, checked where a config is made (from Python, ``--set`` or a
-saved file): ints are ints, floats finite numbers, strings strings, ``None`` only where the field
+"""Field types of the config dataclasses, checked where a config is made (from Python, a command-line
+option or a saved file): ints are ints, floats finite numbers, strings strings, ``None`` only where the field
 allows it; a JSON list becomes the tuple a field declares. Ranges stay with each config's own
 ``__post_init__``, which calls :func:`check_fields` first."""
 
@@ -17,7 +17,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 
 class ConfigError(ValueError):
-    """A config field of the wrong type, an unknown field, or a value ``--set`` cannot parse."""
+    """A config field of the wrong type, an unknown field, or an option value that cannot be parsed."""
 
 
 class _Mismatch(Exception):
@@ -126,7 +126,8 @@ def check_known(cls: type, fields: typing.Iterable[str]) -> None:
 
 
 def parse_field(cls: type, name: str, text: str) -> Any:
-    """The value of ``--set NAME=TEXT`` for field ``name`` of ``cls``, parsed by the field's type: a
+    """The value of the command-line option ``--NAME TEXT`` for field ``name`` of ``cls`` (see
+    :func:`voc_rl.args.add_config_options`), parsed by the field's type: a
     string field takes the text as it is, ``none``/``null`` is None where the field allows it,
     anything else is read as JSON (3000, 0.99, true, [\"a\"], {\"depth\": 2}); the type itself is
     checked when the config is made."""
@@ -141,5 +142,6 @@ def parse_field(cls: type, name: str, text: str) -> Any:
         return json.loads(text)
     except ValueError:
         raise ConfigError(
-            f"--set {name}={text}: {cls.__name__}.{name} must be {_describe(tp)}; {text!r} is not one"
+            f"--{name.replace('_', '-')} {text}: {cls.__name__}.{name} must be {_describe(tp)}; "
+            f"{text!r} is not one"
         ) from None
