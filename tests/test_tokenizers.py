@@ -203,6 +203,54 @@ def test_bad_checkpoints_are_a_clear_error(fake_ds_path: Path, tmp_path: Path) -
         )
 
 
+def test_tokens_are_keyed_by_the_weights_not_the_file(
+    fake_ds_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same weights saved again under other package versions (other file bytes) find the same
+    cache, and a model made for those tokens fits them; a cache named by an older checkpoint file's
+    hash is found, recorded with the weights' key, keeps its name, and is found from a new file too."""
+    import json
+    import shutil
+
+    from voc_rl import checkpoint
+    from voc_rl.data.storage import sha256_file
+    from voc_rl.prior import BCConfig
+    from voc_rl.tokenizers.cache import check_model_fits, token_key
+
+    ds = open_dataset(fake_ds_path)
+    tok = make_tokenizer("vqvae", size="tiny")
+    a = tok.save(tmp_path / "a.pt")
+    view = token_view(ds, a, progress=False)
+    stamp = (cache_dir(ds, a) / "tokens.npy").stat().st_mtime_ns
+    config = BCConfig.for_dataset(view, "tiny")
+    assert config.tokenizer_sha256 == token_key(tok) == view.meta["tokens"]["key"] == cache_dir(ds, a).name
+    monkeypatch.setattr(checkpoint, "package_versions", lambda: {"torch": "9.9.9"})
+    b = Tokenizer.load(a).save(tmp_path / "b.pt")  # the same weights, written by "another torch"
+    assert sha256_file(a) != sha256_file(b) and cache_dir(ds, b) == cache_dir(ds, a)
+    view_b = token_view(ds, b, progress=False)
+    assert (cache_dir(ds, b) / "tokens.npy").stat().st_mtime_ns == stamp  # not encoded again
+    check_model_fits(config, view_b, "BCConfig.for_dataset")
+    fit(tok, ds, steps=2, loop=QUIET)  # other weights: other tokens, refused
+    c = tok.save(tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="tokenizer_sha256"):
+        check_model_fits(config, token_view(ds, c, progress=False), "BCConfig.for_dataset")
+    # a cache of the older scheme, named by the file's hash and without the weights' key
+    legacy = cache_dir(ds, a).parent / sha256_file(a)[:16]
+    shutil.move(cache_dir(ds, a), legacy)
+    meta = json.loads((legacy / "tokens.json").read_text())
+    (legacy / "tokens.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "weights_key"}))
+    old_config = dataclasses.replace(config, tokenizer_sha256=legacy.name)  # a model trained on it
+    assert cache_dir(ds, a) == legacy
+    view_old = token_view(ds, a, progress=False)
+    assert (
+        view_old.meta["tokens"]["key"] == legacy.name and (legacy / "tokens.npy").stat().st_mtime_ns == stamp
+    )
+    assert json.loads((legacy / "tokens.json").read_text())["weights_key"] == token_key(Tokenizer.load(a))
+    check_model_fits(old_config, view_old, "BCConfig.for_dataset")
+    assert cache_dir(ds, b) == legacy  # found by the weights' key from another file
+    check_model_fits(old_config, token_view(ds, b, progress=False), "BCConfig.for_dataset")
+
+
 def test_token_cache_is_reused_invalidated_and_sampled(fake_ds_path: Path, tmp_path: Path) -> None:
     ds = open_dataset(fake_ds_path)
     tok = make_tokenizer("vqvae", size="tiny")

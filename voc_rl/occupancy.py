@@ -96,7 +96,7 @@ class OccupancyConfig:
     reward_hidden: int = 512
     reward_batch: int = 256  # the reward model trains on its own batches, with its own optimizer
     tokenizer: str = ""  # backend name of the tokens' tokenizer (informational)
-    tokenizer_sha256: str = ""  # checkpoint hash of that tokenizer: a model only reads its tokens
+    tokenizer_sha256: str = ""  # the key of its tokens (tokenizers.cache): a model reads only those
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {

@@ -50,7 +50,7 @@ class TokenModelConfig:
     batch_size: int = 256
     steps: int = 10_000  # small: about 8 min on one CPU core (critic, 64-token frames, frame stack 3)
     tokenizer: str = ""  # backend name of the tokens' tokenizer (informational)
-    tokenizer_sha256: str = ""  # checkpoint hash of that tokenizer: a model only reads its tokens
+    tokenizer_sha256: str = ""  # the key of its tokens (tokenizers.cache): a model reads only those
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"emb_dim": 4, "hidden": 32, "batch_size": 32, "steps": 50},  # tests: CPU seconds
