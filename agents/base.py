@@ -141,7 +141,7 @@ class Agent(PolicyExtraction):
         ds = dataset if isinstance(dataset, PixelDataset) else open_dataset(dataset)
         if isinstance(ds, TokenView):
             raise ValueError("learn takes a pixel dataset, not a token view: pass the dataset itself")
-        task = ds.meta.get("task", ds.env_id)
+        task = ds.task
         if self.task is not None and task != self.task:
             raise ValueError(f"this agent was trained on {self.task!r}; {ds.path} holds {task!r}")
         self.task, c = task, self.config

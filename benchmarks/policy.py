@@ -200,7 +200,7 @@ def from_return_error(name: str, ds: PixelDataset, seed: int, args: Args) -> Age
         policy_input="tokens",
         **args.agent_overrides,
     )  # fmt: skip (a return-error run's priors read tokens)
-    return agent.load_parts(ds.meta.get("task", ds.env_id), **parts)
+    return agent.load_parts(ds.task, **parts)
 
 
 class Trainer:

@@ -104,7 +104,7 @@ def _cmd_agent_imagine(args: argparse.Namespace) -> int:
     agent = load_agent(args.path)
     check_imaginable(agent)  # before the dataset opens: the cheaper error first
     ds = open_dataset(args.dataset)
-    task = ds.meta.get("task", ds.env_id)
+    task = ds.task
     if task != agent.task:
         raise ValueError(f"{args.path} was trained on {agent.task!r}; {args.dataset} holds {task!r}")
     print(f"wrote {imagine(agent, ds, args.out, args.states, args.samples, args.seed)}")

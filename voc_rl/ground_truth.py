@@ -460,7 +460,7 @@ def simulator_q(
     g = _check_gammas(gammas)
     horizon = horizon_for(float(g.max()))
     used = _resolve_policies(ds, ds.arrays["policy_id"][idx], policies)
-    own = ds.meta.get("task", ds.env_id)
+    own = ds.task
     extra = tuple(dict.fromkeys(t for t in ([tasks] if isinstance(tasks, str) else tasks) if t != own))
     if extra:
         check_tasks(ds, extra)

@@ -464,6 +464,11 @@ class PixelDataset:
     def env_id(self) -> str:
         return self.meta["env_id"]
 
+    @property
+    def task(self) -> str:
+        """The task the dataset was collected on (its recorded ``task``, else its env id)."""
+        return self.meta.get("task", self.env_id)
+
     def episode_returns(self) -> np.ndarray:
         return np.add.reduceat(self.arrays["reward"], self.ep_start)
 
@@ -475,7 +480,7 @@ class PixelDataset:
         """The rewards of ``task``, aligned with ``arrays["reward"]``: the recorded ones for the
         dataset's own task, else those written by ``voc-rl dataset relabel`` (another task of the
         same domain, recomputed from the physics: :mod:`voc_rl.task_rewards`)."""
-        if task == self.meta.get("task"):
+        if task == self.task:
             return self.arrays["reward"]
         if task not in reward_manifest(self)["tasks"]:
             raise DatasetError(
@@ -493,7 +498,7 @@ class PixelDataset:
         """This dataset (or token view) with ``arrays["reward"]`` holding ``task``'s rewards
         (:meth:`task_reward`) and ``meta["reward_task"]`` naming it: what a critic, a reward head or
         %BC reads to learn another task of the domain. The dataset's own task returns it unchanged."""
-        if task == self.meta.get("reward_task", self.meta.get("task")):
+        if task == self.reward_task:
             return self
         if "reward_task" in self.meta:
             raise ValueError(
@@ -508,7 +513,7 @@ class PixelDataset:
     @property
     def reward_task(self) -> str:
         """The task whose rewards ``arrays["reward"]`` holds: the dataset's own unless :meth:`for_task`."""
-        return self.meta.get("reward_task", self.meta.get("task", self.env_id))
+        return self.meta.get("reward_task", self.task)
 
     def frame_index(self, episodes: np.ndarray, last: bool = True) -> np.ndarray:
         """Flat indices of every frame of ``episodes``, in their order; ``last=False`` leaves out each
