@@ -17,7 +17,6 @@ indices; :func:`voc_rl.token_trunk.fit_token_model` trains pixel models in the s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voc_rl.checkpoint import load_model, save_model
+from voc_rl.control_model import ControlModel
 from voc_rl.data.dataset import PixelDataset, TokenView
 from voc_rl.presets import from_preset
 from voc_rl.typed import check_fields
@@ -33,7 +32,6 @@ from voc_rl.typed import check_fields
 EVAL_STATES = 1024  # held-out states a pixel model is scored on (uint8 in memory: 37 MB at 64 px)
 EVAL_CHUNK = 256  # of them per forward pass
 C = TypeVar("C", bound="PixelModelConfig")
-M = TypeVar("M", bound="PixelModel")
 
 
 @dataclass(frozen=True)
@@ -130,17 +128,12 @@ def mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
                          nn.Linear(hidden, out))  # fmt: skip
 
 
-class PixelModel(nn.Module):
+class PixelModel(ControlModel):
     """A pixel encoder and whatever heads a subclass adds; input checks and checkpoints."""
 
-    FORMAT: ClassVar[str]
-    CONFIG: ClassVar[type]
-
     def __init__(self, config: PixelModelConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.encoder = PixelEncoder(config)
-        self.step = 0
 
     @property
     def device(self) -> torch.device:
@@ -156,20 +149,6 @@ class PixelModel(nn.Module):
             raise ValueError(f"obs must be (B, {', '.join(map(str, shape))}) uint8 with B >= 1, "
                              f"got {tuple(obs.shape)}")  # fmt: skip
         return obs.to(self.device)
-
-    def check_actions(self, actions: Any, batch: int) -> torch.Tensor:
-        """Actions (B, A) or (B, K, A) as float32 on the model's device."""
-        from voc_rl.token_trunk import check_actions
-
-        return check_actions(actions, batch, self.config.action_dim, self.device)
-
-    def save(self, path: str | Path, **extra: Any) -> Path:
-        return save_model(path, self, self.FORMAT, self.config, **extra)
-
-    @classmethod
-    def load(cls: type[M], path: str | Path, **expect: Any) -> M:
-        """A model from :meth:`save`; ``expect`` fields must match its config (else CheckpointError)."""
-        return load_model(path, cls.FORMAT, lambda ck: cls(cls.CONFIG(**ck["config"])), expect)[0]
 
     def __repr__(self) -> str:
         c, n = self.config, sum(p.numel() for p in self.parameters())

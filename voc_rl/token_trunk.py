@@ -14,14 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from voc_rl.checkpoint import load_model, save_model
+from voc_rl.control_model import ControlModel
 from voc_rl.data.dataset import PixelDataset, TokenView
 from voc_rl.data.sampler import WindowSampler
 from voc_rl.presets import from_preset
@@ -86,32 +85,13 @@ class TokenModelConfig:
 
 
 # ---------------------------------------------------------------------- models
-M = TypeVar("M", bound="TokenModel")
 
 
-def check_actions(actions: Any, batch: int, action_dim: int, device: torch.device) -> torch.Tensor:
-    """Actions (B, A) or (B, K, A) as float32 on ``device``: the token and the pixel models' check."""
-    actions, a = torch.as_tensor(actions), action_dim
-    if not actions.is_floating_point():
-        raise TypeError(f"actions must be float, got {actions.dtype}")
-    if actions.ndim not in (2, 3) or actions.shape[0] != batch or actions.shape[-1] != a:
-        raise ValueError(
-            f"actions must be (B={batch}, action_dim={a}) or (B, K, {a}), got {tuple(actions.shape)}"
-        )
-    if not torch.isfinite(actions).all():
-        raise ValueError("actions contain NaN or inf")
-    return actions.float().to(device)
-
-
-class TokenModel(nn.Module):
+class TokenModel(ControlModel):
     """A token trunk (embedding, flatten, LayerNorm) and an MLP head; input checks and checkpoints."""
 
-    FORMAT: ClassVar[str]
-    CONFIG: ClassVar[type]
-
     def __init__(self, config: TokenModelConfig, extra_in: int, out: int):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         n = config.n_context * config.emb_dim
         self.emb = nn.Embedding(config.vocab_size, config.emb_dim)
         self.norm = nn.LayerNorm(n)
@@ -122,7 +102,6 @@ class TokenModel(nn.Module):
             nn.GELU(),
             nn.Linear(config.hidden, out),
         )
-        self.step = 0
 
     @property
     def device(self) -> torch.device:
@@ -149,18 +128,6 @@ class TokenModel(nn.Module):
         if lo < 0 or hi >= c.vocab_size:
             raise ValueError(f"context ids must be in [0, {c.vocab_size}), got [{lo}, {hi}]")
         return context.long().to(self.device)
-
-    def check_actions(self, actions: Any, batch: int) -> torch.Tensor:
-        """Actions (B, A) or (B, K, A) as float32 on the model's device."""
-        return check_actions(actions, batch, self.config.action_dim, self.device)
-
-    def save(self, path: str | Path, **extra: Any) -> Path:
-        return save_model(path, self, self.FORMAT, self.config, **extra)
-
-    @classmethod
-    def load(cls: type[M], path: str | Path, **expect: Any) -> M:
-        """A model from :meth:`save`; ``expect`` fields must match its config (else CheckpointError)."""
-        return load_model(path, cls.FORMAT, lambda ck: cls(cls.CONFIG(**ck["config"])), expect)[0]
 
     def __repr__(self) -> str:
         c, n = self.config, sum(p.numel() for p in self.parameters())
