@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
@@ -114,15 +117,48 @@ def test_q_values_and_value_have_the_documented_shapes(name: str, trained: dict[
         agent.q_values(obs, np.full((1, 2), np.nan, np.float32))
 
 
-def test_voc_agent_picks_the_candidate_its_q_values_rank_first(trained: dict[str, Agent]) -> None:
+def test_predict_takes_the_candidate_its_scorer_ranks_first(
+    trained: dict[str, Agent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stub scorer with a known ranking: predict must act with the candidate it ranks first."""
     agent, obs = trained["voc-titok"], _obs()
+    k = agent.config.candidates
+    assert k >= 4  # the mode (candidate 0) and samples to pick among
+    scored: list[torch.Tensor] = []
+    best = torch.tensor([2, k - 1])  # per row of a batch of two; never the mode, so not the prior's pick
+
+    def ranked(state: Any, actions: torch.Tensor, task: str | None = None) -> torch.Tensor:
+        scored.append(actions.clone())
+        q = torch.zeros(actions.shape[:2])
+        q[torch.arange(len(q)), best[: len(q)]] = 1.0  # a known best candidate, the rest tied
+        return q
+
+    monkeypatch.setattr(agent, "_score", ranked)
     agent.seed(0)
     action, _ = agent.predict(obs, deterministic=True)
-    agent.seed(0)
-    context, _ = agent._context(obs)
-    candidates = agent._candidates(context)
-    q = agent._score(context, candidates)
-    np.testing.assert_array_equal(action, candidates[0, q[0].argmax()].numpy())
+    np.testing.assert_array_equal(action, scored[-1][0, 2].numpy())
+    batch, _ = agent.predict(np.stack([obs, obs]), deterministic=True)
+    np.testing.assert_array_equal(batch, scored[-1][torch.arange(2), best].numpy())
+    # sampling at a low temperature: the softmax over the standardised Q puts all its mass on the best
+    monkeypatch.setattr(agent, "config", dataclasses.replace(agent.config, temperature=0.01))
+    for _ in range(10):
+        action, _ = agent.predict(obs, deterministic=False)
+        np.testing.assert_array_equal(action, scored[-1][0, 2].numpy())
+
+    # equal Q (a scorer that ignores the action): deterministic takes the first, sampling spreads evenly
+    def tied(state: Any, actions: torch.Tensor, task: str | None = None) -> torch.Tensor:
+        scored.append(actions.clone())
+        return torch.zeros(actions.shape[:2])
+
+    monkeypatch.setattr(agent, "_score", tied)
+    action, _ = agent.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(action, scored[-1][0, 0].numpy())  # argmax of a tie: the prior's mode
+    n = 400
+    actions, _ = agent.predict(np.stack([obs] * n), deterministic=False)
+    cands = scored[-1].numpy()  # (n, K, A): distinct samples, so each row's pick is identified
+    picks = [int(np.flatnonzero((c == a).all(1))[0]) for c, a in zip(cands, actions, strict=True)]
+    counts = np.bincount(picks, minlength=k)
+    assert counts.min() > 0.5 * n / k and counts.max() < 1.5 * n / k, counts  # uniform: n / k each
 
 
 def test_bad_use_gets_clear_errors(trained: dict[str, Agent], tmp_path: Path) -> None:
@@ -411,7 +447,7 @@ def test_agent_cli_trains_evaluates_and_imagines(
 
     zipped = str(tmp_path / "voc.zip")
     args = ["agent", "train", "--agent", "voc-titok", "--dataset", str(fake_ds_path), "--size", "tiny",
-            "--steps", "2", "--set", "candidates=2", "pool_size=2", "occupancy_kwargs={\"depth\": 1}",
+            "--steps", "2", "--candidates", "2", "--pool-size", "2", "--occupancy-kwargs", '{"depth": 1}',
             "--runs", str(tmp_path / "runs"), "--out", zipped]  # fmt: skip
     assert main(args) == 0
     agent = voc_rl.load_agent(zipped)
