@@ -32,7 +32,7 @@ from voc_rl.prior import (
     BCConfig,
     BCPolicy,
 )
-from voc_rl.registry import REGISTRY, AgentConfig, load_class
+from voc_rl.registry import REGISTRY, RENAMED, AgentConfig, load_class
 from voc_rl.run_folder import check_same_run, locked
 from voc_rl.tokenizers import Tokenizer
 from voc_rl.tokenizers.cache import token_view
@@ -407,7 +407,10 @@ class Agent(PolicyExtraction):
                 config = AgentConfig(**{**meta["config"], **({"device": device} if device else {})})
             except (TypeError, ValueError) as exc:
                 raise CheckpointError(f"{path}: its agent config is invalid: {exc}") from exc
-            agent = agent_cls(config, name=meta["agent"])
+            name = meta["agent"]
+            if name in RENAMED and config.extraction == "none":  # saved before the name moved on
+                name = RENAMED[name]
+            agent = agent_cls(config, name=name)
             agent.task = meta["task"]
             agent.extraction_info = dict(meta.get("extraction_info", {}))
             for part in agent.parts:

@@ -4,8 +4,9 @@ _episodes.csv, .png (and policy_top1.csv with ``--top1-states``).
 
 For each task, dataset and training seed, agents are trained on the dataset's training episodes:
 all of a seed read one tokenizer (trained first, by ``bc``), and an extraction agent (``pbc``,
-``*-awr``, ``*-qwr``) trains only its extracted prior in the folder of the agent it extends (``bc``,
-the same name without the suffix), so it shares that agent's prior and scorer. Or they are assembled from the
+``voc-<tokenizer>``, ``*-awr``, ``*-qwr``, ``*-qbc``) trains only its extracted prior in the folder of
+the agents it shares a prior and a scorer with (:func:`folder_of`: ``bc``, ``voc-<tokenizer>``,
+``td-critic``). Or they are assembled from the
 parts of a return-error run (``--from-return-error RUNS``). Each agent plays ``--episodes``
 deterministic evaluation episodes (env seeds 1000, 1001, ...; the same for every agent and seed) in
 ``--processes`` worker processes; ``--sampled AGENT`` adds that agent with ``deterministic=False``.
@@ -65,7 +66,7 @@ from voc_rl.episodes import play_episode
 from voc_rl.evaluation import states_of
 from voc_rl.ground_truth import simulator_q
 from voc_rl.parts import SharedParts, collect_or_open, fit_tokenizer
-from voc_rl.registry import AgentConfig, agent_spec
+from voc_rl.registry import REGISTRY, AgentConfig, agent_spec
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.task_rewards import TASKS, relabel
 from voc_rl.tokenizers import AGENT_TOKENS
@@ -98,6 +99,7 @@ class Args:
         "td-critic",
         "td-critic-awr",
         "td-critic-qwr",
+        "voc-vqvae",
         "voc-vqvae-awr",
         "voc-vqvae-qwr",
     )
@@ -157,13 +159,26 @@ class Args:
 
 
 # ---------------------------------------------------------------------- agents
-def base_of(name: str) -> str:
-    """The agent whose folder (prior, scorer) an extraction agent extends: pbc -> bc, x-awr -> x,
-    x-qwr -> x."""
-    extraction = agent_spec(name).config.extraction
-    if extraction == "pbc":
+def folder_of(name: str) -> str:
+    """The run folder (in the seed's shared folder) an agent trains in, that of the agents it shares
+    a prior or a scorer with: pbc, pbc-67 -> bc; x-awr, x-qwr, x-qbc, x-select -> x; voc-vqvae (qbc)
+    -> voc-vqvae."""
+    if agent_spec(name).config.extraction == "pbc":
         return "bc"
-    return name if extraction == "none" else name.removesuffix(f"-{extraction}")
+    for suffix in ("-awr", "-qwr", "-qbc", "-select"):
+        if name.endswith(suffix) and name.removesuffix(suffix) in REGISTRY:
+            return name.removesuffix(suffix)
+    return name
+
+
+def base_of(name: str) -> str:
+    """The agent without extraction of that folder (td-critic, voc-vqvae-select, bc): trained first
+    where an extraction agent starts from its BC prior."""
+    folder = folder_of(name)
+    for base in (folder, f"{folder}-select"):
+        if base in REGISTRY and agent_spec(base).config.extraction == "none":
+            return base
+    return folder
 
 
 PARTS = ("tokenizer", "prior", "occupancy", "critic")  # as SharedParts names them; agents' <part>_steps
@@ -223,7 +238,7 @@ class Trainer:
         return json.loads(path.read_text()) if path.exists() else {}
 
     def _learn(self, agent: Agent, shared: Path, label: str, tokenizer: Path | None) -> Path:
-        """``shared/{label}.zip``: trained in ``shared/{base_of(name)}`` unless it is there already with
+        """``shared/{label}.zip``: trained in ``shared/{folder_of(name)}`` unless it is there already with
         this config (a retrained agent's recorded episodes are deleted); ``label`` is the agent's
         name, with ``@task`` for another task."""
         name = label.split("@")[0]
@@ -231,10 +246,10 @@ class Trainer:
         if not (zipped.exists() and same_config(zipped, agent)):
             for old in shared.glob(f"{label}.*episodes.json"):
                 old.unlink()
-            before, start = checkpoints(shared / base_of(name)), time.perf_counter()
-            agent.learn(self.ds, run_dir=shared / base_of(name), tokenizer=tokenizer, progress=False)
+            before, start = checkpoints(shared / folder_of(name)), time.perf_counter()
+            agent.learn(self.ds, run_dir=shared / folder_of(name), tokenizer=tokenizer, progress=False)
             seconds = self._seconds(shared)
-            if checkpoints(shared / base_of(name)) != before or label not in seconds:  # it trained a part
+            if checkpoints(shared / folder_of(name)) != before or label not in seconds:  # it trained a part
                 seconds[label] = round(time.perf_counter() - start, 1)
                 save_json(seconds, shared / "train_seconds.json", indent=1)
             agent.save(zipped)
@@ -251,7 +266,7 @@ class Trainer:
         base = self.make(base_of(name))  # trained first where the agent starts from its BC prior
         extends = base_of(name) != name and agent._needs_behaviour_prior()  # (%BC needs no BC prior)
         extends &= base.config.policy_input == agent.config.policy_input  # (not a token one for pixels)
-        shares = self.share_prior(agent, shared, base_of(name))
+        shares = self.share_prior(agent, shared, folder_of(name))
         if extends:
             self._learn(base, shared, base_of(name), tokenizer)
         label = f"{name}@{task}" if task else name

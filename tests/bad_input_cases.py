@@ -118,7 +118,7 @@ class World:
 
     @functools.cached_property
     def parts(self) -> dict[str, Path]:
-        """Untrained parts of a tiny ``voc-titok`` agent: no case gets as far as using the weights."""
+        """Untrained parts of a tiny ``voc-titok-select`` agent: no case gets as far as using the weights."""
         config = OccupancyConfig.for_dataset(self.view, "tiny", gamma=0.9, target_frames=2)
         return {
             "tokenizer": self.tokenizer_path,
@@ -130,11 +130,11 @@ class World:
 
     @functools.cached_property
     def agent(self) -> Agent:
-        return voc_rl.make_agent("voc-titok", size="tiny").load_parts("fake-pixels", **self.parts)
+        return voc_rl.make_agent("voc-titok-select", size="tiny").load_parts("fake-pixels", **self.parts)
 
     @functools.cached_property
     def agent_zip(self) -> Path:
-        return self.agent.save(self.root / "voc-titok.zip")
+        return self.agent.save(self.root / "voc-titok-select.zip")
 
     def rezip(
         self,
@@ -712,20 +712,20 @@ CASES: list[Case] = [
     Case("agent-unknown-name", 'make_agent("voc-dnio")', "a misspelt agent",
          ValueError, r"unknown agent 'voc-dnio'; did you mean 'voc-dino'",
          lambda w: voc_rl.make_agent("voc-dnio")),
-    Case("agent-unknown-field", 'make_agent("voc-dino", gama=0.9)', "a misspelt config field",
+    Case("agent-unknown-field", 'make_agent("voc-dino-select", gama=0.9)', "a misspelt config field",
          ValueError, r"unknown AgentConfig field\(s\) 'gama' \(did you mean 'gamma'\?\)",
-         lambda w: voc_rl.make_agent("voc-dino", gama=0.9)),
+         lambda w: voc_rl.make_agent("voc-dino-select", gama=0.9)),
     Case("agent-unknown-size", 'make_agent("bc", size="huge")', "an unknown size preset",
          ValueError, r"unknown size 'huge'; choose from", lambda w: voc_rl.make_agent("bc", size="huge")),
-    Case("agent-gamma-1", 'make_agent("voc-titok", gamma=1.0)', "gamma 1",
+    Case("agent-gamma-1", 'make_agent("voc-titok-select", gamma=1.0)', "gamma 1",
          ValueError, r"gamma must be in \[0, 1\), got 1.0",
-         lambda w: voc_rl.make_agent("voc-titok", gamma=1.0)),
-    Case("agent-candidates-0", 'make_agent("voc-titok", candidates=0)', "no candidate actions",
+         lambda w: voc_rl.make_agent("voc-titok-select", gamma=1.0)),
+    Case("agent-candidates-0", 'make_agent("voc-titok-select", candidates=0)', "no candidate actions",
          ValueError, r"candidates must be >= 1, got 0",
-         lambda w: voc_rl.make_agent("voc-titok", candidates=0)),
-    Case("agent-predict-untrained", 'make_agent("voc-titok").predict(obs)', "acting before learn",
-         RuntimeError, r"voc-titok is not trained: call learn\(dataset\) or Agent.load\(path\) first",
-         lambda w: voc_rl.make_agent("voc-titok", size="tiny").predict(w.obs)),
+         lambda w: voc_rl.make_agent("voc-titok-select", candidates=0)),
+    Case("agent-predict-untrained", 'make_agent("voc-titok-select").predict(obs)', "acting before learn",
+         RuntimeError, r"voc-titok-select is not trained: call learn\(dataset\) or Agent.load\(path\) first",
+         lambda w: voc_rl.make_agent("voc-titok-select", size="tiny").predict(w.obs)),
     Case("agent-predict-obs-shape", "agent.predict(obs[:6])", "2 stacked frames for 3",
          ValueError, r"obs must be stacked frames of shape \(9, 64, 64\).*got \(1, 6, 64, 64\)",
          lambda w: w.agent.predict(w.obs[:6])),
@@ -748,17 +748,17 @@ CASES: list[Case] = [
          .q_values(w.obs, np.zeros((2, 2)))),
     Case("agent-load-parts-missing", "agent.load_parts(task, tokenizer=..., prior=...)", "no occupancy part",
          ValueError, r"takes exactly the parts \['tokenizer', 'prior', 'occupancy'\]",
-         lambda w: voc_rl.make_agent("voc-titok", size="tiny").load_parts(
+         lambda w: voc_rl.make_agent("voc-titok-select", size="tiny").load_parts(
              "fake-pixels", tokenizer=w.parts["tokenizer"], prior=w.parts["prior"])),
     Case("agent-learn-token-view", "agent.learn(token_view(ds, tok))", "a token view for a pixel dataset",
          ValueError, r"learn takes a pixel dataset, not a token view", lambda w: w.agent.learn(w.view)),
     Case("agent-learn-other-task", "agent.learn(cheetah_run_dataset)", "data of another task",
          ValueError, r"this agent was trained on 'fake-pixels'; .* holds 'cheetah-run'",
          lambda w: w.agent.learn(other_task(w), progress=False)),
-    Case("agent-learn-tokenizer-backend", 'make_agent("voc-dino").learn(ds, tokenizer="titok.pt")',
+    Case("agent-learn-tokenizer-backend", 'make_agent("voc-dino-select").learn(ds, tokenizer="titok.pt")',
          "a tokenizer of another backend", CheckpointError,
          r"was trained with backend='titok', but 'dino' was asked for",
-         lambda w: voc_rl.make_agent("voc-dino", size="tiny").learn(
+         lambda w: voc_rl.make_agent("voc-dino-select", size="tiny").learn(
              w.pixels, tokenizer=w.tokenizer_path, runs=w.fresh("runs"), progress=False)),
     Case("load-agent-missing", 'load_agent("missing.zip")', "a file that does not exist",
          CheckpointError, r"agent file .*missing-\d+\.zip does not exist",
@@ -769,8 +769,8 @@ CASES: list[Case] = [
     Case("load-agent-foreign-class", "load_agent(path)", 'agent.json naming "os:system"',
          CheckpointError, r"names the class 'os:system', which is not a voc_rl agent",
          lambda w: voc_rl.load_agent(w.rezip(lambda m: {**m, "entry_point": "os:system"}))),
-    Case("load-agent-other-class", "TDCriticAgent.load(voc-titok.zip)", "a zip of another agent class",
-         CheckpointError, r"holds a 'voc-titok' agent \(VOCAgent\), not a TDCriticAgent; load it with",
+    Case("load-agent-other-class", "TDCriticAgent.load(voc-titok-select.zip)", "a zip of another agent class",
+         CheckpointError, r"holds a 'voc-titok-select' agent \(VOCAgent\), not a TDCriticAgent; load it with",
          lambda w: TDCriticAgent.load(w.agent_zip)),
     Case("load-agent-missing-part", "load_agent(path)", "a zip without occupancy.pt",
          CheckpointError, r"lacks occupancy.pt: incomplete agent file",

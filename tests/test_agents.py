@@ -43,26 +43,67 @@ def _obs(seed: int = 0) -> np.ndarray:
 
 # ------------------------------------------------------------------ registry
 def test_registry_lists_every_agent_of_the_issue() -> None:
-    expected = {"voc-vqvae", "voc-dino", "voc-musik", "voc-titok", "bc", "td-critic", "wm-rollout"}
+    expected = {
+        "voc-vqvae-select",
+        "voc-dino-select",
+        "voc-musik-select",
+        "voc-titok-select",
+        "bc",
+        "td-critic",
+        "wm-rollout",
+    }
     assert expected <= set(voc_rl.list_agents())
     backends = ["dino", "musik", "titok", "vqvae"]
     assert voc_rl.list_agents("voc-*") == sorted(
-        f"voc-{b}{x}" for b in backends for x in ("", "-awr", "-qwr", "-qbc")
+        f"voc-{b}{x}" for b in backends for x in ("", "-awr", "-qwr", "-select")
     )
-    agent = voc_rl.make_agent("voc-dino", size="tiny", gamma=0.8)
+    agent = voc_rl.make_agent("voc-dino-select", size="tiny", gamma=0.8)
     assert isinstance(agent, VOCAgent) and agent.config.gamma == 0.8 and agent.config.size == "tiny"
-    assert REGISTRY["voc-dino"].config.gamma != 0.8  # the registered spec stays frozen
+    assert REGISTRY["voc-dino-select"].config.gamma != 0.8  # the registered spec stays frozen
+    # voc-<tokenizer> is the VOC agent that acts best (a pixel policy, qbc); -select scores candidates
+    assert REGISTRY["voc-dino"].config.extraction == "qbc" and REGISTRY["voc-dino"].config.candidates == 1
+    assert REGISTRY["voc-dino-select"].config.extraction == "none"
+    assert REGISTRY["voc-dino-select"].config.policy_input == "tokens"
+
+
+def test_an_agent_saved_under_an_old_name_loads_under_the_new_one(
+    trained: dict[str, Agent], tmp_path: Path
+) -> None:
+    """Before voc-<tokenizer> named the qbc agent it named the selection agent: such a file loads as
+    voc-<tokenizer>-select, acting as it did."""
+    import json
+    import zipfile
+
+    agent, obs = trained["voc-titok-select"], _obs()
+    saved = agent.save(tmp_path / "new.zip")
+    old = tmp_path / "old.zip"
+    with zipfile.ZipFile(saved) as src, zipfile.ZipFile(old, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "agent.json":
+                meta = json.loads(data)
+                assert meta["agent"] == "voc-titok-select"
+                data = json.dumps({**meta, "agent": "voc-titok"}).encode()
+            dst.writestr(item, data)
+    loaded = Agent.load(old)
+    assert loaded.name == "voc-titok-select" and loaded.config == agent.config
+    np.testing.assert_allclose(
+        loaded.predict(obs, deterministic=True)[0], agent.predict(obs, deterministic=True)[0]
+    )
+    assert (
+        Agent.load(trained["voc-titok"].save(tmp_path / "qbc.zip")).name == "voc-titok"
+    )  # today's name stays
 
 
 def test_unknown_names_and_fields_suggest_close_ones() -> None:
     with pytest.raises(ValueError, match="did you mean 'voc-dino'"):
         voc_rl.make_agent("voc-dnio")
     with pytest.raises(ValueError, match="did you mean 'gamma'"):
-        voc_rl.make_agent("voc-dino", gama=0.9)
+        voc_rl.make_agent("voc-dino-select", gama=0.9)
     with pytest.raises(ValueError, match="unknown size"):
         voc_rl.make_agent("bc", size="huge")
     with pytest.raises(ValueError, match="gamma"):
-        voc_rl.make_agent("voc-titok", gamma=1.0)
+        voc_rl.make_agent("voc-titok-select", gamma=1.0)
 
 
 def test_users_register_their_own_agent_and_overwrites_warn() -> None:
@@ -103,7 +144,7 @@ def test_agent_acts_saves_loads_and_runs_under_evaluate_policy(
     assert np.isfinite(mean) and env.get_episode_lengths() == [10]
 
 
-@pytest.mark.parametrize("name", ["voc-titok", "td-critic", "wm-rollout"])
+@pytest.mark.parametrize("name", ["voc-titok-select", "td-critic", "wm-rollout"])
 def test_q_values_and_value_have_the_documented_shapes(name: str, trained: dict[str, Agent]) -> None:
     agent, obs = trained[name], _obs()
     actions = np.array([[-1, -1], [0, 0], [1, 1]], np.float32)
@@ -121,7 +162,7 @@ def test_predict_takes_the_candidate_its_scorer_ranks_first(
     trained: dict[str, Agent], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A stub scorer with a known ranking: predict must act with the candidate it ranks first."""
-    agent, obs = trained["voc-titok"], _obs()
+    agent, obs = trained["voc-titok-select"], _obs()
     k = agent.config.candidates
     assert k >= 4  # the mode (candidate 0) and samples to pick among
     scored: list[torch.Tensor] = []
@@ -167,7 +208,7 @@ def test_bad_use_gets_clear_errors(trained: dict[str, Agent], tmp_path: Path) ->
         voc_rl.make_agent("bc", size="tiny").predict(obs)
     with pytest.raises(RuntimeError, match="before save"):
         voc_rl.make_agent("bc", size="tiny").save(tmp_path / "x.zip")
-    agent = trained["voc-titok"]
+    agent = trained["voc-titok-select"]
     with pytest.raises(ValueError, match=r"\(9, 64, 64\)"):
         agent.predict(obs[:6])
     with pytest.raises(TypeError, match="uint8"):
@@ -213,14 +254,16 @@ def test_the_kind_of_an_agent_is_its_class() -> None:
     for name, spec in REGISTRY.items():
         agent = voc_rl.make_agent(name, size="tiny")
         assert spec.kind == agent.kind == type(agent).kind != "", name
-    assert {REGISTRY[n].kind for n in ("bc", "pbc", "voc-dino", "td-critic-awr", "wm-rollout")} == {
+    assert {REGISTRY[n].kind for n in ("bc", "pbc", "voc-dino-select", "td-critic-awr", "wm-rollout")} == {
         "bc",
         "voc",
         "td-critic",
         "wm-rollout",
     }
     with pytest.raises(ValueError, match="unknown AgentConfig field"):
-        voc_rl.make_agent("voc-dino", kind="bc")  # once accepted, and then treated as BC by a benchmark
+        voc_rl.make_agent(
+            "voc-dino-select", kind="bc"
+        )  # once accepted, and then treated as BC by a benchmark
 
 
 def test_callback_stops_a_part_and_learn_resumes_in_the_same_run(fake_ds_path: Path, tmp_path: Path) -> None:
@@ -245,7 +288,7 @@ def test_one_agent_end_to_end_on_real_cheetah_run(tmp_path: Path) -> None:
     from voc_rl.data.collect import collect
 
     path = collect("cheetah-run", "medium", episodes=1, out=tmp_path, progress=False)
-    agent = voc_rl.make_agent("voc-titok", size="tiny", candidates=2, pool_size=2)
+    agent = voc_rl.make_agent("voc-titok-select", size="tiny", candidates=2, pool_size=2)
     agent.learn(path, steps=4, runs=tmp_path / "runs", progress=False)
     env = Monitor(make_env("cheetah-run", action_repeat=25))  # 40 decisions per episode
     mean, _ = evaluate_policy(agent, env, n_eval_episodes=1)
@@ -403,7 +446,8 @@ def test_extraction_agents_learn_save_and_load(
     assert qwr.extraction_info["transitions"] == awr.extraction_info["transitions"]
     assert (qwr.run_dir / "extracted-qwr-pixels" / "bc.pt").exists()
     assert "distill_diff_corr" in trained["voc-vqvae-qwr"].extraction_info
-    qbc = trained["voc-vqvae-qbc"]  # whole episodes ranked by the occupancy model's Q
+    qbc = trained["voc-vqvae"]  # the VOC agent: whole episodes ranked by the occupancy model's Q
+    assert qbc.config.extraction == "qbc" and qbc.config.policy_input == "pixels"
     assert -1.0 <= qbc.extraction_info["episode_rank_corr"] <= 1.0
     assert qbc.extraction_info["weight_random"] == pytest.approx(1.0)
     assert (qbc.run_dir / "extracted-qbc-pixels" / "bc.pt").exists()
@@ -414,7 +458,7 @@ def test_extraction_agents_learn_save_and_load(
         voc_rl.make_agent("td-critic", extraction="awrr")
 
 
-@pytest.mark.parametrize("name", ["voc-titok", "wm-rollout"])
+@pytest.mark.parametrize("name", ["voc-titok-select", "wm-rollout"])
 @pytest.mark.slow
 def test_the_main_job_table_scores_each_agent_by_its_own_q(
     name: str, trained: dict[str, Agent], fake_ds_path: Path, tmp_path: Path
@@ -446,7 +490,7 @@ def test_agent_cli_trains_evaluates_and_imagines(
     from voc_rl.cli import main
 
     zipped = str(tmp_path / "voc.zip")
-    args = ["agent", "train", "--agent", "voc-titok", "--dataset", str(fake_ds_path), "--size", "tiny",
+    args = ["agent", "train", "--agent", "voc-titok-select", "--dataset", str(fake_ds_path), "--size", "tiny",
             "--steps", "2", "--candidates", "2", "--pool-size", "2", "--occupancy-kwargs", '{"depth": 1}',
             "--runs", str(tmp_path / "runs"), "--out", zipped]  # fmt: skip
     assert main(args) == 0
@@ -465,7 +509,7 @@ def test_agent_cli_trains_evaluates_and_imagines(
 
 @pytest.mark.parametrize(
     ("name", "message"),
-    [("bc", "has no occupancy model"), ("voc-dino", "dino tokens, which have no pixel decoder")],
+    [("bc", "has no occupancy model"), ("voc-dino-select", "dino tokens, which have no pixel decoder")],
 )
 def test_agent_imagine_says_which_agents_can_show_futures(
     name: str, message: str, trained: dict[str, Agent], fake_ds_path: Path, tmp_path: Path,

@@ -103,13 +103,13 @@ def test_quickstart_main_job_end_to_end_at_tiny_size(tmp_path: Path) -> None:
     assert Image.open(tmp_path / "q" / "cheetah-run.gif").n_frames == 251  # reset + 500 steps, every second
     assert (tmp_path / "q" / "agent.zip").exists()
     assert not (tmp_path / "q" / "tokenizer.pt").exists()  # the agent's own checkpoint, not a copy
-    assert list((tmp_path / "q" / "runs").glob("cheetah-run__voc-vqvae__0__*/occupancy/tb/events.*"))
+    assert list((tmp_path / "q" / "runs").glob("cheetah-run__voc-vqvae-select__0__*/occupancy/tb/events.*"))
     # the action diagnostics: a response for the pool estimate and the critic, the action information
     assert "| action response |" in table and "action information" in table
     rows = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in table.splitlines()[2:7]}
     assert all(np.isfinite(float(rows[m])) for m in ("pool (K=8, 8)", "td-critic (3 steps)")), rows
     assert rows["sample (N=32)"] == rows["mean (of training states)"] == "–", rows
-    (run,) = (tmp_path / "q" / "runs").glob("cheetah-run__voc-vqvae__0__*")
+    (run,) = (tmp_path / "q" / "runs").glob("cheetah-run__voc-vqvae-select__0__*")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run / "evaluation" / "tb"))

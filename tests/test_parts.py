@@ -107,7 +107,7 @@ def test_policy_benchmark_assembles_agents_from_shared_parts(
     shared.critic(view, 0.9, 0)
     steps = tuple(f"{part}_steps={n}" for part, n in STEPS.items())  # the run's steps, as --set gives them
     args = policy.Args(from_return_error=shared.root, size="tiny", gamma=0.9, set=steps)
-    for name in ("voc-titok", "wm-rollout", "td-critic", "bc"):
+    for name in ("voc-titok-select", "wm-rollout", "td-critic", "bc"):
         agent = policy.from_return_error(name, ds, 0, args)
         assert agent.task == "fake-pixels" and agent.tokenizer.backend == "titok", name
     args = dataclasses.replace(args, baseline_tokenizer="vqvae")  # no such run here: a clear error

@@ -126,7 +126,7 @@ def test_occupancy_fit_with_relative_paths(cwd: Path) -> None:
 # ------------------------------------------------------------------------------ agents
 def test_agent_learn_save_load_with_relative_paths(cwd: Path) -> None:
     fake_dataset()
-    agent = voc_rl.make_agent("voc-titok", size="tiny", candidates=2, pool_size=2)
+    agent = voc_rl.make_agent("voc-titok-select", size="tiny", candidates=2, pool_size=2)
     agent.learn(FAKE, steps=2, runs="runs", progress=False)
     assert agent.run_dir is not None and agent.run_dir.parent == cwd / "runs"
     config = json.loads((agent.run_dir / "config.json").read_text())
@@ -160,7 +160,7 @@ def test_quickstart_with_a_relative_out(cwd: Path) -> None:
         assert (out / name).is_file(), name
     assert (out / "datasets" / "voc_rl" / "cheetah-run-quickstart-v0" / "voc_rl.json").is_file()
     assert_no_temporary_folders(out / "datasets")
-    assert list((out / "runs").glob("cheetah-run__voc-vqvae__0__*/config.json"))
+    assert list((out / "runs").glob("cheetah-run__voc-vqvae-select__0__*/config.json"))
 
 
 # ------------------------------------------------------------------------------ benchmarks

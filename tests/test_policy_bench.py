@@ -16,8 +16,8 @@ pytestmark = pytest.mark.slow  # (the fast tier: pytest; every test: scripts/tes
 
 def run(tmp_path: Path, episodes: int) -> None:
     bench.main(
-        ["--tasks", "fake-pixels", "--datasets", "random", "--agents", "bc", "voc-titok", "pbc", "pbc-67",
-         "--seeds", "0",
+        ["--tasks", "fake-pixels", "--datasets", "random", "--agents", "bc", "voc-titok-select", "pbc",
+         "pbc-67", "--seeds", "0",
          "--episodes", str(episodes), "--size", "tiny", "--set", "candidates=3", "pool_size=3",
          "--collect-episodes", "3", "--sampled", "bc",
          "--top1-states", "3", "--top1-rollouts", "1", "--processes", "1", "--data-root", str(tmp_path / "d"),
@@ -30,23 +30,25 @@ def test_policy_benchmark_writes_every_column_and_a_rerun_adds_only_what_it_lack
     out = tmp_path / "out"
     rows = list(csv.DictReader((out / "policy.csv").open()))
     assert list(rows[0]) == list(bench.COLUMNS)
-    assert {r["agent"] for r in rows} == {"bc", "bc (sampled)", "voc-titok", "pbc", "pbc-67"}
+    assert {r["agent"] for r in rows} == {"bc", "bc (sampled)", "voc-titok-select", "pbc", "pbc-67"}
     assert all(v != "" for r in rows for v in r.values())
     by = {r["agent"]: r for r in rows}
-    assert by["bc"]["vs_bc"] == "-" and by["voc-titok"]["vs_bc"] in ("better", "worse", "within noise")
+    assert by["bc"]["vs_bc"] == "-" and by["voc-titok-select"]["vs_bc"] in ("better", "worse", "within noise")
     episodes = list(csv.DictReader((out / "policy_episodes.csv").open()))
     assert len(episodes) == 5 * 2  # 5 rows x 2 episodes
     seeds = list(csv.DictReader((out / "policy_seeds.csv").open()))
-    assert {r["agent"] for r in seeds} == {"bc", "bc (sampled)", "voc-titok", "pbc", "pbc-67"}
+    assert {r["agent"] for r in seeds} == {"bc", "bc (sampled)", "voc-titok-select", "pbc", "pbc-67"}
     share = {r["agent"]: r["weight_share"] for r in seeds}  # the fake dataset is one random policy's
-    assert share["pbc"] == share["pbc-67"] == "random 1.00" and share["bc"] == share["voc-titok"] == "-"
+    assert (
+        share["pbc"] == share["pbc-67"] == "random 1.00" and share["bc"] == share["voc-titok-select"] == "-"
+    )
     bc_run = next((tmp_path / "runs").glob("*__vqvae__*"))  # (voc-titok has its own, of titok tokens)
     assert sorted(p.name for p in (bc_run / "bc").glob("extracted-pbc*")) == sorted(  # one prior each
         ["extracted-pbc-pixels", voc_rl.make_agent("pbc-67")._extraction_folder()]
     )
     assert (out / "policy.png").stat().st_size > 0 and "Per seed" in (out / "policy.md").read_text()
     top1 = list(csv.DictReader((tmp_path / "out" / "policy_top1.csv").open()))
-    assert {r["agent"] for r in top1} == {"bc", "voc-titok", "pbc", "pbc-67"}
+    assert {r["agent"] for r in top1} == {"bc", "voc-titok-select", "pbc", "pbc-67"}
     assert all(0.0 <= float(r["top1_agreement"]) <= 1.0 for r in top1)
     assert "Top-1 agreement" in (tmp_path / "out" / "policy.md").read_text()
     zips = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/*.zip")}
@@ -56,7 +58,7 @@ def test_policy_benchmark_writes_every_column_and_a_rerun_adds_only_what_it_lack
     # that the tiny run could not take) are what a rerun that reuses the agents reports
     recorded = {
         "vqvae": {"bc": 600.0, "pbc": 120.0, "pbc-67": 60.0},
-        "titok": {"tokenizer": 300.0, "voc-titok": 900.0},
+        "titok": {"tokenizer": 300.0, "voc-titok-select": 900.0},
     }
     for tokens, seconds in recorded.items():
         path = tmp_path / "runs" / f"fake-pixels-random__{tokens}__s0" / "train_seconds.json"
@@ -67,7 +69,7 @@ def test_policy_benchmark_writes_every_column_and_a_rerun_adds_only_what_it_lack
     for tokens, seconds in recorded.items():  # nothing retrained, nothing timed again
         path = tmp_path / "runs" / f"fake-pixels-random__{tokens}__s0" / "train_seconds.json"
         assert json.loads(path.read_text()) == seconds
-    minutes = {"bc": 10.0, "bc (sampled)": 10.0, "voc-titok": 20.0, "pbc": 2.0, "pbc-67": 1.0}
+    minutes = {"bc": 10.0, "bc (sampled)": 10.0, "voc-titok-select": 20.0, "pbc": 2.0, "pbc-67": 1.0}
     for table in ("policy.csv", "policy_seeds.csv"):  # (one seed: its minutes are the mean's)
         assert {r["agent"]: float(r["train_min"]) for r in csv.DictReader((out / table).open())} == minutes
     again = list(csv.DictReader((out / "policy_episodes.csv").open()))
@@ -77,7 +79,8 @@ def test_policy_benchmark_writes_every_column_and_a_rerun_adds_only_what_it_lack
 
 def test_agents_act_for_another_task_of_the_domain_on_the_same_parts(tmp_path: Path) -> None:
     bench.main(
-        ["--tasks", "walker-walk", "--datasets", "random", "--agents", "bc", "voc-titok", "--seeds", "0",
+        ["--tasks", "walker-walk", "--datasets", "random", "--agents", "bc", "voc-titok-select",
+         "--seeds", "0",
          "--episodes", "1", "--size", "tiny", "--reward-tasks", "walker-run", "cheetah-run", "--sampled",
          "--set", "candidates=2", "pool_size=2", "tokenizer_steps=2", "prior_steps=2", "occupancy_steps=2",
          "--collect-episodes", "2", "--processes", "1", "--data-root", str(tmp_path / "d"),
@@ -86,15 +89,29 @@ def test_agents_act_for_another_task_of_the_domain_on_the_same_parts(tmp_path: P
     rows = list(csv.DictReader((tmp_path / "out" / "policy.csv").open()))
     where = {(r["task"], r["dataset"], r["agent"]) for r in rows}
     assert where == {  # cheetah-run is another domain's task: not walker data's to act for
-        ("walker-walk", "random", "bc"), ("walker-walk", "random", "voc-titok"),
+        ("walker-walk", "random", "bc"), ("walker-walk", "random", "voc-titok-select"),
         ("walker-run", "random (walker-walk data)", "bc"),
-        ("walker-run", "random (walker-walk data)", "voc-titok"),
+        ("walker-run", "random (walker-walk data)", "voc-titok-select"),
     }  # fmt: skip
     folder = tmp_path / "runs" / "walker-walk-random__titok__s0"
     assert (folder / "voc-titok" / "reward-walker-run" / "reward.pt").exists()  # a head on the same model
     assert len(list((folder / "voc-titok").glob("occupancy*"))) == 1
     zips = sorted(p.name for p in folder.glob("*.zip"))
-    assert zips == ["voc-titok.zip", "voc-titok@walker-run.zip"]  # bc reads pixels: its own folder
+    assert zips == [
+        "voc-titok-select.zip",
+        "voc-titok-select@walker-run.zip",
+    ]  # bc reads pixels: its own folder
+
+
+def test_extraction_agents_train_in_the_folder_of_the_agents_they_share_parts_with() -> None:
+    from voc_rl.benchmarks.policy import base_of, folder_of
+
+    assert [folder_of(n) for n in ("bc", "pbc", "pbc-67", "td-critic-awr", "td-critic")] == ["bc"] * 3 + [
+        "td-critic"
+    ] * 2
+    for name in ("voc-vqvae", "voc-vqvae-select", "voc-vqvae-awr", "voc-vqvae-qwr"):
+        assert folder_of(name) == "voc-vqvae" and base_of(name) == "voc-vqvae-select"
+    assert base_of("td-critic-qbc") == "td-critic" and base_of("pbc-67") == "bc"
 
 
 def test_the_bootstrap_is_seeded_so_the_same_returns_give_the_same_table() -> None:

@@ -130,9 +130,13 @@ def test_one_occupancy_model_serves_every_task_of_an_agent(walker: PixelDataset,
     path = tmp_path / "ds"
     shutil.copytree(walker.path, path)
     with pytest.raises(DatasetError, match="dataset relabel"):  # the rewards must be there first
-        voc_rl.make_agent("voc-titok", size="tiny", tasks=["walker-run"]).learn(path, steps=2, progress=False)
+        voc_rl.make_agent("voc-titok-select", size="tiny", tasks=["walker-run"]).learn(
+            path, steps=2, progress=False
+        )
     relabel(open_dataset(path), ["walker-stand", "walker-run"], progress=False)
-    agent = voc_rl.make_agent("voc-titok", size="tiny", tasks=["walker-stand", "walker-run"], candidates=3)
+    agent = voc_rl.make_agent(
+        "voc-titok-select", size="tiny", tasks=["walker-stand", "walker-run"], candidates=3
+    )
     agent.learn(path, steps=6, run_dir=tmp_path / "run", progress=False)
     assert agent.known_tasks() == ["walker-walk", "walker-stand", "walker-run"]
     assert (tmp_path / "run" / "reward-walker-run" / "reward.pt").exists()  # one head per other task

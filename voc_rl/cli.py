@@ -48,7 +48,7 @@ def _cmd_agents(args: argparse.Namespace) -> int:
 
     for name in list_agents(args.pattern):
         spec = REGISTRY[name]
-        print(f"{name:14s} {spec.kind:10s} {spec.config.tokenizer:6s} {spec.description}")
+        print(f"{name:17s} {spec.kind:10s} {spec.config.tokenizer:6s} {spec.description}")
     return 0
 
 
@@ -336,7 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     quick = sub.add_parser("quickstart", help="the README's main job on a built-in default")
     quick.add_argument("--task", default="cheetah-run", help="env name, e.g. cheetah-run (default)")
     quick.add_argument(
-        "--agent", default="voc-vqvae", help="registered agent (voc-vqvae; see `voc-rl agents`)"
+        "--agent",
+        default="voc-vqvae-select",
+        help="registered agent (voc-vqvae-select: the VOC's selection agent, whose token prior and occupancy "
+        "model train in minutes; see `voc-rl agents`)",
     )
     quick.add_argument(
         "--episodes", type=int, default=15, help="episodes of the mixed dataset collected (15)"

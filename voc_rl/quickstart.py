@@ -1,5 +1,7 @@
 """The README's main job: collect a small dataset with the shipped behaviour policies, fit an agent
-(``voc-vqvae`` at the small size, with short training), print a return-error table on held-out
+(``voc-vqvae-select`` at the small size, with short training: the selection agent, whose token prior
+and occupancy model train in minutes; ``voc-vqvae``, the agent that acts best, adds a 15k-step pixel
+policy), print a return-error table on held-out
 episodes against the simulator (the VOC estimators beside a TD critic on the same tokens and the
 training mean, with each model's response to the action), run an evaluation episode, and leave a
 TensorBoard run.
@@ -49,7 +51,7 @@ from voc_rl.tokenizers.cache import token_view
 from voc_rl.train_loop import Loop
 
 # Short training for a first look in minutes on 2 CPU cores (the presets train for hours). The
-# default agent is voc-vqvae: its convolutional tokenizer trains several times faster per step than
+# default agent is voc-vqvae-select: its convolutional tokenizer trains several times faster per step than
 # DINO's ViT self-distillation, which in so few steps uses few of its codes. A 2-layer occupancy
 # model takes half the time per step, and in the same time estimates Q better than the 4-layer
 # preset on this dataset (lr 1e-3, Monte-Carlo objective).
@@ -229,7 +231,7 @@ def evaluation_episode(agent: Any, task: str, out: Path, seed: int) -> tuple[flo
 
 def main_job(
     task: str = "cheetah-run",
-    agent_name: str = "voc-vqvae",
+    agent_name: str = "voc-vqvae-select",
     episodes: int = 15,
     out: str | Path = "quickstart",
     seed: int = 0,
@@ -309,6 +311,11 @@ def summary(report: MainJobReport, task: str, agent_name: str) -> str:
     )
     if report.run_dir is not None:
         lines.append(f"TensorBoard: tensorboard --logdir {_shown(report.run_dir)}")
+    if agent_name.endswith("-select"):
+        lines.append(
+            f"(the main job runs {agent_name}, the selection agent of the same occupancy model; "
+            f"{agent_name.removesuffix('-select')}, which acts best, adds a pixel policy: 40 min a thread)"
+        )
     wrote = [_shown(p) for p in (report.gif, report.plot, report.futures) if p is not None]
     lines.append(f"wrote {', '.join(wrote)}")
     spent = ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in report.phases.items())

@@ -203,24 +203,35 @@ def load_agent(path: str | Path) -> Any:
     return Agent.load(path)
 
 
-# Agents read 16 tokens per 64 px frame (voc_rl.tokenizers.AGENT_TOKENS). The selection agents (voc-*,
-# td-critic, wm-rollout) score their prior's candidates on tokens and keep the token prior (the main
-# job's return-error table); the extraction agents and the baselines act with a pixel policy.
+# Agents read 16 tokens per 64 px frame (voc_rl.tokenizers.AGENT_TOKENS). ``voc-<tokenizer>`` is the
+# VOC agent that measures best in control (results/pixel_policy/): a pixel policy cloned from the
+# episodes its occupancy model values most (qbc). The selection agents (voc-*-select, td-critic,
+# wm-rollout) score their prior's candidates on tokens and keep the token prior (the main job's
+# return-error table); the other extraction agents and the baselines act with a pixel policy.
 _ENTRY = "voc_rl.agents.agents:"
 EXTRACTION_KINDS = (
     ("awr", "advantage-weighted regression"),
     ("qwr", "Q-weighted regression"),
     ("qbc", "cloning the top third of episodes by mean Q"),
 )
+RENAMED = {f"voc-{b}": f"voc-{b}-select" for b in AGENT_TOKENS}
+"""Names whose agent changed: an agent saved under the old name (the selection agent, before
+``voc-<tokenizer>`` named the qbc agent) loads under the new one."""
 _TOKENS = {"policy_input": "tokens"}
 for _backend, _kwargs in AGENT_TOKENS.items():
     register(
-        f"voc-{_backend}",
+        f"voc-{_backend}", _ENTRY + "VOCAgent",
+        AgentConfig(tokenizer=_backend, tokenizer_kwargs=_kwargs, extraction="qbc", candidates=1),
+        f"the VOC agent: a pixel policy cloned from the top third of episodes by the {_backend} occupancy "
+        "model's mean Q (qbc extraction); acts with its mode",
+    )  # fmt: skip
+    register(
+        f"voc-{_backend}-select",
         _ENTRY + "VOCAgent",
         AgentConfig(tokenizer=_backend, tokenizer_kwargs=_kwargs, **_TOKENS),
         f"video occupancy model on {_backend} tokens; acts by pool-estimated Q over prior candidates",
     )
-    for _how, _what in EXTRACTION_KINDS:
+    for _how, _what in EXTRACTION_KINDS[:2]:
         register(
             f"voc-{_backend}-{_how}", _ENTRY + "VOCAgent",
             AgentConfig(tokenizer=_backend, tokenizer_kwargs=_kwargs, extraction=_how, candidates=1),
