@@ -218,9 +218,9 @@ class Agent(PolicyExtraction):
         raise NotImplementedError(f"{type(self).__name__}._fit_scorer(view, fit) is not implemented")
 
     # ------------------------------------------------------------------ acting
-    def _context(self, obs: Any) -> tuple[State, bool]:
+    def _context(self, obs: Any, tokens: bool = True) -> tuple[State, bool]:
         """Stacked uint8 frames (3F, H, W) or (B, 3F, H, W) -> the :class:`State` (pixels, and token
-        ids (B, F*T) where the agent reads tokens), batched?"""
+        ids (B, F*T) where the agent reads tokens and ``tokens``), batched?"""
         if self.prior is None or (self.reads_tokens() and self.tokenizer is None):
             raise RuntimeError(f"{self.name} is not trained: call learn(dataset) or Agent.load(path) first")
         x = torch.as_tensor(np.asarray(obs))
@@ -237,12 +237,10 @@ class Agent(PolicyExtraction):
             )
         if x.dtype != torch.uint8:
             raise TypeError(f"obs must be uint8 pixels, got {x.dtype}")
-        tokens = None
-        if self.reads_tokens():
-            tokens = self.tokenizer.encode(x.reshape(len(x), frames, 3, size, size)).to(
-                self.device
-            )  # (B, F*T)
-        return State(x.to(self.device), tokens), single
+        ids = None
+        if tokens and self.reads_tokens():
+            ids = self.tokenizer.encode(x.reshape(len(x), frames, 3, size, size)).to(self.device)  # (B, F*T)
+        return State(x.to(self.device), ids), single
 
     def _prior_in(self, state: State) -> torch.Tensor:
         """What the prior reads of ``state``: its pixels or its tokens."""
@@ -273,7 +271,8 @@ class Agent(PolicyExtraction):
         deterministic: bool = False,
     ) -> tuple[np.ndarray, None]:
         """Action(s) for an observation or a batch of them, and ``None`` (no recurrent state)."""
-        state, single = self._context(observation)
+        scored = self.config.candidates > 1 or not isinstance(self.prior, PixelBCPolicy)
+        state, single = self._context(observation, tokens=scored)  # a pixel policy's mode needs no tokens
         candidates = self._candidates(state)  # (B, K, A)
         if candidates.shape[1] == 1:  # the extracted prior's mode: nothing to score
             action = candidates[:, 0].cpu().numpy()
