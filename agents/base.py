@@ -28,10 +28,7 @@ from voc_rl.data.dataset import PixelDataset, TokenView, open_dataset
 from voc_rl.parts import CHECKPOINT, fit_pixel_prior, fit_prior, fit_tokenizer
 from voc_rl.paths import check_writable, user_path
 from voc_rl.pixel_policy import PixelBCConfig, PixelBCPolicy
-from voc_rl.prior import (
-    BCConfig,
-    BCPolicy,
-)
+from voc_rl.prior import BCConfig, BCPolicy
 from voc_rl.registry import REGISTRY, RENAMED, AgentConfig, load_class
 from voc_rl.run_folder import check_same_run, locked
 from voc_rl.tokenizers import Tokenizer

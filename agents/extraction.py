@@ -22,12 +22,12 @@ import torch
 from voc_rl.agents.state import PartFitting, State
 from voc_rl.checkpoint import save_json
 from voc_rl.data.dataset import PixelDataset
+from voc_rl.evaluation import spearman
 from voc_rl.pixel_trunk import pixel_batch
 from voc_rl.prior import (
     advantage_weights,
     episode_means,
     level_shares,
-    rank_correlation,
     top_episode_weights,
 )
 from voc_rl.registry import AgentConfig
@@ -87,7 +87,7 @@ class PolicyExtraction:
             scores = episode_means(view, index, q_data, train_eps)
             scored = np.isfinite(scores)
             weights = top_episode_weights(view, train_eps[scored], c.pbc_fraction, scores[scored])
-            corr = rank_correlation(
+            corr = spearman(
                 scores[scored], view.for_task(self.acting_task).episode_returns()[train_eps[scored]]
             )
             self.extraction_info = {

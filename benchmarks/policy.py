@@ -66,7 +66,7 @@ from voc_rl.episodes import play_episode
 from voc_rl.evaluation import states_of
 from voc_rl.ground_truth import simulator_q
 from voc_rl.parts import SharedParts, collect_or_open, fit_tokenizer
-from voc_rl.registry import REGISTRY, AgentConfig, agent_spec
+from voc_rl.registry import EXTRACTION_KINDS, REGISTRY, AgentConfig, agent_spec
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.task_rewards import TASKS, relabel
 from voc_rl.tokenizers import AGENT_TOKENS
@@ -165,7 +165,7 @@ def folder_of(name: str) -> str:
     -> voc-vqvae."""
     if agent_spec(name).config.extraction == "pbc":
         return "bc"
-    for suffix in ("-awr", "-qwr", "-qbc", "-select"):
+    for suffix in [f"-{how}" for how, _ in EXTRACTION_KINDS] + ["-select"]:
         if name.endswith(suffix) and name.removesuffix(suffix) in REGISTRY:
             return name.removesuffix(suffix)
     return name

@@ -378,7 +378,8 @@ def test_qbc_ranks_episodes_by_the_mean_of_their_transitions_estimates(fake_ds_p
     """qbc's ranking: an episode's score is the mean of its scored transitions' Q, and the episodes
     kept are those of highest score, whatever their recorded return."""
     from voc_rl.data.dataset import open_dataset
-    from voc_rl.prior import episode_means, rank_correlation, top_episode_weights
+    from voc_rl.evaluation import spearman
+    from voc_rl.prior import episode_means, top_episode_weights
 
     ds = open_dataset(fake_ds_path)
     episodes = np.arange(len(ds.ep_start))
@@ -392,9 +393,9 @@ def test_qbc_ranks_episodes_by_the_mean_of_their_transitions_estimates(fake_ds_p
     assert np.isnan(episode_means(ds, index[:2], q[:2], episodes)[1:]).all()  # no frame scored: NaN
     with pytest.raises(ValueError, match="one finite score per episode"):
         top_episode_weights(ds, episodes, 0.5, np.zeros(2))
-    assert rank_correlation(np.arange(5.0), np.arange(5.0) ** 3) == pytest.approx(1.0)
-    assert rank_correlation(np.arange(5.0), -np.arange(5.0)) == pytest.approx(-1.0)
-    assert rank_correlation(np.arange(5.0), np.ones(5)) == 0.0
+    assert spearman(np.arange(5.0), np.arange(5.0) ** 3) == pytest.approx(1.0)  # episode_rank_corr's
+    assert spearman(np.arange(5.0), -np.arange(5.0)) == pytest.approx(-1.0)
+    assert np.isnan(spearman(np.arange(5.0), np.ones(5)))  # a constant has no ranks
 
 
 def test_distill_q_amortises_a_scorer_into_a_token_q_network() -> None:

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 
 from voc_rl.data.dataset import PixelDataset, TokenView
 from voc_rl.data.sampler import WindowSampler
@@ -206,15 +205,6 @@ def episode_means(
     counts = np.bincount(owner, minlength=len(ds.ep_start))
     with np.errstate(invalid="ignore", divide="ignore"):
         return (sums / counts)[np.asarray(episodes)]
-
-
-def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rank correlation of two 1-D arrays (ties share their mean rank; 0 where either is
-    constant)."""
-    rx, ry = rankdata(x), rankdata(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return 0.0
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 # ---------------------------------------------------------------------- training
