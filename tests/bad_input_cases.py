@@ -45,8 +45,10 @@ from voc_rl.data.collect import collect
 from voc_rl.data.storage import sha256_file
 from voc_rl.ground_truth import simulator_q
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel
+from voc_rl.occupancy_train import train_occupancy
 from voc_rl.prior import BCConfig, BCPolicy
 from voc_rl.run_folder import RunFolderError
+from voc_rl.selection import select_policies
 from voc_rl.tokenizers import Tokenizer, make_tokenizer
 from voc_rl.tokenizers.cache import token_view
 from voc_rl.tokenizers.train import fit
@@ -412,6 +414,13 @@ def cli(world: World, *argv: str) -> None:
     if proc.returncode == 2:
         raise ExitStatus2(proc.stderr.strip().splitlines()[-1])
     raise AssertionError(f"voc-rl {' '.join(argv)} exited with {proc.returncode}: {proc.stderr[-300:]}")
+
+
+def nan_table(world: World) -> np.ndarray:
+    """A policy's action table for ``world.view`` with one NaN action."""
+    table = np.zeros((len(world.view.arrays["action"]), 1, world.view.arrays["action"].shape[1]), np.float32)
+    table[3, 0, 0] = np.nan
+    return table
 
 
 def train_cli(world: World, *argv: str) -> None:
@@ -888,4 +897,21 @@ CASES: list[Case] = [
     Case("cli-agent-bad-crc", "voc-rl agent eval crc.zip", "an agent zip whose occupancy.pt fails its CRC",
          ExitStatus2, r"voc-rl agent: error: .* is corrupt \(Bad CRC-32 for file 'occupancy.pt'\)",
          lambda w: cli(w, "agent", "eval", str(flipped_member(w, "occupancy.pt")))),
+    # ------------------------------------------------------------------ policy selection
+    Case("select-unknown-policy", "voc-rl select expart --dataset D", "a misspelt behaviour level",
+         ExitStatus2, r"voc-rl select: error: unknown policy 'expart': give a level \(random, medium, expert",
+         lambda w: cli(w, "select", "expart", "--dataset", str(w.pixels))),
+    Case("select-missing-agent", "voc-rl select missing.zip --dataset D", "an agent file that does not exist",
+         ExitStatus2, r"voc-rl select: error: policy 'missing.zip': no saved agent at",
+         lambda w: cli(w, "select", "missing.zip", "--dataset", str(w.pixels))),
+    Case("select-missing-dataset", "voc-rl select expert --dataset missing/", "a dataset that does not exist",
+         ExitStatus2, r"voc-rl select: error: dataset folder missing does not exist",
+         lambda w: cli(w, "select", "expert", "--dataset", "missing")),
+    Case("select-unknown-method", 'select_policies(["random"], ds, method="oracle")', "an unknown estimator",
+         ValueError, r"unknown method 'oracle'; known: voc, fqe, behaviour-q, behaviour-value",
+         lambda w: select_policies(["random"], w.pixels, method="oracle")),
+    Case("select-table-nan", "train_occupancy(..., next_actions=<NaN table>)", "a policy's NaN actions",
+         ValueError, r"next_actions holds NaN or infinite actions",
+         lambda w: train_occupancy(OccupancyModel(OccupancyConfig.for_dataset(w.view, "tiny", n_step=1)),
+                                   w.view, 1, loop=Loop(progress=False), next_actions=nan_table(w))),
 ]  # fmt: skip

@@ -95,6 +95,26 @@ def _cmd_agent_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_select(args: argparse.Namespace) -> int:
+    from voc_rl.selection import BEHAVIOUR_STEPS, select_policies
+
+    given = args.behaviour_steps
+    ranked = select_policies(
+        args.policies, args.dataset, runs=args.runs, method=args.method, gamma=args.gamma, seed=args.seed,
+        steps=args.steps, fqe_steps=args.fqe_steps, samples=args.samples, device=args.device,
+        size=args.size, progress=not args.quiet,
+        behaviour_steps=dict.fromkeys(BEHAVIOUR_STEPS, given) if given else None,
+    )  # fmt: skip
+    print(f"estimated discounted return (gamma {args.gamma}) from the initial states of {args.dataset}, "
+          f"by {args.method}; best first:")  # fmt: skip
+    width = max(len(e.policy) for e in ranked)
+    for i, e in enumerate(ranked, 1):
+        print(f"{i:2d}. {e.policy:{width}s}  {e.value:8.2f}  [95% CI {e.low:.2f}, {e.high:.2f}]  "
+              f"spread {e.spread:.2f} over {e.n_states} states x {e.samples} samples  "
+              f"({e.seconds / 60:.1f} min)")  # fmt: skip
+    return 0
+
+
 def _cmd_agent_imagine(args: argparse.Namespace) -> int:
     from voc_rl.data.dataset import open_dataset
     from voc_rl.imagine import check_imaginable, imagine
@@ -497,6 +517,32 @@ def build_parser() -> argparse.ArgumentParser:
     aim.add_argument("--samples", type=int, default=4, help="sampled futures per state")
     aim.add_argument("--seed", type=int, default=0)
     aim.set_defaults(func=_cmd_agent_imagine)
+
+    sel = sub.add_parser(
+        "select", help="rank policies by their estimated return from a dataset alone (off-policy evaluation)"
+    )
+    sel.add_argument("policies", nargs="+", metavar="POLICY",
+                     help="a behaviour level of the dataset's task (expert, medium, random; LEVEL-det: "
+                          "its mean action; LEVEL~EPS: mixed with uniform actions), a behaviour .pt or "
+                          "an agent .zip")  # fmt: skip
+    sel.add_argument("--dataset", required=True, help="the dataset folder")
+    sel.add_argument("--method", default="voc", choices=("voc", "fqe", "behaviour-q"),
+                     help="the policy's occupancy model (voc), fitted Q evaluation (fqe) or the behaviour's "
+                          "occupancy model at the policy's first action (behaviour-q)")  # fmt: skip
+    sel.add_argument("--runs", type=user_path, default="runs/select",
+                     help="folder of the trained models, reused by later calls")  # fmt: skip
+    sel.add_argument("--gamma", type=float, default=0.99)
+    sel.add_argument("--steps", type=int, default=600, help="generative TD steps per policy (voc)")
+    sel.add_argument("--fqe-steps", type=int, default=10_000, help="TD steps per policy (fqe)")
+    sel.add_argument("--samples", type=int, default=32, help="occupancy samples per initial state")
+    sel.add_argument("--size", default="small", help="size preset of the tokenizer and the models")
+    sel.add_argument("--behaviour-steps", type=int, metavar="N",
+                     help="training steps of each of the behaviour's models (tokenizer, occupancy model, "
+                          "critic; default 1000, 2000, 2000)")  # fmt: skip
+    sel.add_argument("--seed", type=int, default=0)
+    sel.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    sel.add_argument("--quiet", action="store_true", help="no progress bars")
+    sel.set_defaults(func=_cmd_select)
 
     bench = sub.add_parser("bench", help="benchmark tables (results/*.md, .csv)")
     bench_sub = bench.add_subparsers(dest="table", metavar="TABLE", required=True)

@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from voc_rl.data.dataset import TokenView
-from voc_rl.data.sampler import WindowSampler, discounted_returns
+from voc_rl.data.sampler import WindowSampler, check_action_table, discounted_returns, table_actions
 from voc_rl.token_trunk import (
     Batch,
     Objective,
@@ -113,11 +114,14 @@ def train_td_critic(
     loop: Loop | None = None,
     val_fraction: float = 0.1,
     policy: Policy | None = None,
+    next_actions: np.ndarray | None = None,
 ) -> TrainReport:
     """Fit ``critic`` by SARSA TD on the training episodes of ``token_ds`` (``ds.split(val_fraction,
     seed)``, the occupancy model's split) with an EMA target network; returns a report.
 
-    ``policy`` maps the tokens of s_{t+1} to a_{t+1} (the value of that policy); by default the
+    ``policy`` maps the tokens of s_{t+1} to a_{t+1} (the value of that policy: fitted Q evaluation);
+    ``next_actions``, a table of a policy's actions at every frame ((N, K, A), one of the K drawn per
+    row), does the same for a policy that reads pixels or the recorded state; by default the
     dataset's next action is used (the behaviour policy's value). Held-out metrics (the report's
     ``metrics`` and ``val/...`` in TensorBoard):
 
@@ -133,6 +137,10 @@ def train_td_critic(
     """
     c = critic.config
     check_model_fits(c, token_ds, "CriticConfig.for_dataset")
+    if policy is not None and next_actions is not None:
+        raise ValueError("give the policy either as a callable (policy) or as an action table (next_actions)")
+    if next_actions is not None:
+        check_action_table(next_actions, token_ds)
     steps, loop = steps or c.steps, loop or Loop()
     device = resolve_device(loop.device)
     critic.to(device).train()
@@ -153,7 +161,15 @@ def train_td_critic(
     mc = token_batch(token_ds, idx[far], c.frame_stack, device, False) if far.any() else None
     mc_true = torch.from_numpy(returns[idx[far]]).float().to(device)
 
+    val["index"] = torch.from_numpy(eval_index(token_ds, val_eps, True)).to(device)
+
     def act(b: Batch) -> Batch:
+        if next_actions is not None:
+            index = b["index"].cpu().numpy() + 1
+            return {
+                **b,
+                "next_action": torch.from_numpy(table_actions(next_actions, index, sampler.rng)).to(device),
+            }
         if policy is None:
             return b
         return {**b, "next_action": policy(b["next_obs"]).to(device)}

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from voc_rl import distributed
 from voc_rl.data.dataset import PixelDataset
-from voc_rl.data.sampler import TargetBatch, WindowBatch, WindowSampler
+from voc_rl.data.sampler import TargetBatch, WindowBatch, WindowSampler, check_action_table, table_actions
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel, save_reward_heads, td_loss
 from voc_rl.tokenizers.cache import check_model_fits
 from voc_rl.train_loop import Loop, Run, TrainReport, train
@@ -96,17 +96,24 @@ def train_occupancy(
     policy: Policy | None = None,
     reward: RewardModel | None = None,
     val_fraction: float = 0.1,
+    next_actions: np.ndarray | None = None,
 ) -> tuple[TrainReport, RewardModel]:
     """Train ``model`` (and a reward model) on the token dataset ``ds``; see the module docstring.
 
     ``policy`` maps the tokens of s_{t+1} to a_{t+1} (the occupancy of that policy, which needs
     ``config.n_step=1``); by default the dataset's actions are used (the behaviour policy's
-    occupancy). ``loop`` (:class:`~voc_rl.train_loop.Loop`): the run folder, seed, device, callback
-    and intervals.
+    occupancy). ``next_actions`` does the same from a table of the policy's actions at every frame of
+    ``ds`` ((N, K, A), K samples per frame, one drawn per row: :func:`voc_rl.selection.policy_actions`),
+    for a policy that reads pixels or the recorded state rather than tokens. ``loop``
+    (:class:`~voc_rl.train_loop.Loop`): the run folder, seed, device, callback and intervals.
     """
     c = model.config
     check_model_fits(c, ds, "OccupancyConfig.for_dataset")
-    if policy is not None and c.n_step != 1:
+    if policy is not None and next_actions is not None:
+        raise ValueError("give the policy either as a callable (policy) or as an action table (next_actions)")
+    if next_actions is not None:
+        check_action_table(next_actions, ds)
+    if (policy is not None or next_actions is not None) and c.n_step != 1:
         raise ValueError(
             f"the occupancy of another policy needs n_step=1 (got n_step={c.n_step}): the dataset's "
             "futures beyond s_{t+1} follow the behaviour policy, not this one; "
@@ -127,7 +134,11 @@ def train_occupancy(
     val = validation_batch(ds, val_eps if len(val_eps) else train_eps, train_eps, c, seed + 1, device)
 
     def step() -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        b = _targets(sampler.occupancy_targets(c.batch_size, c.gamma, c.n_step), device)
+        tb = sampler.occupancy_targets(c.batch_size, c.gamma, c.n_step)
+        if next_actions is not None:  # n_step 1: the table's pi(s_{t+1}) at the bootstrap rows
+            acts = table_actions(next_actions, tb.index + tb.j, sampler.rng)
+            tb.bootstrap_action = np.where(tb.bootstrap[:, None], acts, 0.0).astype(np.float32)
+        b = _targets(tb, device)
         if policy is not None and b["bootstrap"].any():  # n_step 1: bootstrap at (s_{t+1}, pi(s_{t+1}))
             b["bootstrap_action"][b["bootstrap"]] = policy(b["future"][b["bootstrap"]]).to(device)
         td, logs = td_loss(

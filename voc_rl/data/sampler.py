@@ -101,6 +101,24 @@ def check_episodes(dataset: PixelDataset, episodes: np.ndarray | None) -> np.nda
     return ids
 
 
+def check_action_table(table: np.ndarray, ds: PixelDataset) -> None:
+    """A policy's action table must hold (N, K, A) finite actions, one row per frame of ``ds``."""
+    n, a_dim = len(ds.arrays["action"]), ds.arrays["action"].shape[1]
+    if not isinstance(table, np.ndarray) or table.ndim != 3 or table.shape[0] != n or table.shape[2] != a_dim:
+        shape = getattr(table, "shape", type(table).__name__)
+        raise ValueError(
+            f"next_actions must be an array (N={n}, K, A={a_dim}) of a policy's actions; got {shape}"
+        )
+    if not np.isfinite(table).all():
+        raise ValueError("next_actions holds NaN or infinite actions")
+
+
+def table_actions(table: np.ndarray, index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One of the K actions of ``table`` (N, K, A) at each flat frame ``index`` (B,): (B, A)."""
+    k = rng.integers(0, table.shape[1], size=len(index)) if table.shape[1] > 1 else np.zeros(len(index), int)
+    return table[index, k]
+
+
 class WindowSampler:
     """Sample :class:`WindowBatch` es from some episodes of a :class:`PixelDataset`."""
 
