@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -214,3 +215,36 @@ def test_policy_selection_benchmark_runs_end_to_end_on_real_physics(tmp_path: Pa
     assert truth["expert-det"] > truth["medium"] > truth["random"]  # the simulator's returns, discounted
     text = (out / "policy_selection.md").read_text()
     assert "| cheetah-run-mixed | voc |" in text and (out / "policy_selection.png").stat().st_size > 0
+
+
+def test_an_interrupted_fine_tune_is_resumed_not_taken_as_done(
+    fake_ds_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A policy's folder holding a checkpoint of a fine-tune that stopped part way is trained on to
+    its steps (the checkpoint written every few hundred steps is not the finished model)."""
+    from voc_rl.data import open_dataset
+    from voc_rl.parts import SharedParts
+    from voc_rl.tokenizers.cache import token_view
+
+    ds = open_dataset(fake_ds_path)
+    parts = SharedParts(tmp_path, "tiny", "tiny", steps={"tokenizer": 5, "occupancy": 10, "critic": 10},
+                        progress=False)  # fmt: skip
+    view = token_view(ds, parts.tokenizer(ds, "titok"), progress=False)
+    ev = selection.Evaluator(view, parts, 0.9, 0, steps=6, samples=2)
+    table = policy_actions(StatePolicy(Seeker(), deterministic=True), ds)
+    real = selection.train_occupancy
+
+    def stops_early(model: Any, view: Any, steps: int, **kw: Any) -> Any:
+        return real(
+            model, view, steps, **{**kw, "loop": dataclasses.replace(kw["loop"], callback=lambda s, _: s < 3)}
+        )
+
+    monkeypatch.setattr(selection, "train_occupancy", stops_early)
+    first = ev.voc("seeker", table).seconds
+    folder = next(p for p in tmp_path.iterdir() if "__ope_voc_" in p.name)
+    assert OccupancyModel.load(folder / "occupancy.pt")[0].step == 3
+    monkeypatch.setattr(selection, "train_occupancy", real)
+    second = ev.voc("seeker", table).seconds
+    assert OccupancyModel.load(folder / "occupancy.pt")[0].step == 6
+    assert second > first  # the training time of both calls
+    assert ev.voc("seeker", table).seconds < second + 1.0  # reused: no training time added

@@ -74,7 +74,7 @@ def collect_or_open(
 M = TypeVar("M")
 
 
-def _fit_or_reuse(part: str, config: Any, loop: Loop, load: Callable[[Path], M], train: Callable[[], M]) -> M:
+def fit_or_reuse(part: str, config: Any, loop: Loop, load: Callable[[Path], M], train: Callable[[], M]) -> M:
     """What every ``fit_*`` does: ``load`` the checkpoint of ``part`` in ``loop.out`` when it was
     trained for ``config``'s steps with ``config`` and ``loop.seed``, else ``train()`` (in ``loop.out``,
     resuming a run stopped there; :func:`~voc_rl.train_loop.train` refuses a run of another seed)."""
@@ -115,7 +115,7 @@ def fit_tokenizer(
             tok.save(out / CHECKPOINT["tokenizer"])
         return tok
 
-    return _fit_or_reuse("tokenizer", config, loop, lambda p: Tokenizer.load(p, backend=backend), train).to(
+    return fit_or_reuse("tokenizer", config, loop, lambda p: Tokenizer.load(p, backend=backend), train).to(
         device
     )
 
@@ -178,7 +178,7 @@ def fit_actor_critic(
     def load(path: Path) -> tuple[PixelCritic, PixelBCPolicy]:
         return PixelCritic.load(path), PixelBCPolicy.load(path.parent / "actor.pt")
 
-    got_critic, actor = _fit_or_reuse("critic", config, loop, load, train)
+    got_critic, actor = fit_or_reuse("critic", config, loop, load, train)
     device = resolve_device(loop.device)
     return got_critic.to(device).eval(), actor.to(device).eval()
 
@@ -205,7 +205,7 @@ def _fit_token_model(
         trainer(new, view, loop)
         return new
 
-    return _fit_or_reuse(part, config, loop, cls.load, train).to(resolve_device(loop.device)).eval()
+    return fit_or_reuse(part, config, loop, cls.load, train).to(resolve_device(loop.device)).eval()
 
 
 def fit_occupancy(
@@ -226,7 +226,7 @@ def fit_occupancy(
         _, trained_reward = train_occupancy(occ, view, loop=loop, tokenizer=tokenizer, reward=reward)
         return occ, trained_reward
 
-    occ, trained_reward = _fit_or_reuse("occupancy", config, loop, OccupancyModel.load, train)
+    occ, trained_reward = fit_or_reuse("occupancy", config, loop, OccupancyModel.load, train)
     device = resolve_device(loop.device)
     return occ.to(device).eval(), trained_reward.to(device).eval()
 
@@ -263,7 +263,7 @@ def fit_reward_head(
             raise CheckpointError(f"{path} holds the reward heads of {sorted(heads)}, not {task!r}")
         return heads[task]
 
-    return _fit_or_reuse("reward", config, loop, load, train).to(resolve_device(loop.device)).eval()
+    return fit_or_reuse("reward", config, loop, load, train).to(resolve_device(loop.device)).eval()
 
 
 # ---------------------------------------------------------------------------------------------- shared

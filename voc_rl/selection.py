@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,14 +40,15 @@ import numpy as np
 import torch
 
 from voc_rl.behavior import LEVELS, BehaviorPolicy, RandomPolicy, load_policy
-from voc_rl.critic import CriticConfig, TDCritic, train_td_critic
+from voc_rl.checkpoint import save_json
+from voc_rl.critic import TDCritic, train_td_critic
 from voc_rl.data.dataset import PixelDataset, TokenView
 from voc_rl.data.sampler import discounted_returns
 from voc_rl.envs import make_env, state_env
 from voc_rl.evaluation import spearman
 from voc_rl.occupancy import OccupancyModel, RewardModel
 from voc_rl.occupancy_train import train_occupancy
-from voc_rl.parts import SharedParts
+from voc_rl.parts import SharedParts, fit_or_reuse
 from voc_rl.tokenizers.cache import token_view
 from voc_rl.train_loop import Loop
 from voc_rl.value import sample_q
@@ -309,44 +311,60 @@ class Evaluator:
             )
         return torch.cat(out).double().cpu().numpy()
 
-    def voc(self, name: str, table: np.ndarray, progress: bool = False) -> Estimate:
+    def _fit(self, part: str, config: Any, out: Path, load: Any, train: Any) -> tuple[Any, float]:
+        """A policy's model: reused from ``out`` when trained to ``config``'s steps, else trained there
+        (resuming an interrupted run); and its training seconds, summed over the calls that trained
+        it, in ``out/train_seconds.json``."""
+        record = out / "train_seconds.json"
+        spent = json.loads(record.read_text()) if record.exists() else {"seconds": 0.0, "done": False}
+        start = time.perf_counter()
+        loop = Loop(out=out, seed=self.seed, device=self.device, progress=False)
+        model = fit_or_reuse(part, config, loop, load, train)
+        if not spent.get("done", True):
+            seconds = spent["seconds"] + time.perf_counter() - start
+            spent = {"seconds": seconds, "done": model.step >= config.steps}
+            save_json(spent, record)
+        return model, float(spent["seconds"])
+
+    def voc(self, name: str, table: np.ndarray) -> Estimate:
         """The occupancy model of the policy whose action table is ``table``, by one-step generative
         TD from the behaviour's model, and its Q at the initial states."""
-        start = time.perf_counter()
         config = dataclasses.replace(
             self.occupancy.config, n_step=1, steps=self.steps, target_rate=self.target_rate
         )
-        model = OccupancyModel(config)
-        model.load_state_dict(self.occupancy.state_dict())
-        reward = copy.deepcopy(self.reward)
         out = self._folder("voc", table_key(table))
-        if (out / "occupancy.pt").exists():
-            model, _ = OccupancyModel.load(out / "occupancy.pt")
-        else:
-            loop = Loop(out=out, seed=self.seed, device=self.device, progress=progress)
-            train_occupancy(model, self.view, self.steps, loop=loop, reward=reward, next_actions=table)
-        model.to(self.device).eval()
-        q = self._sample_q(model, self.reward, table)
-        return _estimate(name, "voc", q, self.samples, time.perf_counter() - start, self.seed)
 
-    def fqe(self, name: str, table: np.ndarray, progress: bool = False) -> Estimate:
-        """Fitted Q evaluation of the policy on the same tokens, from the behaviour's critic."""
+        def train() -> OccupancyModel:
+            model = OccupancyModel(config)
+            model.load_state_dict(self.occupancy.state_dict())
+            loop = Loop(out=out, seed=self.seed, device=self.device, progress=False)
+            train_occupancy(model, self.view, self.steps, loop=loop, reward=copy.deepcopy(self.reward),
+                            next_actions=table)  # fmt: skip
+            return model
+
+        model, seconds = self._fit("occupancy", config, out, lambda p: OccupancyModel.load(p)[0], train)
         start = time.perf_counter()
+        q = self._sample_q(model.to(self.device).eval(), self.reward, table)
+        return _estimate(name, "voc", q, self.samples, seconds + time.perf_counter() - start, self.seed)
+
+    def fqe(self, name: str, table: np.ndarray) -> Estimate:
+        """Fitted Q evaluation of the policy on the same tokens, from the behaviour's critic."""
+        config = dataclasses.replace(self.critic.config, steps=self.fqe_steps, target_rate=self.target_rate)
         out = self._folder("fqe", table_key(table))
-        if (out / "critic.pt").exists():
-            critic = TDCritic.load(out / "critic.pt")
-        else:
-            config: CriticConfig = dataclasses.replace(
-                self.critic.config, steps=self.fqe_steps, target_rate=self.target_rate
-            )
+
+        def train() -> TDCritic:
             critic = TDCritic(config)
             critic.load_state_dict(self.critic.state_dict())
-            loop = Loop(out=out, seed=self.seed, device=self.device, progress=progress)
+            loop = Loop(out=out, seed=self.seed, device=self.device, progress=False)
             train_td_critic(critic, self.view, self.fqe_steps, loop=loop, next_actions=table)
-        critic.to(self.device).eval()
+            return critic
+
+        critic, seconds = self._fit("critic", config, out, TDCritic.load, train)
+        start = time.perf_counter()
         with torch.no_grad():
-            q = critic.q_values(self.context, self._first_actions(table)).double().cpu().numpy()
-        return _estimate(name, "fqe", q, 1, time.perf_counter() - start, self.seed)
+            q = critic.to(self.device).eval().q_values(self.context, self._first_actions(table))
+        q = q.double().cpu().numpy()
+        return _estimate(name, "fqe", q, 1, seconds + time.perf_counter() - start, self.seed)
 
     def estimate(self, name: str, table: np.ndarray, methods: Sequence[str] = METHODS) -> list[Estimate]:
         unknown = [m for m in methods if m not in METHODS]
