@@ -259,9 +259,11 @@ def write(args: Args, rows: list[dict[str, Any]], seconds: float) -> None:
     lines = [
         "# Policy selection from offline data (off-policy evaluation)",
         "",
-        f"Command: `{command_line()}`  ",
+        f"Command: `{command_line(['--note'])}`  ",
         f"Date (UTC): {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M}; "
-        f"whole run {seconds / 60:.0f} min  ",
+        + (
+            "tables rewritten from --rows-from  " if args.rows_from else f"whole run {seconds / 60:.0f} min  "
+        ),
         machine_line(torch.get_num_threads()),
         *([f"Note: {args.note}  "] if args.note else []),
         "",
