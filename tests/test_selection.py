@@ -174,6 +174,8 @@ def test_select_policies_ranks_and_reuses_its_models(fake_ds_path: Path, tmp_pat
         assert sorted(e.policy for e in ranked) == ["constant", "seeker"]
         assert [e.value for e in ranked] == sorted((e.value for e in ranked), reverse=True)
         assert all(np.isfinite(e.value) and e.low <= e.value <= e.high and e.n_states == 3 for e in ranked)
+        if method == "voc":  # the behaviour's critic trains only for FQE
+            assert not any("__critic_" in p.name for p in tmp_path.iterdir())
     folders = sorted(p.name for p in tmp_path.iterdir() if "__ope_" in p.name)
     assert len(folders) == 4  # voc and fqe, each policy's own
     again = selection.estimate_return(policies["seeker"], fake_ds_path, method="voc", **kw)

@@ -152,7 +152,9 @@ def train_td_critic(
         with torch.no_grad():
             critic.mlp[-1].bias.fill_(float(mean_reward))
     target = make_target(critic)
-    val = token_batch(token_ds, eval_index(token_ds, val_eps, True), c.frame_stack, device, True)
+    val_index = eval_index(token_ds, val_eps, True)
+    val = token_batch(token_ds, val_index, c.frame_stack, device, True)
+    val["index"] = torch.from_numpy(val_index).to(device)
     idx = eval_index(token_ds, val_eps, False)
     returns, tails = discounted_returns(token_ds, c.gamma)
     episode = token_ds.arrays["episode"][idx]
@@ -160,8 +162,6 @@ def train_td_critic(
     far = token_ds.arrays["is_terminal"][last] | (c.gamma ** (last - idx).astype(float) <= MC_TAIL)
     mc = token_batch(token_ds, idx[far], c.frame_stack, device, False) if far.any() else None
     mc_true = torch.from_numpy(returns[idx[far]]).float().to(device)
-
-    val["index"] = torch.from_numpy(eval_index(token_ds, val_eps, True)).to(device)
 
     def act(b: Batch) -> Batch:
         if next_actions is not None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -45,6 +46,7 @@ from voc_rl.critic import TDCritic, train_td_critic
 from voc_rl.data.dataset import PixelDataset, TokenView
 from voc_rl.data.sampler import discounted_returns
 from voc_rl.envs import make_env, state_env
+from voc_rl.episodes import mean_interval
 from voc_rl.evaluation import spearman
 from voc_rl.occupancy import OccupancyModel, RewardModel
 from voc_rl.occupancy_train import train_occupancy
@@ -53,7 +55,6 @@ from voc_rl.tokenizers.cache import token_view
 from voc_rl.train_loop import Loop
 from voc_rl.value import sample_q
 
-OBSERVATIONS = ("pixels", "state")
 METHODS = ("voc", "fqe", "behaviour-q", "behaviour-value")
 FINETUNE_STEPS = 600  # TD steps per policy from the behaviour's models (results/policy_selection.md)
 # EMA rate of a fine-tune's target model: the critic's (0.05), not the occupancy model's 0.01, so that
@@ -234,16 +235,10 @@ class Estimate:
     seconds: float  # training and estimation, this policy only
 
 
-def _interval(per_state: np.ndarray, seed: int, n_boot: int = 2000) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    means = per_state[rng.integers(0, len(per_state), size=(n_boot, len(per_state)))].mean(1)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
-
-
 def _estimate(
     name: str, method: str, per_state: np.ndarray, samples: int, seconds: float, seed: int
 ) -> Estimate:
-    low, high = _interval(per_state, seed)
+    low, high = mean_interval(per_state, reps=2000, seed=seed)
     return Estimate(
         name,
         method,
@@ -278,11 +273,31 @@ class Evaluator:
     fqe_steps: int = FQE_STEPS
 
     def __post_init__(self) -> None:
-        self.occupancy, self.reward = self.parts.occupancy(self.view, self.gamma, self.seed)
-        self.critic = self.parts.critic(self.view, self.gamma, self.seed)
         self.starts = self.view.ep_start.copy()  # frame 0 of every episode: the initial states
+
+    @functools.cached_property
+    def _behaviour(self) -> tuple[OccupancyModel, RewardModel]:
+        return self.parts.occupancy(self.view, self.gamma, self.seed)
+
+    @property
+    def occupancy(self) -> OccupancyModel:
+        """The behaviour's Monte-Carlo occupancy model (trained or loaded on first use)."""
+        return self._behaviour[0]
+
+    @property
+    def reward(self) -> RewardModel:
+        return self._behaviour[1]
+
+    @functools.cached_property
+    def critic(self) -> TDCritic:
+        """The behaviour's SARSA critic (trained or loaded on first use: only FQE reads it)."""
+        return self.parts.critic(self.view, self.gamma, self.seed)
+
+    @functools.cached_property
+    def context(self) -> torch.Tensor:
+        """The token stacks of the initial states."""
         ctx = self.view.stacks(self.starts, self.occupancy.config.frame_stack).astype(np.int64)
-        self.context = torch.from_numpy(ctx).to(self.device)
+        return torch.from_numpy(ctx).to(self.device)
 
     def _folder(self, method: str, key: str) -> Path:
         name = self.view.meta["name"]
@@ -312,14 +327,14 @@ class Evaluator:
         return torch.cat(out).double().cpu().numpy()
 
     def _fit(self, part: str, config: Any, out: Path, load: Any, train: Any) -> tuple[Any, float]:
-        """A policy's model: reused from ``out`` when trained to ``config``'s steps, else trained there
-        (resuming an interrupted run); and its training seconds, summed over the calls that trained
+        """A policy's model: reused from ``out`` when trained to ``config``'s steps, else ``train(loop)``
+        there (resuming an interrupted run); and its training seconds, summed over the calls that trained
         it, in ``out/train_seconds.json``."""
         record = out / "train_seconds.json"
         spent = json.loads(record.read_text()) if record.exists() else {"seconds": 0.0, "done": False}
         start = time.perf_counter()
         loop = Loop(out=out, seed=self.seed, device=self.device, progress=False)
-        model = fit_or_reuse(part, config, loop, load, train)
+        model = fit_or_reuse(part, config, loop, load, lambda: train(loop))
         if not spent.get("done", True):
             seconds = spent["seconds"] + time.perf_counter() - start
             spent = {"seconds": seconds, "done": model.step >= config.steps}
@@ -334,10 +349,9 @@ class Evaluator:
         )
         out = self._folder("voc", table_key(table))
 
-        def train() -> OccupancyModel:
+        def train(loop: Loop) -> OccupancyModel:
             model = OccupancyModel(config)
             model.load_state_dict(self.occupancy.state_dict())
-            loop = Loop(out=out, seed=self.seed, device=self.device, progress=False)
             train_occupancy(model, self.view, self.steps, loop=loop, reward=copy.deepcopy(self.reward),
                             next_actions=table)  # fmt: skip
             return model
@@ -352,10 +366,9 @@ class Evaluator:
         config = dataclasses.replace(self.critic.config, steps=self.fqe_steps, target_rate=self.target_rate)
         out = self._folder("fqe", table_key(table))
 
-        def train() -> TDCritic:
+        def train(loop: Loop) -> TDCritic:
             critic = TDCritic(config)
             critic.load_state_dict(self.critic.state_dict())
-            loop = Loop(out=out, seed=self.seed, device=self.device, progress=False)
             train_td_critic(critic, self.view, self.fqe_steps, loop=loop, next_actions=table)
             return critic
 
@@ -399,11 +412,6 @@ def selection_metrics(
         out[f"regret@{k}"] = float(true.max() - true[order[: min(k, len(est))]].max()) / spread
     out["abs_error"] = float(np.abs(est - true).mean()) / spread
     return out
-
-
-def rank(estimates: Mapping[str, float]) -> list[tuple[str, float]]:
-    """Policies by estimate, best first."""
-    return sorted(estimates.items(), key=lambda kv: -kv[1])
 
 
 # ---------------------------------------------------------------------------------------------- API
