@@ -2,7 +2,8 @@
 
 Every trainer with an output folder (:func:`voc_rl.train_loop.train`) and every ``Agent.learn``
 holds :func:`locked` on its folder while it works: a ``.lock`` file with the holder's process id,
-host and start time, removed on exit. A second process on the same folder is refused with the
+host and start time (written whole, then hard-linked into place, so no reader sees it empty),
+removed on exit. A second process on the same folder is refused with the
 holder's name; a lock whose process is gone (killed, the machine restarted) is stale and taken
 over. Under ``torchrun`` rank 0 holds the lock for every rank. The holder removes what atomic writes
 that a kill cut short left behind (``.*.tmp``).
@@ -28,7 +29,8 @@ class RunFolderError(RuntimeError):
 
 
 def _holder(path: Path) -> dict[str, Any] | None:
-    """The lock file's record, or None where it is unreadable (being written, or cut short)."""
+    """The lock file's record, or None where it is unreadable (corrupted, or an older version's lock
+    caught while being written)."""
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -72,24 +74,27 @@ def locked(folder: Path) -> Iterator[None]:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
     record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _holder(path)
-            if _alive(holder, path):
-                who = "a process" if holder is None else (
-                    f"process {holder.get('pid')} on {holder.get('host')} (since {holder.get('since')})"
-                )  # fmt: skip
-                raise RunFolderError(
-                    f"run folder {folder} is in use by {who}; wait for it to finish or use another "
-                    f"run folder (if that process is gone from another machine, delete {path})"
-                ) from None
-            path.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
-        break
+    draft = folder / f"{LOCK}.{os.getpid()}.new"  # the record, complete before it becomes the lock
+    draft.write_text(json.dumps(record))
+    try:
+        while True:
+            try:
+                os.link(draft, path)  # atomic: the lock never exists without its holder's record
+            except FileExistsError:
+                holder = _holder(path)
+                if _alive(holder, path):
+                    who = "a process" if holder is None else (
+                        f"process {holder.get('pid')} on {holder.get('host')} (since {holder.get('since')})"
+                    )  # fmt: skip
+                    raise RunFolderError(
+                        f"run folder {folder} is in use by {who}; wait for it to finish or use another "
+                        f"run folder (if that process is gone from another machine, delete {path})"
+                    ) from None
+                path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            break
+    finally:
+        draft.unlink(missing_ok=True)
     _held[folder] = 1
     for tmp in folder.glob(".*.tmp"):  # left by an atomic write a kill cut short: none runs now
         tmp.unlink(missing_ok=True)
