@@ -45,6 +45,7 @@ from voc_rl.parts import SharedParts, collect_or_open
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.selection import (
     FINETUNE_STEPS,
+    FINETUNE_TARGET_RATE,
     FQE_STEPS,
     METHODS,
     Evaluator,
@@ -90,6 +91,8 @@ class Args:
     """occupancy samples per initial state"""
     finetune_steps: int = FINETUNE_STEPS
     """generative TD steps per policy (voc)"""
+    finetune_rate: float = FINETUNE_TARGET_RATE
+    """EMA rate of the fine-tune's target model per step (voc)"""
     fqe_steps: int = FQE_STEPS
     """TD steps per policy (fqe)"""
     tokenizer: str = "vqvae"
@@ -171,7 +174,7 @@ def run(args: Args) -> list[dict[str, Any]]:
         tables = {spec: policy_actions(policy_from_spec(spec, task), ds) for spec in args.policies}
         for seed in args.seeds:
             ev = Evaluator(view, parts, args.gamma, seed, args.finetune_steps, args.samples,
-                           fqe_steps=args.fqe_steps)  # fmt: skip
+                           target_rate=args.finetune_rate, fqe_steps=args.fqe_steps)  # fmt: skip
             for spec in args.policies:
                 for e in ev.estimate(spec, tables[spec], args.methods):
                     true, se = truth[spec]

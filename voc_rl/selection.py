@@ -57,8 +57,8 @@ from voc_rl.value import sample_q
 
 METHODS = ("voc", "fqe", "behaviour-q", "behaviour-value")
 FINETUNE_STEPS = 600  # TD steps per policy from the behaviour's models (results/policy_selection.md)
-# EMA rate of a fine-tune's target model: the critic's (0.05), not the occupancy model's 0.01, so that
-# few steps move the bootstrap as far for both estimators
+# EMA rate of the VOC fine-tune's target model: the critic's (0.05), not the occupancy model's 0.01, so
+# that few steps move the bootstrap far (FQE keeps the critic's own rate)
 FINETUNE_TARGET_RATE = 0.05
 # FQE's steps per policy: the critic's default (CriticConfig.steps). A critic step costs about a
 # sixtieth of a generative TD step (no sampling), so FQE gets more steps for less time than the VOC.
@@ -301,8 +301,9 @@ class Evaluator:
 
     def _folder(self, method: str, key: str) -> Path:
         name = self.view.meta["name"]
-        steps = self.fqe_steps if method == "fqe" else self.steps
-        tag = f"g{self.gamma}_s{self.seed}_steps{steps}_rate{self.target_rate}"
+        steps, rate = (self.fqe_steps, self.critic.config.target_rate) if method == "fqe" else (
+            self.steps, self.target_rate)  # fmt: skip
+        tag = f"g{self.gamma}_s{self.seed}_steps{steps}_rate{rate}"
         return self.parts.root / f"{name}__ope_{method}_{key}_{tag}"
 
     def _first_actions(self, table: np.ndarray) -> torch.Tensor:
@@ -363,7 +364,7 @@ class Evaluator:
 
     def fqe(self, name: str, table: np.ndarray) -> Estimate:
         """Fitted Q evaluation of the policy on the same tokens, from the behaviour's critic."""
-        config = dataclasses.replace(self.critic.config, steps=self.fqe_steps, target_rate=self.target_rate)
+        config = dataclasses.replace(self.critic.config, steps=self.fqe_steps)
         out = self._folder("fqe", table_key(table))
 
         def train(loop: Loop) -> TDCritic:
