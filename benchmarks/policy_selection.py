@@ -93,6 +93,8 @@ class Args:
     """generative TD steps per policy (voc)"""
     finetune_rate: float = FINETUNE_TARGET_RATE
     """EMA rate of the fine-tune's target model per step (voc)"""
+    from_scratch: bool = False
+    """voc: train each policy's occupancy model from a fresh one instead of the behaviour's"""
     fqe_steps: int = FQE_STEPS
     """TD steps per policy (fqe)"""
     tokenizer: str = "vqvae"
@@ -174,7 +176,8 @@ def run(args: Args) -> list[dict[str, Any]]:
         tables = {spec: policy_actions(policy_from_spec(spec, task), ds) for spec in args.policies}
         for seed in args.seeds:
             ev = Evaluator(view, parts, args.gamma, seed, args.finetune_steps, args.samples,
-                           target_rate=args.finetune_rate, fqe_steps=args.fqe_steps)  # fmt: skip
+                           target_rate=args.finetune_rate, fqe_steps=args.fqe_steps,
+                           warm_start=not args.from_scratch)  # fmt: skip
             for spec in args.policies:
                 for e in ev.estimate(spec, tables[spec], args.methods):
                     true, se = truth[spec]

@@ -250,3 +250,10 @@ def test_an_interrupted_fine_tune_is_resumed_not_taken_as_done(
     assert OccupancyModel.load(folder / "occupancy.pt")[0].step == 6
     assert second > first  # the training time of both calls
     assert ev.voc("seeker", table).seconds < second + 1.0  # reused: no training time added
+    # from scratch: its own folder, a model that does not start from the behaviour's
+    scratch = dataclasses.replace(ev, warm_start=False)
+    scratch.voc("seeker", table)
+    (new,) = [p for p in tmp_path.iterdir() if p.name.endswith("_scratch")]
+    fresh, warm = (OccupancyModel.load(p / "occupancy.pt")[0].state_dict() for p in (new, folder))
+    assert new.name.replace("_scratch", "") == folder.name
+    assert not all(torch.equal(fresh[k], warm[k]) for k in warm)  # (warm: the same steps, the same weights)

@@ -271,6 +271,9 @@ class Evaluator:
     device: str = "cpu"
     target_rate: float = FINETUNE_TARGET_RATE
     fqe_steps: int = FQE_STEPS
+    warm_start: bool = True
+    """voc: fine-tune the behaviour's occupancy model (False: train the policy's from a fresh one, the
+    comparison that chose the fine-tune)"""
 
     def __post_init__(self) -> None:
         self.starts = self.view.ep_start.copy()  # frame 0 of every episode: the initial states
@@ -304,6 +307,8 @@ class Evaluator:
         steps, rate = (self.fqe_steps, self.critic.config.target_rate) if method == "fqe" else (
             self.steps, self.target_rate)  # fmt: skip
         tag = f"g{self.gamma}_s{self.seed}_steps{steps}_rate{rate}"
+        if method == "voc" and not self.warm_start:
+            tag += "_scratch"
         return self.parts.root / f"{name}__ope_{method}_{key}_{tag}"
 
     def _first_actions(self, table: np.ndarray) -> torch.Tensor:
@@ -352,7 +357,8 @@ class Evaluator:
 
         def train(loop: Loop) -> OccupancyModel:
             model = OccupancyModel(config)
-            model.load_state_dict(self.occupancy.state_dict())
+            if self.warm_start:
+                model.load_state_dict(self.occupancy.state_dict())
             train_occupancy(model, self.view, self.steps, loop=loop, reward=copy.deepcopy(self.reward),
                             next_actions=table)  # fmt: skip
             return model
