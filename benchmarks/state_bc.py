@@ -29,9 +29,9 @@ import torch
 from voc_rl.args import parse_args
 from voc_rl.benchmarks.policy import aggregate
 from voc_rl.data.dataset import PixelDataset
-from voc_rl.envs import state_env
 from voc_rl.parts import collect_or_open
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
+from voc_rl.selection import StatePolicy, true_returns
 
 COLUMNS = ["task", "dataset", "level", "transitions", "seeds", "runs", "iqm", "iqm_ci", "mean", "mean_ci",
            "data_return", "x_expert", "score_10", "train_s"]  # fmt: skip
@@ -75,17 +75,18 @@ def clone(states: np.ndarray, actions: np.ndarray, steps: int, seed: int) -> tor
     """An MLP policy on standardised states fitted to ``actions`` by MSE."""
     torch.manual_seed(seed)
     x, y = torch.from_numpy(states), torch.from_numpy(actions)
-    mu, sd = x.mean(0), x.std(0) + 1e-6
-    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
-                              torch.nn.ReLU(), torch.nn.Linear(256, y.shape[1]), torch.nn.Tanh())  # fmt: skip
-    opt = torch.optim.Adam(net.parameters(), 3e-4)
+    policy = torch.nn.Sequential(
+        Standardise(x.mean(0), x.std(0) + 1e-6), torch.nn.Linear(x.shape[1], 256), torch.nn.ReLU(),
+        torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, y.shape[1]), torch.nn.Tanh(),
+    )  # fmt: skip
+    opt = torch.optim.Adam(policy.parameters(), 3e-4)
     for _ in range(steps):
         i = torch.randint(len(x), (256,))
-        loss = ((net((x[i] - mu) / sd) - y[i]) ** 2).mean()
+        loss = ((policy(x[i]) - y[i]) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return torch.nn.Sequential(Standardise(mu, sd), net).eval()
+    return policy.eval()
 
 
 class Standardise(torch.nn.Module):
@@ -98,20 +99,20 @@ class Standardise(torch.nn.Module):
         return (x - self.mu) / self.sd
 
 
+@dataclasses.dataclass
+class Cloned:
+    """The cloned MLP as a behaviour policy (``act``) for :class:`voc_rl.selection.StatePolicy`."""
+
+    net: torch.nn.Module
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator, deterministic: bool) -> np.ndarray:
+        with torch.no_grad():
+            return self.net(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+
+
 def play(policy: torch.nn.Module, ds: PixelDataset, episodes: int) -> np.ndarray:
-    env = state_env(ds.meta["env_id"], dict(ds.meta.get("env_kwargs", {})))
-    out = np.zeros(episodes)
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=1000 + ep)
-        done = False
-        while not done:
-            with torch.no_grad():
-                action = policy(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
-            obs, reward, terminated, truncated, _ = env.step(action)
-            out[ep] += float(reward)
-            done = terminated or truncated
-    env.close()
-    return out
+    """Undiscounted returns of ``episodes`` episodes on env seeds 1000+ (the control benchmark's)."""
+    return true_returns(StatePolicy(Cloned(policy), deterministic=True), ds, 1.0, episodes, seed=1000)
 
 
 def run(args: Args) -> list[dict[str, Any]]:

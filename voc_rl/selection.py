@@ -302,14 +302,11 @@ class Evaluator:
         ctx = self.view.stacks(self.starts, self.occupancy.config.frame_stack).astype(np.int64)
         return torch.from_numpy(ctx).to(self.device)
 
-    def _folder(self, method: str, key: str) -> Path:
-        name = self.view.meta["name"]
-        steps, rate = (self.fqe_steps, self.critic.config.target_rate) if method == "fqe" else (
-            self.steps, self.target_rate)  # fmt: skip
-        tag = f"g{self.gamma}_s{self.seed}_steps{steps}_rate{rate}"
-        if method == "voc" and not self.warm_start:
-            tag += "_scratch"
-        return self.parts.root / f"{name}__ope_{method}_{key}_{tag}"
+    def _folder(self, method: str, key: str, config: Any) -> Path:
+        """A policy's run folder, named by its action table and the ``config`` it trains."""
+        tag = f"g{self.gamma}_s{self.seed}_steps{config.steps}_rate{config.target_rate}"
+        scratch = "_scratch" if method == "voc" and not self.warm_start else ""
+        return self.parts.root / f"{self.view.meta['name']}__ope_{method}_{key}_{tag}{scratch}"
 
     def _first_actions(self, table: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(table[self.starts, 0]).to(self.device)
@@ -353,7 +350,7 @@ class Evaluator:
         config = dataclasses.replace(
             self.occupancy.config, n_step=1, steps=self.steps, target_rate=self.target_rate
         )
-        out = self._folder("voc", table_key(table))
+        out = self._folder("voc", table_key(table), config)
 
         def train(loop: Loop) -> OccupancyModel:
             model = OccupancyModel(config)
@@ -371,7 +368,7 @@ class Evaluator:
     def fqe(self, name: str, table: np.ndarray) -> Estimate:
         """Fitted Q evaluation of the policy on the same tokens, from the behaviour's critic."""
         config = dataclasses.replace(self.critic.config, steps=self.fqe_steps)
-        out = self._folder("fqe", table_key(table))
+        out = self._folder("fqe", table_key(table), config)
 
         def train(loop: Loop) -> TDCritic:
             critic = TDCritic(config)
