@@ -62,12 +62,9 @@ class Args:
 def level_transitions(ds: PixelDataset, level: str) -> tuple[np.ndarray, np.ndarray, float]:
     """(states, actions) of the episodes of behaviour ``level`` (each frame with the action taken
     there: an episode's last frame has none), and those episodes' mean recorded return."""
-    ids = [int(k) for k, v in ds.meta["policies"].items() if v["level"] == level]
-    if not ids:
-        raise ValueError(f"{ds.path} has no {level!r} episodes (levels: {ds.meta['policies']})")
-    keep = np.isin(ds.arrays["policy_id"], ids)
+    episodes = ds.level_episodes(level)
+    keep = np.isin(ds.arrays["episode"], ds.arrays["episode"][ds.ep_start[episodes]])
     keep[ds.ep_start + ds.ep_len] = False
-    episodes = np.flatnonzero(np.isin(ds.arrays["policy_id"][ds.ep_start], ids))
     return ds.arrays["proprio"][keep], ds.arrays["action"][keep], float(ds.episode_returns()[episodes].mean())
 
 

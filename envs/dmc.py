@@ -90,6 +90,8 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
         self.action_space = spaces.Box(-1.0, 1.0, shape=spec.shape, dtype=np.float32)
         ts = self._env.reset()
         proprio_dim = flatten_observation(ts.observation).shape[0]
+        # the flattened state's parts in order: (name, size), e.g. ("position", 8), ("velocity", 9)
+        self.proprio_parts = tuple((key, int(np.size(value))) for key, value in ts.observation.items())
         if obs_type == "pixels":
             self.observation_space = spaces.Box(0, 255, shape=(3 * frame_stack, size, size), dtype=np.uint8)
         else:

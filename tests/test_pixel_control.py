@@ -12,7 +12,7 @@ import voc_rl
 from voc_rl.data import open_dataset
 from voc_rl.offline_rl import ActorCriticConfig, PixelCritic, expectile_loss, make_actor, train_actor_critic
 from voc_rl.pixel_policy import PixelBCConfig, PixelBCPolicy, train_pixel_bc
-from voc_rl.pixel_trunk import random_shift
+from voc_rl.pixel_trunk import pixel_batch, random_shift
 from voc_rl.train_loop import Loop
 
 
@@ -63,6 +63,54 @@ def test_weighted_pixel_bc_imitates_the_weighted_episode(fake_ds_path: Path, tmp
     assert mse(0) < 0.5 * mse(1)
     with pytest.raises(ValueError, match="weights must be"):
         train_pixel_bc(policy, ds, loop=Loop(progress=False), weights=weights[:-1])
+
+
+def test_only_weighted_episodes_are_drawn_and_all_zero_training_weights_are_refused(
+    fake_ds_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import voc_rl.pixel_policy as pixel_policy
+
+    ds = open_dataset(fake_ds_path)
+    train_eps, val_eps = ds.split(0.1, 0)
+    drawn: list[np.ndarray] = []
+
+    def recording_batch(ds_, index, *args):
+        drawn.append(np.asarray(index))
+        return pixel_batch(ds_, index, *args)
+
+    monkeypatch.setattr(pixel_policy, "pixel_batch", recording_batch)
+    weights = np.zeros(len(ds.arrays["action"]), np.float32)
+    kept = train_eps[0]
+    weights[ds.ep_start[kept] : ds.ep_start[kept] + ds.ep_len[kept]] = 1.0
+    policy = PixelBCPolicy(PixelBCConfig.for_dataset(ds, "tiny", steps=5))
+    train_pixel_bc(policy, ds, loop=Loop(progress=False, device="cpu"), weights=weights)
+    rows = np.concatenate(drawn[1:])  # the training batches (the held-out states are read first)
+    assert len(rows) and np.all(ds.arrays["episode"][rows] == ds.arrays["episode"][ds.ep_start[kept]])
+    held = np.zeros_like(weights)
+    held[ds.ep_start[val_eps[0]] : ds.ep_start[val_eps[0]] + ds.ep_len[val_eps[0]]] = 1.0
+    with pytest.raises(ValueError, match="zero on every training episode"):
+        train_pixel_bc(policy, ds, loop=Loop(progress=False, device="cpu"), weights=held)
+
+
+def test_the_state_auxiliary_head_learns_the_recorded_state_and_round_trips(
+    fake_ds_path: Path, tmp_path: Path
+) -> None:
+    ds = open_dataset(fake_ds_path)
+    config = PixelBCConfig.for_dataset(ds, "tiny", steps=300, shift=0, lr=3e-3, state_aux=1.0)
+    assert config.state_dim == ds.arrays["proprio"].shape[1]
+    policy = PixelBCPolicy(config)
+    loop = Loop(out=tmp_path / "run", progress=False, device="cpu")
+    report = train_pixel_bc(policy, ds, loop=loop, val_fraction=0.0)  # scored on its training frames
+    assert report.metrics["state_nmse"] < 0.5  # 1 is predicting the training mean
+    back = PixelBCPolicy.load(tmp_path / "run" / "bc.pt")
+    assert torch.equal(back.state_mean, policy.state_mean) and back.config == config
+    obs = ds.stacks(np.arange(4), 3)
+    assert torch.equal(back.mode(obs), policy.mode(obs))
+    no_state = dict(ds.arrays)
+    no_state.pop("proprio")
+    ds.arrays = no_state
+    with pytest.raises(ValueError, match="proprioceptive state"):
+        PixelBCConfig.for_dataset(ds, "tiny", state_aux=1.0)
 
 
 def test_expectile_regression_finds_the_expectile() -> None:

@@ -472,6 +472,14 @@ class PixelDataset:
     def episode_returns(self) -> np.ndarray:
         return np.add.reduceat(self.arrays["reward"], self.ep_start)
 
+    def level_episodes(self, level: str) -> np.ndarray:
+        """Ids of the episodes the behaviour policy of ``level`` (``expert``, ...) collected."""
+        policies = self.meta.get("policies") or {}
+        ids = [int(k) for k, v in policies.items() if v.get("level") == level]
+        if not ids or "policy_id" not in self.arrays:
+            raise ValueError(f"{self.path} has no {level!r} episodes (levels: {policies or 'none recorded'})")
+        return np.flatnonzero(np.isin(self.arrays["policy_id"][self.ep_start], ids))
+
     def episode_frames(self, e: int) -> np.ndarray:
         """All frames of episode ``e``, (T+1, 3, H, W)."""
         return np.asarray(self.frames[self.ep_start[e] : self.ep_start[e] + self.ep_len[e] + 1])
