@@ -180,7 +180,9 @@ class Agent(PolicyExtraction):
             view = token_view(ds, tok_ckpt, progress=progress)
         pixels = c.policy_input == "pixels"
         if pixels:
-            config: Any = PixelBCConfig.for_dataset(ds, c.size, **fit.cap(c.prior_steps))
+            config: Any = PixelBCConfig.for_dataset(
+                ds, c.size, **self._state_aux(ds), **fit.cap(c.prior_steps)
+            )
             fit_policy = functools.partial(fit_pixel_prior, ds, config)
         else:
             config = BCConfig.for_dataset(view, c.size, **fit.cap(c.prior_steps))
@@ -194,6 +196,10 @@ class Agent(PolicyExtraction):
         if c.extraction != "none":
             self._extract(view, fit, fit_policy)
         return self
+
+    def _state_aux(self, ds: PixelDataset) -> dict[str, float]:
+        """The pixel encoders' ``state_aux`` field where the dataset records the state, else none."""
+        return {"state_aux": self.config.state_aux} if "proprio" in ds.arrays else {}
 
     def load_parts(self, task: str, **paths: str | Path) -> Agent:
         """Use separately trained parts instead of ``learn``: a checkpoint path per part (``tokenizer``,

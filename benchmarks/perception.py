@@ -9,7 +9,7 @@ the expert's frames (so only its episodes are drawn). Per variant and seed it re
 
 - returns: deterministic episodes (the mode) on env seeds 1000+, 500 agent steps, IQM and mean
   with rliable's stratified-bootstrap intervals over (seed, episode);
-- ``action_nmse``: held-out squared error of the mode over the actions' variance;
+- ``action_nmse``: squared error of the mode over the actions' variance on the held-out expert episodes;
 - ``r2_position`` / ``r2_velocity``: ridge probes (ridge chosen on a slice of the training rows)
   from the encoder's features to the recorded state's position and velocity parts, fit on the
   training expert frames and scored on the held-out expert episodes;
@@ -126,18 +126,22 @@ def features(policy: PixelBCPolicy, ds: PixelDataset, index: np.ndarray) -> np.n
     ])  # fmt: skip
 
 
-def probes(policy: PixelBCPolicy, ds: PixelDataset, train_eps: np.ndarray, test_eps: np.ndarray, task: str
+def scores(policy: PixelBCPolicy, ds: PixelDataset, train_eps: np.ndarray, test_eps: np.ndarray, task: str
            ) -> dict[str, float]:  # fmt: skip
-    """Ridge-probe R^2 of the recorded state's parts from the encoder's features (at most 4000
-    evenly spaced training frames, every held-out one); NaN where either set of episodes is empty."""
+    """On the held-out episodes ``test_eps``: the mode's squared error over the actions' variance, and
+    ridge-probe R^2 of the recorded state's parts from the encoder's features (fit on at most 4000
+    evenly spaced frames of ``train_eps``); NaN where either set of episodes is empty."""
     if not len(train_eps) or not len(test_eps):
-        return {"r2_position": float("nan"), "r2_velocity": float("nan")}
+        return {"action_nmse": float("nan"), "r2_position": float("nan"), "r2_velocity": float("nan")}
     train = window_starts(ds, train_eps, False)
     train = train[np.linspace(0, len(train) - 1, min(len(train), 4000)).round().astype(int)]
     test = window_starts(ds, test_eps, False)
     x_train, x_test = features(policy, ds, train), features(policy, ds, test)
+    action = ds.arrays["action"][test]
+    mode = np.concatenate([policy.mode(ds.stacks(test[i : i + 256], policy.config.frame_stack)).numpy()
+                           for i in range(0, len(test), 256)])  # fmt: skip
+    out = {"action_nmse": float(((mode - action) ** 2).mean() / action.var(0).mean())}
     proprio = ds.arrays["proprio"]
-    out = {}
     for part, cols in state_parts(task, proprio.shape[1]).items():
         r2, _ = probe_r2_cv(x_train, proprio[train][:, cols], x_test, proprio[test][:, cols])
         out[f"r2_{part}"] = float(np.mean(r2))
@@ -153,18 +157,17 @@ def run_one(args: Args, ds: PixelDataset, task: str, variant: str, seed: int) ->
     start = time.perf_counter()
     if (folder / "bc.pt").is_file() and (folder / "train_min.txt").is_file():
         policy = PixelBCPolicy.load(folder / "bc.pt")
-        train_min, metrics = float((folder / "train_min.txt").read_text()), {}
+        train_min = float((folder / "train_min.txt").read_text())
     else:
-        report = train_pixel_bc(policy, ds, loop=Loop(out=folder, seed=seed, progress=False, device="cpu"),
+        train_pixel_bc(policy, ds, loop=Loop(out=folder, seed=seed, progress=False, device="cpu"),
                                 weights=weights)  # fmt: skip
-        train_min, metrics = (time.perf_counter() - start) / 60, report.metrics
+        train_min = (time.perf_counter() - start) / 60
         (folder / "train_min.txt").write_text(f"{train_min:.2f}\n")
     policy = policy.cpu().eval()
     train_eps, val_eps = ds.split(0.1, seed)
-    probed = probes(policy, ds, np.intersect1d(train_eps, expert), np.intersect1d(val_eps, expert), task)
+    probed = scores(policy, ds, np.intersect1d(train_eps, expert), np.intersect1d(val_eps, expert), task)
     row = {"task": task, "variant": variant, "seed": seed, "train_min": round(train_min, 1), **probed}
     row = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
-    row["action_nmse"] = round(metrics.get("mode_nmse", float("nan")), 3)
     mode = Mode(policy)
     returns = true_returns(
         PixelPolicy(mode, True, policy.config.frame_stack), ds, 1.0, args.episodes, seed=1000

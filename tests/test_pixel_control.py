@@ -153,6 +153,27 @@ def test_actor_critics_train_share_the_encoder_and_resume(
         train_actor_critic(again, PixelBCPolicy(PixelBCConfig.for_dataset(ds, "tiny")), ds)
 
 
+def test_the_state_auxiliary_target_trains_the_critics_encoder_not_an_actor_head(fake_ds_path: Path) -> None:
+    from voc_rl.pixel_trunk import standardised_state
+
+    ds = open_dataset(fake_ds_path)
+    config = ActorCriticConfig.for_dataset(
+        ds, "tiny", algo="td3bc", steps=300, shift=0, lr=3e-3, state_aux=1.0
+    )
+    torch.manual_seed(0)
+    critic = PixelCritic(config)
+    actor = make_actor(critic)
+    assert not hasattr(actor, "state_head") and actor.encoder is critic.encoder
+    logs: list[float] = []
+    loop = Loop(progress=False, device="cpu", callback=lambda step, log: logs.append(log["state_mse"]))
+    train_actor_critic(critic, actor, ds, loop=loop, val_fraction=0.0)
+    state = standardised_state(critic, ds, np.arange(ds.num_episodes))
+    idx = np.arange(0, len(state) - 1, 7)
+    with torch.no_grad():
+        err = critic.state_error(critic.encoder(torch.from_numpy(ds.stacks(idx, 3))), state[idx]).mean()
+    assert float(err) < 0.5 and np.mean(logs[-20:]) < 0.5 * np.mean(logs[:20])
+
+
 def test_pixel_agents_have_no_tokenizer_and_token_choices_are_refused() -> None:
     for name in ("bc", "pbc", "pbc-67", "iql", "td3bc"):
         assert "tokenizer" not in voc_rl.make_agent(name).parts

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.data.sampler import WindowSampler
 from voc_rl.pixel_policy import PixelBCPolicy, bc_terms, held_out
-from voc_rl.pixel_trunk import PixelModel, PixelModelConfig, chunked, mlp, pixel_batch
+from voc_rl.pixel_trunk import PixelModel, PixelModelConfig, chunked, mlp, pixel_batch, standardised_state
 from voc_rl.token_trunk import Batch, window_starts
 from voc_rl.train_loop import Loop, Run, TrainReport, train
 from voc_rl.utils import ema_update, make_target, resolve_device
@@ -116,8 +116,11 @@ def expectile_loss(diff: torch.Tensor, tau: float) -> torch.Tensor:
     return (weight * diff.pow(2)).mean()
 
 
-def _losses(critic: PixelCritic, actor: PixelBCPolicy, target: PixelCritic, b: Batch
+def _losses(critic: PixelCritic, actor: PixelBCPolicy, target: PixelCritic, b: Batch,
+            state: torch.Tensor | None = None
             ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:  # fmt: skip
+    """The actor's and the critic's losses on batch ``b``; ``state`` (every frame's standardised
+    recorded state) adds the auxiliary target of ``state_aux`` to the critic's, which trains the encoder."""
     c = critic.config
     g = c.gamma
     feats = critic.encoder(b["obs"], augment=True)
@@ -136,6 +139,10 @@ def _losses(critic: PixelCritic, actor: PixelBCPolicy, target: PixelCritic, b: B
     q1, q2 = critic.qs(feats, b["action"])
     q_loss = F.mse_loss(q1, y) + F.mse_loss(q2, y)
     logs = {"td": float(q_loss.detach()) / 2, "q_mean": float(q1.detach().mean()) / (1.0 - g)}
+    if state is not None:
+        aux = critic.state_error(feats, state[b["index"]]).mean()
+        q_loss = q_loss + c.state_aux * aux
+        logs["state_mse"] = float(aux.detach())
     f = feats.detach()
     if c.algo == "iql":
         v = critic.value(feats)
@@ -163,6 +170,7 @@ def make_actor(critic: PixelCritic) -> PixelBCPolicy:
 
     c = critic.config
     fields = {f.name: getattr(c, f.name) for f in dataclasses.fields(PixelModelConfig)}
+    fields |= {"state_aux": 0.0, "state_dim": 0}  # the critic's encoder (and head) learn the state
     actor = PixelBCPolicy(PixelBCConfig(**fields)).to(critic.device)
     actor.encoder = critic.encoder
     return actor
@@ -196,9 +204,15 @@ def train_actor_critic(
     target = make_target(critic)
     val = held_out(ds, val_eps, c.frame_stack, device, True, train_eps)
 
+    state = None if c.state_aux == 0 else standardised_state(critic, ds, train_eps)
+
     def step() -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         index = sampler.sample_indices(c.batch_size, 0.0)[0]
-        return _losses(critic, actor, target, pixel_batch(ds, index, c.frame_stack, device, True))
+        batch = {
+            **pixel_batch(ds, index, c.frame_stack, device, True),
+            "index": torch.from_numpy(index).to(device),
+        }
+        return _losses(critic, actor, target, batch, state)
 
     @torch.no_grad()
     def evaluate() -> dict[str, float]:

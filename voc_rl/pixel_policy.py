@@ -18,13 +18,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.data.sampler import WindowSampler
-from voc_rl.pixel_trunk import EVAL_STATES, PixelModel, PixelModelConfig, chunked, mlp, pixel_batch
+from voc_rl.pixel_trunk import (
+    EVAL_STATES,
+    PixelModel,
+    PixelModelConfig,
+    chunked,
+    mlp,
+    pixel_batch,
+    standardised_state,
+)
 from voc_rl.prior import ACTION_EPS, check_weights, squashed_log_prob
-from voc_rl.token_trunk import Batch, Objective, eval_index, fit_token_model, window_starts
+from voc_rl.token_trunk import Batch, Objective, eval_index, fit_token_model
 from voc_rl.train_loop import Loop, TrainReport
 from voc_rl.utils import resolve_device
 
@@ -35,29 +42,11 @@ class PixelBCConfig(PixelModelConfig):
 
     log_std_min: float = -5.0  # pre-tanh log standard deviation bounds
     log_std_max: float = 2.0
-    # weight of an auxiliary target in training only: a linear head regresses the recorded
-    # proprioceptive state (standardised) from the encoder's features; the policy still acts from pixels
-    state_aux: float = 0.0
-    state_dim: int = 0  # that state's size, from the dataset (for_dataset sets it when state_aux > 0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.log_std_min < self.log_std_max:
             raise ValueError(f"need log_std_min < log_std_max, got {self.log_std_min}, {self.log_std_max}")
-        if not self.state_aux >= 0 or (self.state_aux > 0 and self.state_dim < 1):
-            raise ValueError(f"need state_aux >= 0, and state_dim >= 1 where it is > 0; got "
-                             f"{self.state_aux}, {self.state_dim}")  # fmt: skip
-
-    @classmethod
-    def for_dataset(cls, ds: PixelDataset, size: str = "small", **fields: Any) -> PixelBCConfig:
-        """As :meth:`PixelModelConfig.for_dataset`, with ``state_dim`` from the dataset's recorded
-        ``proprio`` where ``state_aux > 0``."""
-        if fields.get("state_aux", 0) > 0 and "state_dim" not in fields:
-            if "proprio" not in ds.arrays:
-                raise ValueError(f"state_aux needs the proprioceptive state, which {ds.path} did not record; "
-                                 "collect the dataset with `voc-rl collect`, or set state_aux=0")  # fmt: skip
-            fields = {**fields, "state_dim": int(ds.arrays["proprio"].shape[1])}
-        return super().for_dataset(ds, size, **fields)
 
 
 class PixelBCPolicy(PixelModel):
@@ -70,10 +59,6 @@ class PixelBCPolicy(PixelModel):
     def __init__(self, config: PixelBCConfig):
         super().__init__(config)
         self.head = mlp(config.feature_dim, config.hidden, 2 * config.action_dim)
-        if config.state_aux > 0:  # training only (the state's standardisation is fixed by train_pixel_bc)
-            self.state_head = nn.Linear(config.feature_dim, config.state_dim)
-            self.register_buffer("state_mean", torch.zeros(config.state_dim))
-            self.register_buffer("state_std", torch.ones(config.state_dim))
 
     def forward(self, obs: torch.Tensor, augment: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Pre-tanh mean and clamped log-std, (B, A) each; no input checks."""
@@ -137,22 +122,6 @@ def held_out(ds: PixelDataset, episodes: np.ndarray, frame_stack: int, device: t
     return {**pixel_batch(ds, idx, frame_stack, device, nxt), "index": torch.from_numpy(idx).to(device)}
 
 
-def standardised_state(policy: PixelBCPolicy, ds: PixelDataset, episodes: np.ndarray, device: torch.device
-                       ) -> torch.Tensor:  # fmt: skip
-    """The dataset's recorded ``proprio`` (every frame) standardised by the statistics of ``episodes``'
-    frames, which ``policy`` keeps in its buffers: the auxiliary target of ``state_aux``."""
-    if "proprio" not in ds.arrays:
-        raise ValueError(f"state_aux needs the proprioceptive state, which {ds.path} did not record")
-    proprio = torch.from_numpy(np.asarray(ds.arrays["proprio"], np.float32)).to(device)
-    if proprio.shape[1] != policy.config.state_dim:
-        raise ValueError(f"the policy's state_dim is {policy.config.state_dim}; {ds.path} records "
-                         f"{proprio.shape[1]} state dimensions")  # fmt: skip
-    rows = torch.from_numpy(window_starts(ds, episodes, False)).to(device)
-    policy.state_mean.copy_(proprio[rows].mean(0))
-    policy.state_std.copy_(proprio[rows].std(0) + 1e-6)
-    return (proprio - policy.state_mean) / policy.state_std
-
-
 def train_pixel_bc(
     policy: PixelBCPolicy,
     ds: PixelDataset,
@@ -175,21 +144,21 @@ def train_pixel_bc(
     policy.to(device).train()
     train_eps, val_eps = ds.split(val_fraction, loop.seed)
     weight = check_weights(weights, len(ds.arrays["action"]), device)
-    if weight is not None:  # episodes without weight are never drawn (%BC keeps a third of them)
-        weighted = np.add.reduceat(np.asarray(weights, np.float64), ds.ep_start)[train_eps] > 0
-        if not weighted.any():
+    if weight is not None:  # episodes without weight are neither drawn nor scored (%BC keeps a third)
+        weighted = np.add.reduceat(np.asarray(weights, np.float64), ds.ep_start) > 0
+        if not weighted[train_eps].any():
             raise ValueError("weights are zero on every training episode (the rest are held out)")
-        train_eps = train_eps[weighted]
+        train_eps, val_eps = train_eps[weighted[train_eps]], val_eps[weighted[val_eps]]
     sampler = WindowSampler(ds, train_eps, c.frame_stack, loop.seed, require_next_action=False)
     val = held_out(ds, val_eps, c.frame_stack, device, False, train_eps)
-    state = None if c.state_aux == 0 else standardised_state(policy, ds, train_eps, device)
+    state = None if c.state_aux == 0 else standardised_state(policy, ds, train_eps)
 
     def loss_fn(b: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         features = policy.encoder(b["obs"], augment=True)
         terms = bc_terms(policy, features, b["action"])
         logs = {}
         if state is not None:
-            aux = (policy.state_head(features) - state[b["index"]]).pow(2).mean(-1)
+            aux = policy.state_error(features, state[b["index"]])
             logs["state_mse"] = float(aux.detach().mean())
             terms = terms + c.state_aux * aux
         loss = weighted_mean(terms, None if weight is None else weight[b["index"]])

@@ -27,6 +27,7 @@ from torch import nn
 from voc_rl.control_model import ControlModel
 from voc_rl.data.dataset import PixelDataset, TokenView
 from voc_rl.presets import from_preset
+from voc_rl.token_trunk import window_starts
 from voc_rl.typed import check_fields
 
 EVAL_STATES = 1024  # held-out states a pixel model is scored on (uint8 in memory: 37 MB at 64 px)
@@ -50,6 +51,10 @@ class PixelModelConfig:
     batch_size: int = 128
     # walker-walk's expert episodes: 0.58x of the expert's return at 6k steps, 0.90x at 15k (FACTS.md)
     steps: int = 15_000
+    # weight of an auxiliary target in training only: a linear head regresses the recorded
+    # proprioceptive state (standardised) from the encoder's features; the model still acts from pixels
+    state_aux: float = 0.0
+    state_dim: int = 0  # that state's size, from the dataset (for_dataset sets it when state_aux > 0)
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"channels": 4, "feature_dim": 16, "hidden": 32, "batch_size": 16, "steps": 40},
@@ -70,6 +75,9 @@ class PixelModelConfig:
             raise ValueError(f"shift must be an integer in [0, image_size / 2), got {self.shift!r}")
         if not self.lr > 0 or not self.weight_decay >= 0:
             raise ValueError(f"need lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        if not self.state_aux >= 0 or (self.state_aux > 0 and self.state_dim < 1):
+            raise ValueError(f"need state_aux >= 0, and state_dim >= 1 where it is > 0; got "
+                             f"{self.state_aux}, {self.state_dim}")  # fmt: skip
 
     @classmethod
     def preset(cls: type[C], size: str, **fields: Any) -> C:
@@ -77,10 +85,16 @@ class PixelModelConfig:
 
     @classmethod
     def for_dataset(cls: type[C], ds: PixelDataset, size: str = "small", **fields: Any) -> C:
-        """The ``size`` preset with the pixel dataset's frame size and action size, then ``fields``."""
+        """The ``size`` preset with the pixel dataset's frame size and action size (and the size of its
+        recorded state where ``state_aux > 0``), then ``fields``."""
         if isinstance(ds, TokenView) or ds.frames.ndim != 4:
             raise ValueError("a pixel model reads a pixel dataset's frames, not a token view")
         geometry = {"image_size": int(ds.frames.shape[-1]), "action_dim": int(ds.arrays["action"].shape[1])}
+        if fields.get("state_aux", 0) > 0:
+            if "proprio" not in ds.arrays:
+                raise ValueError(f"state_aux needs the proprioceptive state, which {ds.path} did not record; "
+                                 "collect the dataset with `voc-rl collect`, or set state_aux=0")  # fmt: skip
+            geometry["state_dim"] = int(ds.arrays["proprio"].shape[1])
         return cls.preset(size, **{**geometry, **fields})
 
 
@@ -134,6 +148,14 @@ class PixelModel(ControlModel):
     def __init__(self, config: PixelModelConfig):
         super().__init__(config)
         self.encoder = PixelEncoder(config)
+        if config.state_aux > 0:  # training only; standardisation fixed by standardised_state
+            self.state_head = nn.Linear(config.feature_dim, config.state_dim)
+            self.register_buffer("state_mean", torch.zeros(config.state_dim))
+            self.register_buffer("state_std", torch.ones(config.state_dim))
+
+    def state_error(self, features: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Per row: the auxiliary head's squared error to the standardised ``state`` (mean over dims)."""
+        return (self.state_head(features) - state).pow(2).mean(-1)
 
     @property
     def device(self) -> torch.device:
@@ -172,6 +194,22 @@ def pixel_batch(ds: PixelDataset, index: np.ndarray, frame_stack: int, device: t
             "next_terminal": a["is_terminal"][index + 1]}  # fmt: skip
     return {"obs": stacks[:, 0], "next_obs": stacks[:, 1], **{k: torch.from_numpy(np.asarray(v)).to(device)
                                                               for k, v in rest.items()}}  # fmt: skip
+
+
+def standardised_state(model: PixelModel, ds: PixelDataset, episodes: np.ndarray) -> torch.Tensor:
+    """The dataset's recorded ``proprio`` (every frame, on ``model``'s device) standardised by the
+    statistics of ``episodes``' frames, which ``model`` keeps in its buffers: the target of
+    ``state_aux``."""
+    if "proprio" not in ds.arrays:
+        raise ValueError(f"state_aux needs the proprioceptive state, which {ds.path} did not record")
+    proprio = torch.from_numpy(np.asarray(ds.arrays["proprio"], np.float32)).to(model.device)
+    if proprio.shape[1] != model.config.state_dim:
+        raise ValueError(f"the model's state_dim is {model.config.state_dim}; {ds.path} records "
+                         f"{proprio.shape[1]} state dimensions")  # fmt: skip
+    rows = torch.from_numpy(window_starts(ds, episodes, False)).to(model.device)
+    model.state_mean.copy_(proprio[rows].mean(0))
+    model.state_std.copy_(proprio[rows].std(0) + 1e-6)
+    return (proprio - model.state_mean) / model.state_std
 
 
 def chunked(fn: Any, *tensors: torch.Tensor, chunk: int = EVAL_CHUNK) -> Any:

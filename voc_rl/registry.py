@@ -80,6 +80,11 @@ class AgentConfig:
     shifts (``voc_rl.pixel_policy``), or ``tokens``, the tokenizer's codes through the token trunk
     (``voc_rl.prior``). The occupancy model reads tokens either way. An agent that reads no tokens
     (bc, %bc, iql, td3bc on pixels) has no tokenizer."""
+    state_aux: float = 0.0
+    """Weight of an auxiliary target of the pixel encoders (the pixel policy's, and IQL's and
+    TD3+BC's critics'): a linear head regresses the proprioceptive state the dataset recorded from
+    the encoder's features, in training only; the agent still acts from pixels. Ignored (0) where
+    the dataset records no state (V-D4RL files); 0 turns it off."""
     tokenizer_steps: int | None = None
     """Training steps of the tokenizer (None: its size preset's)."""
     occupancy_steps: int | None = None
@@ -128,6 +133,8 @@ class AgentConfig:
             raise ValueError("need awr_states >= 2 and distill_steps >= 1")
         if self.policy_input not in POLICY_INPUTS:
             raise ValueError(f"unknown policy_input {self.policy_input!r}; choose from {POLICY_INPUTS}")
+        if not self.state_aux >= 0:
+            raise ValueError(f"state_aux must be >= 0, got {self.state_aux}")
         if not 0.0 < self.pbc_fraction <= 1.0:
             raise ValueError(f"pbc_fraction must be in (0, 1], got {self.pbc_fraction}")
         if self.temperature <= 0 or self.horizon_factor <= 0:
