@@ -8,7 +8,8 @@ with a few fields changed, trained by :func:`voc_rl.pixel_policy.train_pixel_bc`
 the expert's frames (so only its episodes are drawn). Per variant and seed it reports:
 
 - returns: deterministic episodes (the mode) on env seeds 1000+, 500 agent steps, IQM and mean
-  with rliable's stratified-bootstrap intervals over (seed, episode);
+  with rliable's stratified-bootstrap intervals over (seed, episode), and ``p_vs_base``: the
+  probability of improvement over the ``base`` recipe on the same task, with its interval;
 - ``action_nmse``: squared error of the mode over the actions' variance on the held-out expert episodes;
 - ``r2_position`` / ``r2_velocity``: ridge probes (ridge chosen on a slice of the training rows)
   from the encoder's features to the recorded state's position and velocity parts, fit on the
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 
 from voc_rl.args import parse_args
-from voc_rl.benchmarks.policy import aggregate
+from voc_rl.benchmarks.policy import aggregate, verdict
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.envs import state_env
 from voc_rl.parts import collect_or_open
@@ -55,6 +56,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "feature-64": {"feature_dim": 64},
 }
 COLUMNS = ["task", "variant", "fields", "seeds", "runs", "iqm", "iqm_ci", "mean", "mean_ci", "x_expert",
+           "p_vs_base",
            "action_nmse", "r2_position", "r2_velocity", "steps", "train_min", "ms_per_decision"]  # fmt: skip
 SEED_COLUMNS = ["task", "variant", "seed", "returns", "action_nmse", "r2_position", "r2_velocity",
                 "train_min", "ms_per_decision"]  # fmt: skip
@@ -181,11 +183,18 @@ def run_one(args: Args, ds: PixelDataset, task: str, variant: str, seed: int) ->
 def summarise(
     seed_rows: list[dict[str, Any]], data_return: dict[str, float], steps: int
 ) -> list[dict[str, Any]]:
+    def returns_of(rows: list[dict[str, Any]]) -> np.ndarray:
+        return np.concatenate([np.array(str(r["returns"]).split(), float) for r in rows])
+
     rows = []
     for task, variant in dict.fromkeys((r["task"], r["variant"]) for r in seed_rows):
         mine = [r for r in seed_rows if r["task"] == task and r["variant"] == variant]
-        returns = np.concatenate([np.array(str(r["returns"]).split(), float) for r in mine])
-        s = aggregate({variant: returns})[variant]
+        base = [r for r in seed_rows if r["task"] == task and r["variant"] == "base"]
+        returns = returns_of(mine)
+        # aggregate's probability of improvement is over the entry it calls "bc": here the base recipe
+        against = {"bc": returns_of(base)} if base and variant != "base" else {}
+        s = aggregate({variant: returns, **against})[variant]
+        p = f"{s['p']:.2f} [{s['p_lo']:.2f}, {s['p_hi']:.2f}] {verdict(s)}" if "p" in s else "-"
         mean = {k: float(np.nanmean([float(r[k]) for r in mine])) for k in
                 ("action_nmse", "r2_position", "r2_velocity", "train_min", "ms_per_decision")}  # fmt: skip
         rows.append({
@@ -193,7 +202,8 @@ def summarise(
             "fields": ", ".join(f"{k}={v}" for k, v in VARIANTS[variant].items()) or "(the recipe)",
             "iqm": round(s["iqm"], 1), "iqm_ci": f"[{s['iqm_lo']:.1f}, {s['iqm_hi']:.1f}]",
             "mean": round(s["mean"], 1), "mean_ci": f"[{s['mean_lo']:.1f}, {s['mean_hi']:.1f}]",
-            "x_expert": round(s["iqm"] / data_return[task], 2), "action_nmse": round(mean["action_nmse"], 3),
+            "x_expert": round(s["iqm"] / data_return[task], 2),
+            "p_vs_base": p, "action_nmse": round(mean["action_nmse"], 3),
             "r2_position": round(mean["r2_position"], 3), "r2_velocity": round(mean["r2_velocity"], 3),
             "steps": steps, "train_min": round(mean["train_min"], 1),
             "ms_per_decision": round(mean["ms_per_decision"], 2),
@@ -218,7 +228,9 @@ def write(args: Args, seed_rows: list[dict[str, Any]], data_return: dict[str, fl
         f"random shifts of 4 px, batch 128, Adam 3e-4) cloned from the `{args.level}` episodes of each",
         f"task's `mixed` dataset for {args.steps} steps, with `fields` changed. Deterministic episodes",
         "(the mode) on env seeds 1000+; IQM and mean with 95% stratified-bootstrap intervals (rliable)",
-        f"over (seed, episode); `x_expert`: IQM / the cloned episodes' mean recorded return ({expert}).",
+        f"over (seed, episode); `x_expert`: IQM / the cloned episodes' mean recorded return ({expert});",
+        "`p_vs_base`: the probability that an episode of the variant returns more than one of `base` on",
+        "the same task, with its interval (better or worse where the interval excludes 0.5).",
         "`action_nmse`: held-out error of the mode over the actions' variance; `r2_*`: ridge probes from the",
         "encoder's features to the recorded state's positions and velocities, scored on held-out expert",
         "episodes; `train_min`: one thread. The same episodes cloned from the state: `results/state_bc.md`.",

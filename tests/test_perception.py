@@ -33,6 +33,8 @@ def test_perception_benchmark_clones_the_expert_of_real_physics_and_merges_rows(
     with open(tmp_path / "b" / "perception.csv") as f:
         rows = {r["variant"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"base", "state-aux"} and rows["state-aux"]["fields"] == "state_aux=1.0"
+    verdict = rows["state-aux"]["p_vs_base"].split()[-1]  # "0.50 [0.50, 0.50] noise" for one episode each
+    assert rows["base"]["p_vs_base"] == "-" and verdict in ("better", "worse", "noise")
     for row in rows.values():
         assert int(row["runs"]) == 1 and np.isfinite(float(row["iqm"])) and float(row["r2_velocity"]) <= 1
     # a finished run is read back, not retrained
