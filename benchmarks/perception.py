@@ -191,9 +191,8 @@ def summarise(
         mine = [r for r in seed_rows if r["task"] == task and r["variant"] == variant]
         base = [r for r in seed_rows if r["task"] == task and r["variant"] == "base"]
         returns = returns_of(mine)
-        # aggregate's probability of improvement is over the entry it calls "bc": here the base recipe
-        against = {"bc": returns_of(base)} if base and variant != "base" else {}
-        s = aggregate({variant: returns, **against})[variant]
+        against = {"base": returns_of(base)} if base and variant != "base" else {}
+        s = aggregate({variant: returns, **against}, reference="base")[variant]
         p = f"{s['p']:.2f} [{s['p_lo']:.2f}, {s['p_hi']:.2f}] {verdict(s)}" if "p" in s else "-"
         mean = {k: float(np.nanmean([float(r[k]) for r in mine])) for k in
                 ("action_nmse", "r2_position", "r2_velocity", "train_min", "ms_per_decision")}  # fmt: skip

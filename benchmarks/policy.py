@@ -373,9 +373,9 @@ def episodes_of(
 
 
 # ---------------------------------------------------------------------- statistics
-def aggregate(returns: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+def aggregate(returns: dict[str, np.ndarray], reference: str = "bc") -> dict[str, dict[str, float]]:
     """IQM and mean with 95% stratified-bootstrap intervals per agent (``returns[agent]``: (runs,)
-    returns of one task), and the probability of improvement over ``bc`` where there is one; the
+    returns of one task), and the probability of improvement over ``reference`` where it is there; the
     bootstrap is seeded, so the same returns give the same table."""
     from rliable import library as rly
     from rliable import metrics
@@ -394,7 +394,8 @@ def aggregate(returns: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
                 "mean": point[a][1], "mean_lo": interval[a][0, 1], "mean_hi": interval[a][1, 1]}
             for a in scores
         }  # fmt: skip
-        pairs = {a: (scores[a], scores["bc"]) for a in scores if a != "bc"} if "bc" in scores else {}
+        ref = scores.get(reference)
+        pairs = {a: (scores[a], ref) for a in scores if a != reference} if ref is not None else {}
         if pairs:
             p, p_ci = rly.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=REPS)
             for a in pairs:
