@@ -162,7 +162,7 @@ class VOCAgent(_OccupancyAgent):
         rng = np.random.default_rng(c.seed + 7)
         subset = np.sort(rng.choice(index, min(c.awr_states, len(index)), replace=False))
         pools, reused = self._awr_pools(view, subset, fit)
-        obs = token_batch(view, subset, self.prior.config.frame_stack, self.device, False)["obs"]
+        obs = token_batch(view, subset, self.frame_stack, self.device, False)["obs"]
         reward, gamma, n = self.reward_for(None), self.occupancy.config.gamma, VOC_SCORE_BATCH
         q = torch.cat([
             pool_value(reward, pools["pool"][i : i + n], pools["weights"][i : i + n], gamma)
@@ -193,7 +193,8 @@ class VOCAgent(_OccupancyAgent):
             "states": hashlib.sha256(subset.astype(np.int64).tobytes()).hexdigest(),
             "tokens": view.meta["tokens"].get("key"), "occupancy": dataclasses.asdict(self.occupancy.config),
             "occupancy_step": int(getattr(self.occupancy, "step", 0)),
-            "prior": dataclasses.asdict(self.prior.config), "prior_step": int(getattr(self.prior, "step", 0)),
+            "prior": self.prior and dataclasses.asdict(self.prior.config),  # none: qbc, qwr score no samples
+            "prior_step": int(getattr(self.prior, "step", 0)),
             "pool_size": c.pool_size, "awr_samples": c.awr_samples, "seed": c.seed,
         }  # fmt: skip
         key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]

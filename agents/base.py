@@ -67,6 +67,7 @@ class Agent(PolicyExtraction):
         self.device = resolve_device(config.device)
         self.tokenizer: Tokenizer | None = None
         self.prior: BCPolicy | PixelBCPolicy | None = None
+        self.frame_stack = 3  # frames the policy reads: ``learn`` sets it, extraction scores with it
         self.task: str | None = None  # the dataset's task, which it was trained on
         self._acting: str | None = None  # set_task's choice
         self.run_dir: Path | None = None
@@ -78,9 +79,10 @@ class Agent(PolicyExtraction):
         return self.config.policy_input == "tokens" or self.scorer_reads_tokens
 
     def _needs_behaviour_prior(self) -> bool:
-        """Is a plain BC prior trained before the scorer? Its samples are the candidates and the
-        advantage baseline of the scoring agents; %BC and the actor-critic agents do without."""
-        return self.config.extraction == "none" or self.kind in ("voc", "td-critic", "wm-rollout")
+        """Is a plain BC prior trained before the scorer? Its samples are the candidates, the advantage
+        baseline of ``awr`` and the wm-rollout's policy; %BC, the extractions that score only the
+        dataset's actions (``qbc``, ``qwr``) and the actor-critic agents do without."""
+        return self.config.extraction in ("none", "awr") or self.kind == "wm-rollout"
 
     @property
     def acting_task(self) -> str | None:
@@ -187,6 +189,7 @@ class Agent(PolicyExtraction):
         else:
             config = BCConfig.for_dataset(view, c.size, **fit.cap(c.prior_steps))
             fit_policy = functools.partial(fit_prior, view, config)
+        self.frame_stack = config.frame_stack
         if self._needs_behaviour_prior():
             bc = (
                 None if c.extraction != "none" else self.prior

@@ -122,7 +122,7 @@ class PolicyExtraction:
         """Per ``batch`` frames of ``index``: the batch (its ``state``, a :class:`State`), its
         ``actions`` (B, 1 + M) [the dataset action, and for ``awr`` M prior samples] among them, and
         ``score(state, actions)``, their Q. ``view`` is the token view (or ``pixels`` itself)."""
-        frames = self.prior.config.frame_stack
+        frames = self.frame_stack
         for start in range(0, len(index), batch):
             rows = index[start : start + batch]
             b: dict[str, Any] = pixel_batch(pixels, rows, frames, self.device, False)

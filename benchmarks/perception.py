@@ -38,11 +38,13 @@ from voc_rl.args import parse_args
 from voc_rl.benchmarks.policy import aggregate, verdict
 from voc_rl.data.dataset import PixelDataset
 from voc_rl.envs import state_env
-from voc_rl.parts import collect_or_open
+from voc_rl.parts import collect_or_open, fit_tokenizer
 from voc_rl.pixel_policy import PixelBCConfig, PixelBCPolicy, train_pixel_bc
+from voc_rl.pixel_trunk import init_from_tokenizer
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.selection import PixelPolicy, true_returns
 from voc_rl.token_trunk import window_starts
+from voc_rl.tokenizers import AGENT_TOKENS
 from voc_rl.tokenizers.base import probe_r2_cv
 from voc_rl.train_loop import Loop
 
@@ -54,11 +56,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "wide": {"channels": 64},
     "stack-5": {"frame_stack": 5},
     "feature-64": {"feature_dim": 64},
+    "vqvae": {"encoder": "vqvae"},
+    "vqvae-init": {"encoder": "vqvae"},
 }
+# variants whose encoder starts from the agents' VQ-VAE tokenizer (trained on the task's dataset once,
+# kept in <runs>/<task>/tokenizer): the shared backbone's layers before quantization
+TOKENIZER_INIT = {"vqvae-init"}
 COLUMNS = ["task", "variant", "fields", "seeds", "runs", "iqm", "iqm_ci", "mean", "mean_ci", "x_expert",
            "p_vs_base",
            "action_nmse", "r2_position", "r2_velocity", "steps", "train_min", "ms_per_decision"]  # fmt: skip
-SEED_COLUMNS = ["task", "variant", "seed", "returns", "action_nmse", "r2_position", "r2_velocity",
+SEED_COLUMNS = ["task", "variant", "seed", "steps", "returns", "action_nmse", "r2_position", "r2_velocity",
                 "train_min", "ms_per_decision"]  # fmt: skip
 
 
@@ -76,6 +83,8 @@ class Args:
     """evaluation episodes per seed (env seeds 1000+)"""
     steps: int = 6_000
     """training steps per run"""
+    tokenizer_steps: int | None = None
+    """training steps of the vqvae tokenizer of TOKENIZER_INIT variants (None: its small preset's)"""
     data_root: Path = Path("datasets")
     """datasets root"""
     data_episodes: int = 90
@@ -155,7 +164,12 @@ def run_one(args: Args, ds: PixelDataset, task: str, variant: str, seed: int) ->
     weights = np.isin(ds.arrays["episode"], ds.arrays["episode"][ds.ep_start[expert]]).astype(np.float32)
     torch.manual_seed(seed)
     policy = PixelBCPolicy(PixelBCConfig.for_dataset(ds, steps=args.steps, **VARIANTS[variant]))
-    folder = args.runs / task / variant / f"seed{seed}"
+    if variant in TOKENIZER_INIT:
+        loop = Loop(out=args.runs / task / "tokenizer", seed=0, progress=False, device="cpu")
+        steps = {} if args.tokenizer_steps is None else {"steps": args.tokenizer_steps}
+        tokenizer = fit_tokenizer(ds, "vqvae", "small", {**AGENT_TOKENS["vqvae"], **steps}, loop=loop)
+        init_from_tokenizer(policy, tokenizer)
+    folder = args.runs / task / f"{variant}-{args.steps}" / f"seed{seed}"
     start = time.perf_counter()
     if (folder / "bc.pt").is_file() and (folder / "train_min.txt").is_file():
         policy = PixelBCPolicy.load(folder / "bc.pt")
@@ -168,7 +182,8 @@ def run_one(args: Args, ds: PixelDataset, task: str, variant: str, seed: int) ->
     policy = policy.cpu().eval()
     train_eps, val_eps = ds.split(0.1, seed)
     probed = scores(policy, ds, np.intersect1d(train_eps, expert), np.intersect1d(val_eps, expert), task)
-    row = {"task": task, "variant": variant, "seed": seed, "train_min": round(train_min, 1), **probed}
+    row = {"task": task, "variant": variant, "seed": seed, "steps": args.steps,
+           "train_min": round(train_min, 1), **probed}  # fmt: skip
     row = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
     mode = Mode(policy)
     returns = true_returns(
@@ -180,16 +195,14 @@ def run_one(args: Args, ds: PixelDataset, task: str, variant: str, seed: int) ->
     return row
 
 
-def summarise(
-    seed_rows: list[dict[str, Any]], data_return: dict[str, float], steps: int
-) -> list[dict[str, Any]]:
+def summarise(seed_rows: list[dict[str, Any]], data_return: dict[str, float]) -> list[dict[str, Any]]:
     def returns_of(rows: list[dict[str, Any]]) -> np.ndarray:
         return np.concatenate([np.array(str(r["returns"]).split(), float) for r in rows])
 
     rows = []
-    for task, variant in dict.fromkeys((r["task"], r["variant"]) for r in seed_rows):
-        mine = [r for r in seed_rows if r["task"] == task and r["variant"] == variant]
-        base = [r for r in seed_rows if r["task"] == task and r["variant"] == "base"]
+    for task, variant, steps in dict.fromkeys((r["task"], r["variant"], int(r["steps"])) for r in seed_rows):
+        mine = [r for r in seed_rows if (r["task"], r["variant"], int(r["steps"])) == (task, variant, steps)]
+        base = [r for r in seed_rows if (r["task"], r["variant"], int(r["steps"])) == (task, "base", steps)]
         returns = returns_of(mine)
         against = {"base": returns_of(base)} if base and variant != "base" else {}
         s = aggregate({variant: returns, **against}, reference="base")[variant]
@@ -212,7 +225,7 @@ def summarise(
 
 def write(args: Args, seed_rows: list[dict[str, Any]], data_return: dict[str, float], seconds: float) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    rows = summarise(seed_rows, data_return, args.steps)
+    rows = summarise(seed_rows, data_return)
     write_csv(args.out_dir / "perception.csv", rows, COLUMNS)
     write_csv(args.out_dir / "perception_seeds.csv", seed_rows, SEED_COLUMNS)
     expert = ", ".join(f"{t} {r:.1f}" for t, r in data_return.items())
@@ -225,11 +238,13 @@ def write(args: Args, seed_rows: list[dict[str, Any]], data_return: dict[str, fl
         "",
         "The pixel policy (`PixelBCConfig`, the `small` preset: 3 frames of 64 px, convs 32-64-64,",
         f"random shifts of 4 px, batch 128, Adam 3e-4) cloned from the `{args.level}` episodes of each",
-        f"task's `mixed` dataset for {args.steps} steps, with `fields` changed. Deterministic episodes",
+        "task's `mixed` dataset for `steps` steps, with `fields` changed. Deterministic episodes",
         "(the mode) on env seeds 1000+; IQM and mean with 95% stratified-bootstrap intervals (rliable)",
         f"over (seed, episode); `x_expert`: IQM / the cloned episodes' mean recorded return ({expert});",
         "`p_vs_base`: the probability that an episode of the variant returns more than one of `base` on",
-        "the same task, with its interval (better or worse where the interval excludes 0.5).",
+        "the same task at the same steps, with its interval (better or worse where it excludes 0.5).",
+        "`vqvae`: the VQ-VAE tokenizer's encoder (its layers before quantization) on each frame, fresh;",
+        "`vqvae-init`: the same initialised from the agents' vqvae tokenizer trained on the dataset.",
         "`action_nmse`: held-out error of the mode over the actions' variance; `r2_*`: ridge probes from the",
         "encoder's features to the recorded state's positions and velocities, scored on held-out expert",
         "episodes; `train_min`: one thread. The same episodes cloned from the state: `results/state_bc.md`.",

@@ -115,7 +115,7 @@ class Args:
     size: str = "small"
     """size preset of the agents"""
     set: tuple[str, ...] = dataclasses.field(default=(), metadata={"nargs": "*", "metavar": "FIELD=VALUE"})
-    """agent config overrides (integers), e.g. occupancy_steps=3000"""
+    """agent config overrides (numbers), e.g. occupancy_steps=3000 state_aux=1.0"""
     reward_tasks: tuple[str, ...] = dataclasses.field(default=(), metadata={"nargs": "*"})
     """other tasks of each dataset's domain to act for (voc_rl.task_rewards.TASKS), beside its own"""
     top1_states: int = 0
@@ -148,14 +148,14 @@ class Args:
             raise ValueError(f"--reward-tasks {unknown}: unknown; known: {', '.join(TASKS)}")
         if self.reward_tasks and self.from_return_error:
             raise ValueError("--reward-tasks trains agents; it does not combine with --from-return-error")
-        bad = [s for s in self.set if not re.fullmatch(r"\w+=[+-]?\d+", s)]
+        bad = [s for s in self.set if not re.fullmatch(r"\w+=[+-]?(\d+|\d*\.\d+)", s)]
         if bad:
-            raise ValueError(f"--set {bad}: expected FIELD=INTEGER")
+            raise ValueError(f"--set {bad}: expected FIELD=NUMBER")
 
     @property
-    def agent_overrides(self) -> dict[str, int]:
-        """``--set`` as agent config fields."""
-        return {k: int(v) for k, v in (s.split("=") for s in self.set)}
+    def agent_overrides(self) -> dict[str, int | float]:
+        """``--set`` as agent config fields (a number with a point is a float)."""
+        return {k: float(v) if "." in v else int(v) for k, v in (s.split("=") for s in self.set)}
 
 
 # ---------------------------------------------------------------------- agents

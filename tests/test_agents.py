@@ -446,12 +446,14 @@ def test_extraction_agents_learn_save_and_load(
     qwr = trained["td-critic-qwr"]  # one constant baseline: no prior samples scored
     assert qwr.extraction_info["transitions"] == awr.extraction_info["transitions"]
     assert (qwr.run_dir / "extracted-qwr-pixels" / "bc.pt").exists()
+    assert not (qwr.run_dir / "pixel-prior").exists()  # Q of the dataset's actions only: no BC prior
     assert "distill_diff_corr" in trained["voc-vqvae-qwr"].extraction_info
     qbc = trained["voc-vqvae"]  # the VOC agent: whole episodes ranked by the occupancy model's Q
     assert qbc.config.extraction == "qbc" and qbc.config.policy_input == "pixels"
     assert -1.0 <= qbc.extraction_info["episode_rank_corr"] <= 1.0
     assert qbc.extraction_info["weight_random"] == pytest.approx(1.0)
     assert (qbc.run_dir / "extracted-qbc-pixels" / "bc.pt").exists()
+    assert not (qbc.run_dir / "pixel-prior").exists()  # the VOC agent trains one pixel policy
     assert not np.allclose(qbc.predict(obs, deterministic=True)[0], bc.predict(obs, deterministic=True)[0])
     with pytest.raises(ValueError, match="needs a Q"):
         voc_rl.make_agent("bc", extraction="awr")

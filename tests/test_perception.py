@@ -28,16 +28,18 @@ def test_perception_benchmark_clones_the_expert_of_real_physics_and_merges_rows(
     argv = ["--tasks", "cheetah-run", "--episodes", "1", "--steps", "5",
             "--data-root", str(tmp_path / "data"), "--runs", str(tmp_path / "runs")]  # fmt: skip
     bench.main([*argv, "--variants", "base", "--out-dir", str(tmp_path / "a")])
-    bench.main([*argv, "--variants", "state-aux", "--out-dir", str(tmp_path / "b"),
-                "--rows-from", str(tmp_path / "a" / "perception_seeds.csv")])  # fmt: skip
+    merged = ["--rows-from", str(tmp_path / "a" / "perception_seeds.csv")]
+    bench.main([*argv, "--variants", "state-aux", "vqvae-init", "--tokenizer-steps", "2",
+                "--out-dir", str(tmp_path / "b"), *merged])  # fmt: skip
     with open(tmp_path / "b" / "perception.csv") as f:
         rows = {r["variant"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"base", "state-aux"} and rows["state-aux"]["fields"] == "state_aux=1.0"
+    assert set(rows) == {"base", "state-aux", "vqvae-init"} and rows["state-aux"]["fields"] == "state_aux=1.0"
+    assert (tmp_path / "runs" / "cheetah-run" / "tokenizer" / "tokenizer.pt").is_file()  # the encoder's start
     verdict = rows["state-aux"]["p_vs_base"].split()[-1]  # "0.50 [0.50, 0.50] noise" for one episode each
     assert rows["base"]["p_vs_base"] == "-" and verdict in ("better", "worse", "noise")
     for row in rows.values():
         assert int(row["runs"]) == 1 and np.isfinite(float(row["iqm"])) and float(row["r2_velocity"]) <= 1
     # a finished run is read back, not retrained
-    assert (tmp_path / "runs" / "cheetah-run" / "base" / "seed0" / "bc.pt").is_file()
+    assert (tmp_path / "runs" / "cheetah-run" / "base-5" / "seed0" / "bc.pt").is_file()
     with pytest.raises(SystemExit, match="unknown variants"):
         bench.main([*argv, "--variants", "huge"])

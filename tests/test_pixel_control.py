@@ -12,7 +12,7 @@ import voc_rl
 from voc_rl.data import open_dataset
 from voc_rl.offline_rl import ActorCriticConfig, PixelCritic, expectile_loss, make_actor, train_actor_critic
 from voc_rl.pixel_policy import PixelBCConfig, PixelBCPolicy, train_pixel_bc
-from voc_rl.pixel_trunk import pixel_batch, random_shift
+from voc_rl.pixel_trunk import init_from_tokenizer, pixel_batch, random_shift
 from voc_rl.train_loop import Loop
 
 
@@ -111,6 +111,36 @@ def test_the_state_auxiliary_head_learns_the_recorded_state_and_round_trips(
     ds.arrays = no_state
     with pytest.raises(ValueError, match="proprioceptive state"):
         PixelBCConfig.for_dataset(ds, "tiny", state_aux=1.0)
+
+
+def test_the_vqvae_encoder_starts_from_a_tokenizers_encoder_and_trains_on(
+    fake_ds_path: Path, tmp_path: Path
+) -> None:
+    from voc_rl.parts import fit_tokenizer
+
+    ds = open_dataset(fake_ds_path)
+    geometry = {"channels": 8, "downsample": 4, "code_dim": 8, "vocab_size": 16}
+    tok = fit_tokenizer(ds, "vqvae", "tiny", {**geometry, "steps": 2}, loop=Loop(progress=False))
+    fields = {"encoder": "vqvae", "vqvae_channels": 8, "vqvae_downsample": 4, "vqvae_code_dim": 8}
+    policy = init_from_tokenizer(PixelBCPolicy(PixelBCConfig.for_dataset(ds, "tiny", steps=3, **fields)), tok)
+    obs = torch.from_numpy(ds.stacks(np.arange(5), 3))
+    frames = obs.float().reshape(15, 3, 64, 64) / 255  # each frame through the tokenizer's own layers
+    with torch.no_grad():
+        assert torch.allclose(policy.encoder.frames(frames * 2 - 1), tok.encoder(frames * 2 - 1), atol=1e-6)
+    assert policy.mode(obs).shape == (5, ds.arrays["action"].shape[1])
+    before = policy.encoder.frames[0].weight.clone()
+    train_pixel_bc(policy, ds, loop=Loop(out=tmp_path / "run", progress=False, device="cpu"))
+    assert not torch.equal(policy.encoder.frames[0].weight, before)  # fine-tuned, not frozen
+    back = PixelBCPolicy.load(tmp_path / "run" / "bc.pt")
+    assert back.config.encoder == "vqvae" and torch.equal(back.mode(obs), policy.mode(obs))
+    with pytest.raises(ValueError, match="do not match"):
+        init_from_tokenizer(
+            PixelBCPolicy(PixelBCConfig.for_dataset(ds, "tiny", **{**fields, "vqvae_code_dim": 4})), tok
+        )
+    with pytest.raises(ValueError, match="set encoder='vqvae'"):
+        init_from_tokenizer(PixelBCPolicy(PixelBCConfig.for_dataset(ds, "tiny")), tok)
+    with pytest.raises(ValueError, match="unknown encoder"):
+        PixelBCConfig.for_dataset(ds, "tiny", encoder="resnet")
 
 
 def test_expectile_regression_finds_the_expectile() -> None:

@@ -55,6 +55,12 @@ class PixelModelConfig:
     # proprioceptive state (standardised) from the encoder's features; the model still acts from pixels
     state_aux: float = 0.0
     state_dim: int = 0  # that state's size, from the dataset (for_dataset sets it when state_aux > 0)
+    # "conv": PixelEncoder; "vqvae": the VQ-VAE tokenizer's encoder on each frame (VQVAEFrameEncoder),
+    # which init_from_tokenizer can load from a trained tokenizer of the same geometry
+    encoder: str = "conv"
+    vqvae_channels: int = 64  # that encoder's geometry (the agents' vqvae: small preset, 4x4 codes)
+    vqvae_downsample: int = 4
+    vqvae_code_dim: int = 32
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"channels": 4, "feature_dim": 16, "hidden": 32, "batch_size": 16, "steps": 40},
@@ -75,6 +81,10 @@ class PixelModelConfig:
             raise ValueError(f"shift must be an integer in [0, image_size / 2), got {self.shift!r}")
         if not self.lr > 0 or not self.weight_decay >= 0:
             raise ValueError(f"need lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {self.encoder!r}; choose from {', '.join(ENCODERS)}")
+        if self.encoder == "vqvae" and self.image_size % 2**self.vqvae_downsample:
+            raise ValueError(f"image_size {self.image_size} is not divisible by 2^vqvae_downsample")
         if not self.state_aux >= 0 or (self.state_aux > 0 and self.state_dim < 1):
             raise ValueError(f"need state_aux >= 0, and state_dim >= 1 where it is > 0; got "
                              f"{self.state_aux}, {self.state_dim}")  # fmt: skip
@@ -136,6 +146,56 @@ class PixelEncoder(nn.Module):
         return self.out(self.convs(x))
 
 
+class VQVAEFrameEncoder(nn.Module):
+    """uint8 frame stacks (B, 3F, H, W) -> features (B, feature_dim) in [-1, 1] through the VQ-VAE
+    tokenizer's own encoder (``frames``: its stride-2 convolutions, residual block and 1x1 projection,
+    the layers before quantization) applied to each frame, the F maps of latents concatenated, then
+    Linear, LayerNorm, Tanh. Random shifts move the whole stack, as :class:`PixelEncoder`'s do."""
+
+    def __init__(self, config: PixelModelConfig):
+        super().__init__()
+        from voc_rl.tokenizers.vqvae import ResBlock, conv_down
+
+        c = config
+        ch, d = c.vqvae_channels, c.vqvae_code_dim
+        self.frames = nn.Sequential(*conv_down(ch, c.vqvae_downsample), ResBlock(2 * ch), nn.ReLU(),
+                                    nn.Conv2d(2 * ch, d, 1))  # fmt: skip
+        grid = c.image_size // 2**c.vqvae_downsample
+        n = c.frame_stack * d * grid * grid
+        self.out = nn.Sequential(nn.Linear(n, c.feature_dim), nn.LayerNorm(c.feature_dim), nn.Tanh())
+        self.shift = c.shift
+
+    def forward(self, obs: torch.Tensor, augment: bool = False) -> torch.Tensor:
+        x = obs.float() / 255.0
+        if augment:
+            x = random_shift(x, self.shift)
+        b, f3, h, w = x.shape
+        z = self.frames(x.reshape(b * f3 // 3, 3, h, w) * 2 - 1)  # the tokenizer's input scale
+        return self.out(z.reshape(b, -1))
+
+
+def init_from_tokenizer(model: PixelModel, tokenizer: Any) -> PixelModel:
+    """Load a trained VQ-VAE tokenizer's encoder (the layers before quantization) into ``model``'s
+    :class:`VQVAEFrameEncoder`, which then trains on from there; ``model`` returned."""
+    if not isinstance(model.encoder, VQVAEFrameEncoder):
+        raise ValueError(f"the model's encoder is {model.config.encoder!r}; set encoder='vqvae' to load a "
+                         "tokenizer's encoder into it")  # fmt: skip
+    backend = getattr(tokenizer, "backend", type(tokenizer).__name__)
+    if backend != "vqvae":
+        raise ValueError(f"only a vqvae tokenizer's encoder fits the pixel encoder, got {backend!r}")
+    tc, c = tokenizer.config, model.config
+    got = (tc.channels, tc.downsample, tc.code_dim, tc.image_size)
+    want = (c.vqvae_channels, c.vqvae_downsample, c.vqvae_code_dim, c.image_size)
+    if got != want:
+        raise ValueError(f"the tokenizer's (channels, downsample, code_dim, image_size) {got} do not match "
+                         f"the model's vqvae_* fields and image_size {want}")  # fmt: skip
+    model.encoder.frames.load_state_dict(tokenizer.encoder.state_dict())
+    return model
+
+
+ENCODERS: dict[str, type[nn.Module]] = {"conv": PixelEncoder, "vqvae": VQVAEFrameEncoder}
+
+
 def mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
     """The heads' MLP: two hidden layers of ``hidden`` with ReLU."""
     return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
@@ -147,7 +207,7 @@ class PixelModel(ControlModel):
 
     def __init__(self, config: PixelModelConfig):
         super().__init__(config)
-        self.encoder = PixelEncoder(config)
+        self.encoder = ENCODERS[config.encoder](config)
         if config.state_aux > 0:  # training only; standardisation fixed by standardised_state
             self.state_head = nn.Linear(config.feature_dim, config.state_dim)
             self.register_buffer("state_mean", torch.zeros(config.state_dim))
