@@ -9,6 +9,9 @@ pixels"). :class:`PixelEncoder` is that measured CNN (the V-D4RL / DrQ recipe, o
 ``x / 255 - 0.5``, convolutions of 32-64-64 channels (kernels 4/4/3, stride 2, no padding: 64 px
 -> 31 -> 14 -> 6), Linear to ``feature_dim``, LayerNorm, Tanh. :func:`random_shift` pads by
 replication and crops back at a random integer offset per image (DrQ; training only).
+``encoder="vqvae"`` swaps it for :class:`VQVAEFrameEncoder`, the VQ-VAE tokenizer's own encoder on each
+frame, which :func:`init_from_tokenizer` starts from a trained tokenizer: within noise of the conv
+encoder at equal steps on cheetah-run, at 4-6x the cost of a step (``results/perception_encoder/``).
 
 :func:`pixel_batch` reads uint8 frame stacks (and actions, rewards, next stacks) at flat frame
 indices; :func:`voc_rl.token_trunk.fit_token_model` trains pixel models in the shared loop with it.
