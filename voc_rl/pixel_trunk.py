@@ -157,14 +157,12 @@ class VQVAEFrameEncoder(nn.Module):
 
     def __init__(self, config: PixelModelConfig):
         super().__init__()
-        from voc_rl.tokenizers.vqvae import ResBlock, conv_down
+        from voc_rl.tokenizers.vqvae import frame_encoder
 
         c = config
-        ch, d = c.vqvae_channels, c.vqvae_code_dim
-        self.frames = nn.Sequential(*conv_down(ch, c.vqvae_downsample), ResBlock(2 * ch), nn.ReLU(),
-                                    nn.Conv2d(2 * ch, d, 1))  # fmt: skip
+        self.frames = frame_encoder(c.vqvae_channels, c.vqvae_downsample, c.vqvae_code_dim)
         grid = c.image_size // 2**c.vqvae_downsample
-        n = c.frame_stack * d * grid * grid
+        n = c.frame_stack * c.vqvae_code_dim * grid * grid
         self.out = nn.Sequential(nn.Linear(n, c.feature_dim), nn.LayerNorm(c.feature_dim), nn.Tanh())
         self.shift = c.shift
 

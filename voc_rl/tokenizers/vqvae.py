@@ -47,6 +47,13 @@ def conv_down(channels: int, downsample: int) -> list[nn.Module]:
     return layers
 
 
+def frame_encoder(channels: int, downsample: int, code_dim: int) -> nn.Sequential:
+    """The VQ-VAE's encoder of one frame, its layers before quantization: :func:`conv_down`, a residual
+    block and a 1x1 projection to ``code_dim`` (the pixel policy's ``vqvae`` encoder reuses it)."""
+    c = channels
+    return nn.Sequential(*conv_down(c, downsample), ResBlock(2 * c), nn.ReLU(), nn.Conv2d(2 * c, code_dim, 1))
+
+
 class GridCodes:
     """Codes on a 2-D grid from a convolutional ``encoder`` (also used by the MUSIK backend)."""
 
@@ -80,9 +87,7 @@ class VQVAETokenizer(GridCodes, Tokenizer):
     def __init__(self, config: VQVAEConfig):
         super().__init__(config)
         c, d = config.channels, config.code_dim
-        self.encoder = nn.Sequential(
-            *conv_down(c, config.downsample), ResBlock(2 * c), nn.ReLU(), nn.Conv2d(2 * c, d, 1)
-        )
+        self.encoder = frame_encoder(c, config.downsample, d)
         up: list[nn.Module] = [nn.Conv2d(d, 2 * c, 1), ResBlock(2 * c), nn.ReLU()]
         c_in = 2 * c
         for i in range(config.downsample):
