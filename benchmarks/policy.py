@@ -71,7 +71,7 @@ from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.task_rewards import TASKS, relabel
 from voc_rl.tokenizers import AGENT_TOKENS
 from voc_rl.tokenizers.cache import token_view
-from voc_rl.train_loop import Loop
+from voc_rl.train_loop import Loop, trained_seconds
 
 COLUMNS = (
     "task", "dataset", "agent", "runs", "iqm", "iqm_ci", "mean", "mean_ci", "x_expert", "score_10",
@@ -247,10 +247,11 @@ class Trainer:
             for old in shared.glob(f"{label}.*episodes.json"):
                 old.unlink()
             before, start = checkpoints(shared / folder_of(name)), time.perf_counter()
+            earlier = earlier_seconds(shared / folder_of(name))
             agent.learn(self.ds, run_dir=shared / folder_of(name), tokenizer=tokenizer, progress=False)
             seconds = self._seconds(shared)
             if checkpoints(shared / folder_of(name)) != before or label not in seconds:  # it trained a part
-                seconds[label] = round(time.perf_counter() - start, 1)
+                seconds[label] = round(time.perf_counter() - start + earlier, 1)
                 save_json(seconds, shared / "train_seconds.json", indent=1)
             agent.save(zipped)
         return zipped
@@ -297,13 +298,13 @@ class Trainer:
         """The tokenizer every token-reading agent of the seed reads, fitted once in ``shared/tokenizer``."""
         c, out = agent.config, shared / "tokenizer"
         fields = {**c.tokenizer_kwargs, **({"steps": c.tokenizer_steps} if c.tokenizer_steps else {})}
-        start = time.perf_counter()
+        start, earlier = time.perf_counter(), trained_seconds(out)
         fit_tokenizer(
             self.ds, c.tokenizer, c.size, fields, loop=Loop(out=out, seed=self.seed, progress=False)
         )
         seconds = self._seconds(shared)
         if "tokenizer" not in seconds:
-            seconds["tokenizer"] = round(time.perf_counter() - start, 1)
+            seconds["tokenizer"] = round(time.perf_counter() - start + earlier, 1)
             save_json(seconds, shared / "train_seconds.json", indent=1)
         return out / "tokenizer.pt"
 
@@ -320,6 +321,14 @@ def weight_shares(zipped: Path) -> str:
 def checkpoints(folder: Path) -> dict[Path, int]:
     """The parts' checkpoints in an agent's folder and their modification times."""
     return {p: p.stat().st_mtime_ns for p in folder.glob("*/*.pt") if p.name != "train_state.pt"}
+
+
+def earlier_seconds(folder: Path) -> float:
+    """The training seconds already spent on the parts in an agent's folder by calls that were
+    interrupted (their checkpoints record them), so that a resumed agent's cost counts them; a
+    prior copied from ``bc``'s is counted as ``bc``'s."""
+    states = [p for p in folder.glob("*/train_state.pt") if not (p.parent / ".from-bc").exists()]
+    return sum(trained_seconds(p.parent) for p in states)
 
 
 def same_config(zipped: Path, agent: Agent) -> bool:

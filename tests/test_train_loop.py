@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from voc_rl.checkpoint import CheckpointError
-from voc_rl.train_loop import Loop, Run, TrainReport, train
+from voc_rl.train_loop import Loop, Run, TrainReport, train, trained_seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +94,23 @@ def test_a_stopped_run_resumes_bitwise(tmp_path: Path) -> None:
         assert torch.equal(a, b)
 
 
+def test_a_resumed_run_counts_the_seconds_of_the_calls_before_it(tmp_path: Path) -> None:
+    import time
+
+    def slow(step: int, _: object) -> bool:  # 0.03 s a step, stopping the first call after 5 steps
+        time.sleep(0.03)
+        return step < 5 or step > 5
+
+    assert trained_seconds(tmp_path) == 0.0  # nothing trained there yet
+    first = train(toy_run(), 10, Loop(tmp_path, ckpt_every=100, progress=False, callback=slow))
+    assert first.steps == 5 and first.seconds >= 0.15 and first.total_seconds == first.seconds
+    assert trained_seconds(tmp_path) == pytest.approx(first.seconds, abs=0.06)
+    second = train(toy_run(), 10, Loop(tmp_path, ckpt_every=100, progress=False, callback=slow))
+    assert second.steps == 10 and second.seconds >= 0.15
+    assert second.total_seconds == pytest.approx(first.seconds + second.seconds, abs=0.06)
+    assert trained_seconds(tmp_path) == pytest.approx(second.total_seconds, abs=0.06)
+
+
 def test_refuses_a_run_folder_of_another_config_or_identity(tmp_path: Path) -> None:
     train(toy_run(identity={"kind": "a"}), 3, Loop(tmp_path, progress=False))
     with pytest.raises(CheckpointError, match=r"another config \(differs in \{'lr'"):
@@ -110,3 +127,18 @@ def test_loop_options_fill_only_what_the_caller_left_and_refuse_bad_intervals(tm
     assert Loop().out is None and Loop().defaults(1, 2, 3).log_every == 1
     with pytest.raises(ValueError, match="ckpt_every must be a positive"):
         Loop(tmp_path, ckpt_every=0)
+
+
+def test_a_benchmarked_agents_earlier_seconds_count_its_parts_but_not_a_prior_copied_from_bc(
+    tmp_path: Path,
+) -> None:
+    from voc_rl.benchmarks.policy import earlier_seconds
+
+    def stop_at_3(step: int, _: object) -> bool:
+        return step < 3
+
+    for part in ("occupancy", "pixel-prior"):
+        train(toy_run(), 10, Loop(tmp_path / part, progress=False, callback=stop_at_3))
+    (tmp_path / "pixel-prior" / ".from-bc").touch()  # bc's prior, charged to bc
+    assert trained_seconds(tmp_path / "occupancy") > 0
+    assert earlier_seconds(tmp_path) == trained_seconds(tmp_path / "occupancy")

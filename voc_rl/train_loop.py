@@ -14,9 +14,10 @@ folder, intervals, progress bar, callback, seed and device: what every trainer t
 - a progress bar and TensorBoard (``out/tb``) with one tag scheme: ``train/<loss or log>``,
   ``train/lr``, ``train/steps_per_s`` every ``log_every`` steps, ``val/<metric>`` every
   ``eval_every`` steps and at the end;
-- atomic checkpoints (``out/train_state.pt``: modules, optimisers, step, config and every rank's
-  random states) and the trained model's own file (``Run.save``) every ``ckpt_every`` steps, at the
-  end and when a callback stops the run;
+- atomic checkpoints (``out/train_state.pt``: modules, optimisers, step, config, every rank's
+  random states and the seconds trained so far, summed over the calls that resumed the run) and the
+  trained model's own file (``Run.save``) every ``ckpt_every`` steps, at the end and when a
+  callback stops the run;
 - resume from ``out/train_state.pt`` with a guard (a run folder of another config is refused) and
   every random state restored, so that a run stopped and resumed is bitwise the run never stopped
   (with as many processes);
@@ -88,13 +89,15 @@ class Loop:
 
 @dataclass
 class TrainReport:
-    """What a training call returns: the step reached, its seconds, the last value of the first loss
-    and the held-out metrics at the end."""
+    """What a training call returns: the step reached, its seconds, the last value of the first loss,
+    the held-out metrics at the end, and the seconds of the whole run (this call and the calls it
+    resumed; :func:`trained_seconds` reads them from a run folder)."""
 
     steps: int
     seconds: float
     final_loss: float
     metrics: dict[str, float]
+    total_seconds: float = 0.0
 
 
 @dataclass
@@ -125,6 +128,7 @@ class Run:
     final: Callable[[], Logs] | None = None  # the end-of-run metrics (default: ``validate``)
     media: Callable[[Any, int], None] | None = None  # (writer, step): images beside ``val/`` scalars
     units: tuple[str, float] | None = None  # ("tokens", per step per process): train/tokens_per_s
+    earlier_seconds: float = 0.0  # the training seconds of the calls this one resumed (set on resume)
 
     @property
     def model(self) -> nn.Module:
@@ -190,6 +194,13 @@ def trained_seed(out: Path) -> int | None:
     return load_checkpoint(state, required=("config",))["config"].get("seed")
 
 
+def trained_seconds(out: Path) -> float:
+    """The seconds the run in ``out`` has trained, summed over every call up to its last checkpoint
+    (0.0: no checkpoint there, or one written before checkpoints recorded them)."""
+    state = out / "train_state.pt"
+    return float(load_checkpoint(state).get("seconds", 0.0)) if state.exists() else 0.0
+
+
 def _train(run: Run, steps: int, loop: Loop, interrupted: list[int]) -> TrainReport:
     from tqdm import tqdm
 
@@ -220,6 +231,10 @@ def _train(run: Run, steps: int, loop: Loop, interrupted: list[int]) -> TrainRep
         name: [p for g in opt.param_groups for p in g["params"]] for name, opt in run.optimizers.items()
     }
     start, tic = time.perf_counter(), time.perf_counter()
+
+    def spent() -> float:  # this run's training seconds, with those of the calls it resumed
+        return run.earlier_seconds + time.perf_counter() - start
+
     values: Logs = {}
     bar = tqdm(
         total=steps,
@@ -268,7 +283,7 @@ def _train(run: Run, steps: int, loop: Loop, interrupted: list[int]) -> TrainRep
             for m in trained:
                 m.train()
         if out is not None and (model.step % ckpt_every == 0 or model.step == steps or stop):
-            _checkpoint(run, out, main, world)
+            _checkpoint(run, out, main, world, spent())
         if stop:
             break
     bar.close()
@@ -283,7 +298,8 @@ def _train(run: Run, steps: int, loop: Loop, interrupted: list[int]) -> TrainRep
         writer.close()
     distributed.barrier()  # rank 0's files are written before any rank returns
     loss = next(iter(values.values()), float("nan"))
-    return TrainReport(model.step, time.perf_counter() - start, loss, metrics)
+    seconds = time.perf_counter() - start
+    return TrainReport(model.step, seconds, loss, metrics, run.earlier_seconds + seconds)
 
 
 def _config(run: Run) -> dict[str, Any]:
@@ -320,12 +336,13 @@ def _resume(run: Run, state_file: Path, main: bool) -> None:
     for key, opt in run.optimizers.items():
         opt.load_state_dict(state["optimizers"][key])
     run.model.step = int(state["step"])
+    run.earlier_seconds = float(state.get("seconds", 0.0))
     restore_rngs(state, run.rngs, run.data_seed, run.device)
     if main:
         print(f"resumed {run.name} at step {run.model.step} from {state_file}")
 
 
-def _checkpoint(run: Run, out: Path, main: bool, world: int) -> None:
+def _checkpoint(run: Run, out: Path, main: bool, world: int, seconds: float) -> None:
     distributed.assert_in_sync(**run.modules)
     rngs = distributed.gather_objects(rng_states(run.rngs, run.device))  # [rank 0's, rank 1's, ...]
     if not main:
@@ -336,6 +353,7 @@ def _checkpoint(run: Run, out: Path, main: bool, world: int) -> None:
             **{key: module.state_dict() for key, module in run.modules.items()},
             "optimizers": {key: opt.state_dict() for key, opt in run.optimizers.items()},
             "step": run.model.step,
+            "seconds": round(seconds, 1),
             **rngs[0],
             **({"rank_rngs": rngs} if world > 1 else {}),
         },
