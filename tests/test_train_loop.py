@@ -132,9 +132,12 @@ def test_loop_options_fill_only_what_the_caller_left_and_refuse_bad_intervals(tm
 def test_a_benchmarked_agents_earlier_seconds_count_its_parts_but_not_a_prior_copied_from_bc(
     tmp_path: Path,
 ) -> None:
+    import time
+
     from voc_rl.benchmarks.policy import earlier_seconds
 
     def stop_at_3(step: int, _: object) -> bool:
+        time.sleep(0.01)
         return step < 3
 
     for part in ("occupancy", "pixel-prior"):

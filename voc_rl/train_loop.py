@@ -353,7 +353,7 @@ def _checkpoint(run: Run, out: Path, main: bool, world: int, seconds: float) -> 
             **{key: module.state_dict() for key, module in run.modules.items()},
             "optimizers": {key: opt.state_dict() for key, opt in run.optimizers.items()},
             "step": run.model.step,
-            "seconds": round(seconds, 1),
+            "seconds": round(seconds, 3),
             **rngs[0],
             **({"rank_rngs": rngs} if world > 1 else {}),
         },
