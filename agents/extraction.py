@@ -10,7 +10,6 @@ and keeps the extracted prior in its own run folder.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Callable, Iterator
@@ -50,14 +49,17 @@ class PolicyExtraction:
     def _extract(self, view: PixelDataset, fit: PartFitting, fit_policy: Callable[..., Any]) -> None:
         """Train the extracted prior (``fit_policy(weights=..., loop=...)``) in its folder of the run
         and keep its summary in ``extraction_info`` (saved beside it, for a rerun that reuses it)."""
-        weights = functools.partial(self._extraction_weights, view, fit)  # scored only if it must train
         self.extraction_info = {}
         folder = self._extraction_folder()
-        self.prior = fit_policy(weights=weights, loop=fit.loop(folder))
         record = fit.run / folder / "extraction_info.json"
-        if self.extraction_info:
+
+        def weights() -> np.ndarray:  # scored only if the prior must train; recorded before it trains
+            w = self._extraction_weights(view, fit)
             save_json(self.extraction_info, record)
-        elif record.exists():
+            return w
+
+        self.prior = fit_policy(weights=weights, loop=fit.loop(folder))
+        if not self.extraction_info and record.exists():
             self.extraction_info = json.loads(record.read_text())
 
     def _extraction_folder(self) -> str:

@@ -414,6 +414,24 @@ def test_distill_q_amortises_a_scorer_into_a_token_q_network() -> None:
         distill_q(TDCritic(config), context, actions, q[:, :3], steps=1)
 
 
+def test_an_extraction_records_its_summary_before_its_policy_trains(
+    tmp_path: Path, fake_ds_path: Path
+) -> None:
+    """A run stopped while the extracted policy trains (or once it finished, before anything else)
+    keeps the extraction's summary, so the resumed agent reports it."""
+    run = tmp_path / "pbc"
+
+    def crash(step: int, logs: object) -> None:
+        if (run / "extracted-pbc-pixels").exists():
+            raise RuntimeError("stopped while the extracted policy trains")
+
+    agent = voc_rl.make_agent("pbc", size="tiny")
+    with pytest.raises(RuntimeError, match="stopped while"):
+        agent.learn(fake_ds_path, steps=6, run_dir=run, progress=False, callback=crash)
+    record = run / "extracted-pbc-pixels" / "extraction_info.json"
+    assert json.loads(record.read_text()) == {"weight_random": 1.0}  # the fake data: one random policy
+
+
 def test_extraction_agents_learn_save_and_load(
     trained: dict[str, Agent], tmp_path: Path, fake_ds_path: Path
 ) -> None:
