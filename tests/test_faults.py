@@ -91,6 +91,7 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint_exactly(
     straight = torch.load(tmp_path / "straight" / "train_state.pt", weights_only=True)
     killed = torch.load(out / "train_state.pt", weights_only=True)
     assert killed["step"] == STEPS
+    assert killed.pop("seconds") > 0 and straight.pop("seconds") > 0  # wall time: not state
     _assert_same(straight, killed, "train_state")
 
 
