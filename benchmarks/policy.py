@@ -33,12 +33,19 @@ samples) are ranked by the simulator (restore the state, take the candidate, fol
 policy; common random numbers) and by each agent's scores: how often the agent's best is the
 simulator's best (chance 1/K).
 
+Agents trained with different settings (``--set``; a baseline's ``critic_steps``, the VOC agent's
+``occupancy_steps``) live in separate runs; ``--merge DIR...`` makes one table of those runs' out-dirs
+(their episodes and costs, the commands that wrote them). Every table also gives the best agent by
+IQM against each other one (probability of improvement with its interval), not only against ``bc``.
+
     python benchmarks/policy.py --data-root datasets                       # the full grid
     python benchmarks/policy.py --tasks cheetah-run --agents bc td-critic-awr --seeds 0 --episodes 5
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import dataclasses
 import itertools
 import json
@@ -48,6 +55,7 @@ import re
 import shutil
 import time
 import zipfile
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -62,6 +70,7 @@ from voc_rl.agents import Agent
 from voc_rl.args import parse_args
 from voc_rl.checkpoint import save_json
 from voc_rl.data.dataset import PixelDataset, reward_manifest
+from voc_rl.data.storage import dataset_dir
 from voc_rl.episodes import play_episode
 from voc_rl.evaluation import states_of
 from voc_rl.ground_truth import simulator_q
@@ -81,6 +90,7 @@ COLUMNS = (
 SEED_COLUMNS = ("task", "dataset", "agent", "seed", "episodes", "return_mean", "return_std", "train_min",
                 "ms_per_decision", "weight_share")  # fmt: skip
 EPISODE_COLUMNS = ("task", "dataset", "agent", "seed", "episode", "return", "decisions", "seconds")
+BEST_COLUMNS = ("task", "dataset", "best", "other", "p_best_better", "p_ci", "verdict")
 BEHAVIOUR_COLUMNS = ("task", "dataset", "level", "episodes", "return_mean", "return_std")
 TOP1 = ("task", "dataset", "agent", "seed", "states", "candidates", "top1_agreement", "chance")
 SAMPLED = " (sampled)"
@@ -138,6 +148,9 @@ class Args:
     """folder of the tables and plot"""
     note: str = ""
     """a line for the report (how the run was made)"""
+    merge: tuple[Path, ...] = dataclasses.field(default=(), metadata={"nargs": "*", "metavar": "DIR"})
+    """train nothing: one table from these earlier --out-dir folders' episodes (agents trained with
+    different --set), with the datasets' behaviour rows from --data-root"""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.sampled) - set(self.agents))
@@ -394,24 +407,46 @@ def aggregate(returns: dict[str, np.ndarray], reference: str = "bc") -> dict[str
     def both(x: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])
 
-    saved = np.random.get_state()  # rliable resamples with numpy's global generator: seed it here only
+    with _seeded_numpy():
+        point, interval = rly.get_interval_estimates(scores, both, reps=REPS)
+    out = {
+        a: {"iqm": point[a][0], "iqm_lo": interval[a][0, 0], "iqm_hi": interval[a][1, 0],
+            "mean": point[a][1], "mean_lo": interval[a][0, 1], "mean_hi": interval[a][1, 1]}
+        for a in scores
+    }  # fmt: skip
+    if reference in returns:
+        for a, p in improvement(
+            {a: (r, returns[reference]) for a, r in returns.items() if a != reference}
+        ).items():
+            out[a] |= p
+    return out
+
+
+def improvement(pairs: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict[str, float]]:
+    """P(X > Y) over pairs of returns with its 95% bootstrap interval, for each ``name: (x, y)``."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    if not pairs:
+        return {}
+    scores = {
+        k: (np.asarray(x, np.float64)[:, None], np.asarray(y, np.float64)[:, None])
+        for k, (x, y) in pairs.items()
+    }
+    with _seeded_numpy():
+        p, p_ci = rly.get_interval_estimates(scores, metrics.probability_of_improvement, reps=REPS)
+    return {k: {"p": float(p[k]), "p_lo": float(p_ci[k][0, 0]), "p_hi": float(p_ci[k][1, 0])} for k in pairs}
+
+
+@contextlib.contextmanager
+def _seeded_numpy() -> Iterator[None]:
+    """rliable resamples with numpy's global generator: seeded here only, so a table is reproducible."""
+    saved = np.random.get_state()
     np.random.seed(0)
     try:
-        point, interval = rly.get_interval_estimates(scores, both, reps=REPS)
-        out = {
-            a: {"iqm": point[a][0], "iqm_lo": interval[a][0, 0], "iqm_hi": interval[a][1, 0],
-                "mean": point[a][1], "mean_lo": interval[a][0, 1], "mean_hi": interval[a][1, 1]}
-            for a in scores
-        }  # fmt: skip
-        ref = scores.get(reference)
-        pairs = {a: (scores[a], ref) for a in scores if a != reference} if ref is not None else {}
-        if pairs:
-            p, p_ci = rly.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=REPS)
-            for a in pairs:
-                out[a] |= {"p": float(p[a]), "p_lo": float(p_ci[a][0, 0]), "p_hi": float(p_ci[a][1, 0])}
+        yield
     finally:
         np.random.set_state(saved)
-    return out
 
 
 def verdict(stats: dict[str, float]) -> str:
@@ -428,6 +463,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     start = time.perf_counter()
     state = Results(args)
+    if args.merge:
+        state.merge(args.merge)
+        state.write(0.0)
+        return
     context = multiprocessing.get_context("spawn")  # MuJoCo's renderer does not survive a fork
     with ProcessPoolExecutor(args.processes, mp_context=context) as pool:
         for task in args.tasks:
@@ -499,6 +538,38 @@ class Results:
         self.cost: dict[tuple[str, str, str, int], float] = {}
         self.shares: dict[tuple[str, str, str, int], str] = {}
         self.top1: list[dict[str, Any]] = []
+        self.sources: list[str] = []  # (--merge) each source folder and the command that wrote it
+
+    def merge(self, folders: tuple[Path, ...]) -> None:
+        """The episodes, costs and weight shares of earlier runs' ``--out-dir`` folders."""
+        seen: dict[tuple[str, ...], Path] = {}
+        for folder in folders:
+            files = [folder / f for f in ("policy_episodes.csv", "policy_seeds.csv", "policy.md")]
+            missing = [str(f) for f in files if not f.is_file()]
+            if missing:
+                raise FileNotFoundError(f"--merge: {', '.join(missing)} missing; pass folders a run of "
+                                        "benchmarks/policy.py wrote (its --out-dir)")  # fmt: skip
+            with files[1].open() as f:
+                for r in csv.DictReader(f):
+                    key = (r["task"], r["dataset"], r["agent"], r["seed"])
+                    if key in seen:
+                        raise ValueError(f"--merge: {' '.join(key)} is in both {seen[key]} and {folder}")
+                    seen[key] = folder
+                    cost = r["train_min"]
+                    self.cost[(*key[:3], int(key[3]))] = float(cost) if cost != "-" else "-"  # type: ignore[assignment]
+                    self.shares[(*key[:3], int(key[3]))] = r["weight_share"]
+            with files[0].open() as f:
+                for r in csv.DictReader(f):
+                    self.episodes.append(r | {"seed": int(r["seed"]), "episode": int(r["episode"])})
+            command = next(
+                (line for line in files[2].read_text().splitlines() if line.startswith("Command:")), ""
+            )
+            self.sources.append(f"`{folder.name}`: {command.removeprefix('Command:').strip()}")
+        for task, kind in dict.fromkeys((r["task"], r["dataset"]) for r in self.episodes):
+            if " (" not in kind:  # (another task's rows act on this task's data)
+                self.behaviour(
+                    task, kind, PixelDataset.open(dataset_dir(self.args.data_root, f"{task}-{kind}"))
+                )
 
     def add(
         self,
@@ -568,6 +639,24 @@ class Results:
                 })  # fmt: skip
         return rows
 
+    def against_best(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Per task and dataset, P(best > other) for the agent of the highest IQM and every other one,
+        with its interval and verdict (the table's P(> bc) answers only for ``bc``)."""
+        out = []
+        for task, kind in dict.fromkeys((r["task"], r["dataset"]) for r in rows):
+            mine = [r for r in rows if (r["task"], r["dataset"]) == (task, kind)]
+            best = max(mine, key=lambda r: r["iqm"])["agent"]
+            returns: dict[str, list[float]] = {}
+            for r in self.episodes:
+                if (r["task"], r["dataset"]) == (task, kind):
+                    returns.setdefault(r["agent"], []).append(float(r["return"]))
+            p = improvement({a: (returns[best], v) for a, v in returns.items() if a != best})
+            out += [{"task": task, "dataset": kind, "best": best, "other": a,
+                     "p_best_better": round(s["p"], 2), "p_ci": f"[{s['p_lo']:.2f}, {s['p_hi']:.2f}]",
+                     "verdict": verdict(s)}
+                    for a, s in p.items()]  # fmt: skip
+        return out
+
     def write(self, seconds: float) -> None:
         out = self.args.out_dir
         out.mkdir(parents=True, exist_ok=True)
@@ -578,18 +667,27 @@ class Results:
         write_csv(out / "policy_seeds.csv", seeds, SEED_COLUMNS)
         if self.top1:
             write_csv(out / "policy_top1.csv", self.top1, TOP1)
-        a = self.args
+        a, trained = self.args, sorted({r["seed"] for r in self.episodes})
         lines = [
             "# Control from offline pixel data",
             "",
             f"Command: `{command_line(hide=['--note'])}`  ",
             f"{machine_line(int(os.environ['OMP_NUM_THREADS']), False)}  ",
-            f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; run {seconds / 60:.0f} min "
-            f"(episodes in {a.processes} processes)",
+            f"Date (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}; "
+            + (
+                "tables merged, no episode played"
+                if self.sources
+                else f"run {seconds / 60:.0f} min (episodes in {a.processes} processes)"
+            ),
             *([f"  \n{a.note}"] if a.note else []),
+            *(
+                ["", "Merged from these runs (folder: command):", "", *(f"- {s}" for s in self.sources)]
+                if self.sources
+                else []
+            ),
             "",
             f"Deterministic evaluation episodes (500 agent steps, env seeds 1000-{999 + a.episodes}) of "
-            f"agents trained with seeds {list(a.seeds)}; `(sampled)`: `deterministic=False`. IQM and mean "
+            f"agents trained with seeds {trained}; `(sampled)`: `deterministic=False`. IQM and mean "
             f"of the returns with 95% stratified-bootstrap intervals ({REPS} resamples, rliable) over the "
             "runs (seed, episode); p_better_than_bc: probability of improvement over bc with its interval; "
             "vs_bc: better/worse where that interval excludes 0.5, else within noise. x_expert: the IQM over "
@@ -598,6 +696,10 @@ class Results:
             "shared tokenizer, the reused parts and the agent's own; ms_per_decision: one env, batch 1.",
             "",
             *markdown_table(rows, COLUMNS),
+            "",
+            "## The best agent by IQM against each other (probability of improvement)",
+            "",
+            *markdown_table(self.against_best(rows), BEST_COLUMNS),
             "",
             "## Per seed",
             "",

@@ -124,3 +124,37 @@ def test_the_bootstrap_is_seeded_so_the_same_returns_give_the_same_table() -> No
     np.random.seed(5)
     assert bench.aggregate(returns) == first and np.random.rand() == drawn
     assert first["x"]["iqm_lo"] < first["x"]["iqm"] < first["x"]["iqm_hi"] and 0 < first["x"]["p"] < 1
+
+
+def test_merge_makes_one_table_of_runs_trained_with_different_settings(tmp_path: Path) -> None:
+    from voc_rl.parts import collect_or_open
+
+    collect_or_open(tmp_path / "d", "fake-pixels", "random", 3, progress=False)
+    returns = {"voc-vqvae": [9.0, 8.0, 10.0, 9.5], "bc": [1.0, 2.0, 1.5, 0.5], "iql": [5.0, 4.0, 6.0, 5.5]}
+    for folder, agents in (("a", ["voc-vqvae", "bc"]), ("b", ["iql"])):
+        out = tmp_path / folder
+        out.mkdir()
+        (out / "policy.md").write_text(
+            f"# t\n\nCommand: `python benchmarks/policy.py --out-dir {folder}`  \n"
+        )
+        eps = [{"task": "fake-pixels", "dataset": "random", "agent": a, "seed": 0, "episode": e,
+                "return": r, "decisions": 10, "seconds": 0.01}
+               for a in agents for e, r in enumerate(returns[a])]  # fmt: skip
+        bench.write_csv(out / "policy_episodes.csv", eps, bench.EPISODE_COLUMNS)
+        seeds = [{"task": "fake-pixels", "dataset": "random", "agent": a, "seed": 0, "episodes": 4,
+                  "return_mean": 0, "return_std": 0, "train_min": 7.5, "ms_per_decision": 1.0,
+                  "weight_share": "-"} for a in agents]  # fmt: skip
+        bench.write_csv(out / "policy_seeds.csv", seeds, bench.SEED_COLUMNS)
+    common = ["--data-root", str(tmp_path / "d"), "--out-dir", str(tmp_path / "m")]
+    bench.main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"), *common])
+    rows = {r["agent"]: r for r in csv.DictReader((tmp_path / "m" / "policy.csv").open())}
+    assert set(rows) == {"voc-vqvae", "bc", "iql"} and rows["iql"]["vs_bc"] == "better"
+    assert float(rows["iql"]["train_min"]) == 7.5
+    text = (tmp_path / "m" / "policy.md").read_text()
+    assert "`b`: `python benchmarks/policy.py --out-dir b`" in text and "seeds [0]" in text
+    assert "| fake-pixels | random | voc-vqvae | iql | 1.0 |" in text  # the best against each other
+    assert "| random | 3 |" in text  # the dataset's behaviour row, read from --data-root
+    with pytest.raises(ValueError, match="in both"):
+        bench.main(["--merge", str(tmp_path / "a"), str(tmp_path / "a"), *common])
+    with pytest.raises(FileNotFoundError, match=r"policy\.md missing; pass folders"):
+        bench.main(["--merge", str(tmp_path / "a"), str(tmp_path), *common])
