@@ -555,8 +555,8 @@ class Results:
                     if key in seen:
                         raise ValueError(f"--merge: {' '.join(key)} is in both {seen[key]} and {folder}")
                     seen[key] = folder
-                    cost = r["train_min"]
-                    self.cost[(*key[:3], int(key[3]))] = float(cost) if cost != "-" else "-"  # type: ignore[assignment]
+                    if r["train_min"] != "-":
+                        self.cost[(*key[:3], int(key[3]))] = float(r["train_min"])
                     self.shares[(*key[:3], int(key[3]))] = r["weight_share"]
             with files[0].open() as f:
                 for r in csv.DictReader(f):
@@ -668,6 +668,7 @@ class Results:
         if self.top1:
             write_csv(out / "policy_top1.csv", self.top1, TOP1)
         a, trained = self.args, sorted({r["seed"] for r in self.episodes})
+        last = 999 + max((r["episode"] + 1 for r in self.episodes), default=a.episodes)  # (env seed)
         lines = [
             "# Control from offline pixel data",
             "",
@@ -686,7 +687,7 @@ class Results:
                 else []
             ),
             "",
-            f"Deterministic evaluation episodes (500 agent steps, env seeds 1000-{999 + a.episodes}) of "
+            f"Deterministic evaluation episodes (500 agent steps, env seeds 1000-{last}) of "
             f"agents trained with seeds {trained}; `(sampled)`: `deterministic=False`. IQM and mean "
             f"of the returns with 95% stratified-bootstrap intervals ({REPS} resamples, rliable) over the "
             "runs (seed, episode); p_better_than_bc: probability of improvement over bc with its interval; "
