@@ -35,7 +35,8 @@ simulator's best (chance 1/K).
 
 Agents trained with different settings (``--set``; a baseline's ``critic_steps``, the VOC agent's
 ``occupancy_steps``) live in separate runs; ``--merge DIR...`` makes one table of those runs' out-dirs
-(their episodes and costs, the commands that wrote them). Every table also gives the best agent by
+(their episodes and costs, the commands that wrote them; ``DIR:AGENT,...`` takes only those agents of
+DIR). Every table also gives the best agent by
 IQM against each other one (probability of improvement with its interval), not only against ``bc``.
 
     python benchmarks/policy.py --data-root datasets                       # the full grid
@@ -150,7 +151,8 @@ class Args:
     """a line for the report (how the run was made)"""
     merge: tuple[Path, ...] = dataclasses.field(default=(), metadata={"nargs": "*", "metavar": "DIR"})
     """train nothing: one table from these earlier --out-dir folders' episodes (agents trained with
-    different --set), with the datasets' behaviour rows from --data-root"""
+    different --set), with the datasets' behaviour rows from --data-root; DIR:AGENT,... keeps only
+    those agents of DIR"""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.sampled) - set(self.agents))
@@ -528,6 +530,14 @@ def top1_rows(
     return rows
 
 
+def merge_source(entry: Path) -> tuple[Path, set[str] | None]:
+    """A ``--merge`` entry: ``DIR`` (all its agents) or ``DIR:AGENT,...`` (only those agents' rows)."""
+    if entry.is_dir() or ":" not in entry.name:
+        return entry, None
+    folder, _, names = str(entry).rpartition(":")
+    return Path(folder), {n for n in names.split(",") if n}
+
+
 class Results:
     """Every episode of the run (``policy_episodes.csv``) and the tables made from them."""
 
@@ -543,28 +553,38 @@ class Results:
     def merge(self, folders: tuple[Path, ...]) -> None:
         """The episodes, costs and weight shares of earlier runs' ``--out-dir`` folders."""
         seen: dict[tuple[str, ...], Path] = {}
-        for folder in folders:
+        for entry in folders:
+            folder, keep = merge_source(entry)
             files = [folder / f for f in ("policy_episodes.csv", "policy_seeds.csv", "policy.md")]
             missing = [str(f) for f in files if not f.is_file()]
             if missing:
                 raise FileNotFoundError(f"--merge: {', '.join(missing)} missing; pass folders a run of "
                                         "benchmarks/policy.py wrote (its --out-dir)")  # fmt: skip
             with files[1].open() as f:
-                for r in csv.DictReader(f):
+                rows = list(csv.DictReader(f))
+            absent = sorted((keep or set()) - {r["agent"] for r in rows})
+            if absent:
+                raise ValueError(f"--merge: {folder} has no rows of {', '.join(absent)}; it has "
+                                 f"{', '.join(sorted({r['agent'] for r in rows}))}")  # fmt: skip
+            for r in rows:
+                if keep is None or r["agent"] in keep:
                     key = (r["task"], r["dataset"], r["agent"], r["seed"])
                     if key in seen:
-                        raise ValueError(f"--merge: {' '.join(key)} is in both {seen[key]} and {folder}")
+                        raise ValueError(f"--merge: {' '.join(key)} is in both {seen[key]} and {folder}; "
+                                         "keep one with DIR:AGENT,...")  # fmt: skip
                     seen[key] = folder
                     if r["train_min"] != "-":
                         self.cost[(*key[:3], int(key[3]))] = float(r["train_min"])
                     self.shares[(*key[:3], int(key[3]))] = r["weight_share"]
             with files[0].open() as f:
                 for r in csv.DictReader(f):
-                    self.episodes.append(r | {"seed": int(r["seed"]), "episode": int(r["episode"])})
+                    if keep is None or r["agent"] in keep:
+                        self.episodes.append(r | {"seed": int(r["seed"]), "episode": int(r["episode"])})
             command = next(
                 (line for line in files[2].read_text().splitlines() if line.startswith("Command:")), ""
             )
-            self.sources.append(f"`{folder.name}`: {command.removeprefix('Command:').strip()}")
+            only = f" ({', '.join(sorted(keep))} only)" if keep else ""
+            self.sources.append(f"`{folder.name}`{only}: {command.removeprefix('Command:').strip()}")
         for task, kind in dict.fromkeys((r["task"], r["dataset"]) for r in self.episodes):
             if " (" not in kind:  # (another task's rows act on this task's data)
                 self.behaviour(

@@ -156,5 +156,11 @@ def test_merge_makes_one_table_of_runs_trained_with_different_settings(tmp_path:
     assert "| random | 3 |" in text  # the dataset's behaviour row, read from --data-root
     with pytest.raises(ValueError, match="in both"):
         bench.main(["--merge", str(tmp_path / "a"), str(tmp_path / "a"), *common])
+    bench.main(["--merge", f"{tmp_path / 'a'}:voc-vqvae", str(tmp_path / "b"), *common])  # a's bc left out
+    rows = {r["agent"]: r for r in csv.DictReader((tmp_path / "m" / "policy.csv").open())}
+    assert set(rows) == {"voc-vqvae", "iql"}
+    assert "`a` (voc-vqvae only)" in (tmp_path / "m" / "policy.md").read_text()
+    with pytest.raises(ValueError, match="has no rows of td3bc; it has bc, voc-vqvae"):
+        bench.main(["--merge", f"{tmp_path / 'a'}:td3bc", *common])
     with pytest.raises(FileNotFoundError, match=r"policy\.md missing; pass folders"):
         bench.main(["--merge", str(tmp_path / "a"), str(tmp_path), *common])
