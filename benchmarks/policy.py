@@ -261,12 +261,12 @@ class Trainer:
         if not (zipped.exists() and same_config(zipped, agent)):
             for old in shared.glob(f"{label}.*episodes.json"):
                 old.unlink()
-            before, start = checkpoints(shared / folder_of(name)), time.perf_counter()
-            earlier = earlier_seconds(shared / folder_of(name))
-            agent.learn(self.ds, run_dir=shared / folder_of(name), tokenizer=tokenizer, progress=False)
+            folder = shared / folder_of(name)
+            before, earlier, start = checkpoints(folder), part_seconds(folder), time.perf_counter()
+            agent.learn(self.ds, run_dir=folder, tokenizer=tokenizer, progress=False)
             seconds = self._seconds(shared)
-            if checkpoints(shared / folder_of(name)) != before or label not in seconds:  # it trained a part
-                seconds[label] = round(time.perf_counter() - start + earlier, 1)
+            if checkpoints(folder) != before or label not in seconds:  # it trained a part
+                seconds[label] = round(time.perf_counter() - start + resumed_seconds(earlier, folder), 1)
                 save_json(seconds, shared / "train_seconds.json", indent=1)
             agent.save(zipped)
         return zipped
@@ -338,12 +338,20 @@ def checkpoints(folder: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in folder.glob("*/*.pt") if p.name != "train_state.pt"}
 
 
-def earlier_seconds(folder: Path) -> float:
-    """The training seconds already spent on the parts in an agent's folder by calls that were
-    interrupted (their checkpoints record them), so that a resumed agent's cost counts them; a
-    prior copied from ``bc``'s is counted as ``bc``'s."""
+def part_seconds(folder: Path) -> dict[Path, float]:
+    """The training seconds each part in an agent's folder has recorded (its ``train_state.pt``); a
+    prior copied from ``bc``'s is left out (it is ``bc``'s cost)."""
     states = [p for p in folder.glob("*/train_state.pt") if not (p.parent / ".from-bc").exists()]
-    return sum(trained_seconds(p.parent) for p in states)
+    return {p.parent: trained_seconds(p.parent) for p in states}
+
+
+def resumed_seconds(before: dict[Path, float], folder: Path) -> float:
+    """The seconds that interrupted calls spent on the parts this call trained on (those of ``before``,
+    :func:`part_seconds` taken before the call, whose seconds grew), so that a resumed agent's cost
+    counts them. A part finished before the call is not charged again: the ``bc`` prior in the
+    folder a ``pbc`` agent shares (it uses none), the base an ``-awr`` agent extends (charged as the base)."""
+    after = part_seconds(folder)
+    return sum(seconds for part, seconds in before.items() if after.get(part, seconds) != seconds)
 
 
 def same_config(zipped: Path, agent: Agent) -> bool:

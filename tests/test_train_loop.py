@@ -129,19 +129,21 @@ def test_loop_options_fill_only_what_the_caller_left_and_refuse_bad_intervals(tm
         Loop(tmp_path, ckpt_every=0)
 
 
-def test_a_benchmarked_agents_earlier_seconds_count_its_parts_but_not_a_prior_copied_from_bc(
+def test_a_benchmarked_agents_cost_counts_its_resumed_parts_but_no_part_finished_before(
     tmp_path: Path,
 ) -> None:
     import time
 
-    from voc_rl.benchmarks.policy import earlier_seconds
+    from voc_rl.benchmarks.policy import part_seconds, resumed_seconds
 
     def stop_at_3(step: int, _: object) -> bool:
         time.sleep(0.01)
         return step < 3
 
-    for part in ("occupancy", "pixel-prior"):
+    for part in ("occupancy", "pixel-prior", "prior"):
         train(toy_run(), 10, Loop(tmp_path / part, progress=False, callback=stop_at_3))
     (tmp_path / "pixel-prior" / ".from-bc").touch()  # bc's prior, charged to bc
-    assert trained_seconds(tmp_path / "occupancy") > 0
-    assert earlier_seconds(tmp_path) == trained_seconds(tmp_path / "occupancy")
+    before = part_seconds(tmp_path)
+    assert set(before) == {tmp_path / "occupancy", tmp_path / "prior"} and before[tmp_path / "prior"] > 0
+    train(toy_run(), 10, Loop(tmp_path / "occupancy", progress=False))  # this call resumes only it
+    assert resumed_seconds(before, tmp_path) == before[tmp_path / "occupancy"]  # "prior": not charged
