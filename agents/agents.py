@@ -330,10 +330,13 @@ class ActorCriticAgent(Agent):
         config = ActorCriticConfig.for_dataset(
             fit.pixels,
             c.size,
-            algo=self.kind,
-            gamma=c.gamma,
-            **self._state_aux(fit.pixels),
-            **fit.cap(c.critic_steps),
+            **{
+                **c.pixel_kwargs,
+                "algo": self.kind,
+                "gamma": c.gamma,
+                **self._state_aux(fit.pixels),
+                **fit.cap(c.critic_steps),
+            },
         )
         data = fit.pixels.for_task(self.acting_task)  # the task it learns: its own, or the config's task
         loop = fit.loop(self.kind + self._task_suffix())

@@ -183,7 +183,7 @@ class Agent(PolicyExtraction):
         pixels = c.policy_input == "pixels"
         if pixels:
             config: Any = PixelBCConfig.for_dataset(
-                ds, c.size, **self._state_aux(ds), **fit.cap(c.prior_steps)
+                ds, c.size, **{**c.pixel_kwargs, **self._state_aux(ds), **fit.cap(c.prior_steps)}
             )
             fit_policy = functools.partial(fit_pixel_prior, ds, config)
         else:

@@ -9,6 +9,7 @@ code's commit, so a change is measured against the code before it on the same ma
 (``--label``), and ``pixel_speed.md`` is rewritten from all rows.
 
     python benchmarks/pixel_speed.py --data PATH [--trainers bc bc-state iql td3bc] [--steps 40]
+        [--channels 32] [--batch 128]
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.train_loop import Loop
 
 TRAINERS = ("bc", "bc-state", "iql", "td3bc")
-COLUMNS = ["date", "commit", "label", "trainer", "dataset", "batch", "steps", "ms_per_step", "min_per_6k"]
+COLUMNS = ["date", "commit", "label", "trainer", "dataset", "channels", "batch", "steps", "ms_per_step",
+           "min_per_6k"]  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +46,10 @@ class Args:
     """a pixel dataset folder that records the state (e.g. one `voc-rl collect` wrote)"""
     trainers: tuple[str, ...] = TRAINERS
     """which trainers to time"""
+    channels: int = 32
+    """the encoder's first conv's channels (the ``small`` preset's; the next two have twice as many)"""
+    batch: int = 128
+    """batch size (the ``small`` preset's)"""
     steps: int = 40
     """timed steps of each"""
     warmup: int = 5
@@ -70,8 +76,9 @@ def commit() -> str:
         return "unknown"
 
 
-def time_steps(trainer: str, ds: PixelDataset, steps: int, warmup: int) -> float:
-    """Median seconds between consecutive steps of ``trainer`` after ``warmup`` steps."""
+def time_steps(trainer: str, ds: PixelDataset, steps: int, warmup: int, **fields: int) -> float:
+    """Median seconds between consecutive steps of ``trainer`` (its config ``fields`` over the small
+    preset) after ``warmup`` steps."""
     stamps: list[float] = []
 
     def callback(step: int, logs: dict[str, float]) -> bool:
@@ -82,9 +89,9 @@ def time_steps(trainer: str, ds: PixelDataset, steps: int, warmup: int) -> float
     total = steps + warmup
     if trainer.startswith("bc"):
         aux = {"state_aux": 1.0} if trainer == "bc-state" else {}
-        train_pixel_bc(PixelBCPolicy(PixelBCConfig.for_dataset(ds, **aux)), ds, total, loop)
+        train_pixel_bc(PixelBCPolicy(PixelBCConfig.for_dataset(ds, **aux, **fields)), ds, total, loop)
     else:
-        critic = PixelCritic(ActorCriticConfig.for_dataset(ds, algo=trainer))
+        critic = PixelCritic(ActorCriticConfig.for_dataset(ds, algo=trainer, **fields))
         train_actor_critic(critic, make_actor(critic), ds, total, loop)
     gaps = [b - a for a, b in zip(stamps[warmup:], stamps[warmup + 1 :], strict=False)]
     return statistics.median(gaps)
@@ -115,12 +122,14 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     if path.exists():
         with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+            rows = [{"channels": "32", **row} for row in csv.DictReader(f)]  # (rows before the column)
     date, code = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"), commit()
     for trainer in args.trainers:
-        seconds = time_steps(trainer, ds, args.steps, args.warmup)
+        seconds = time_steps(trainer, ds, args.steps, args.warmup, channels=args.channels,
+                             batch_size=args.batch)  # fmt: skip
         rows.append({"date": date, "commit": code, "label": args.label, "trainer": trainer,
-                     "dataset": Path(ds.path).name, "batch": 128, "steps": args.steps,
+                     "dataset": Path(ds.path).name, "channels": args.channels, "batch": args.batch,
+                     "steps": args.steps,
                      "ms_per_step": f"{1000 * seconds:.0f}",
                      "min_per_6k": f"{6000 * seconds / 60:.1f}"})  # fmt: skip
         print(f"{trainer}: {1000 * seconds:.0f} ms a step", flush=True)

@@ -163,14 +163,24 @@ class Args:
             raise ValueError(f"--reward-tasks {unknown}: unknown; known: {', '.join(TASKS)}")
         if self.reward_tasks and self.from_return_error:
             raise ValueError("--reward-tasks trains agents; it does not combine with --from-return-error")
-        bad = [s for s in self.set if not re.fullmatch(r"\w+=[+-]?(\d+|\d*\.\d+)", s)]
-        if bad:
-            raise ValueError(f"--set {bad}: expected FIELD=NUMBER")
+        self.agent_overrides  # noqa: B018 (checks every --set)
 
     @property
-    def agent_overrides(self) -> dict[str, int | float]:
-        """``--set`` as agent config fields (a number with a point is a float)."""
-        return {k: float(v) if "." in v else int(v) for k, v in (s.split("=") for s in self.set)}
+    def agent_overrides(self) -> dict[str, Any]:
+        """``--set`` as agent config fields: each value a JSON number (with a point: a float) or a JSON
+        object (``pixel_kwargs={"channels": 16}``)."""
+        out = {}
+        for item in self.set:
+            key, _, value = item.partition("=")
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                parsed = None
+            number_or_object = isinstance(parsed, int | float | dict) and not isinstance(parsed, bool)
+            if not re.fullmatch(r"\w+", key) or not number_or_object:
+                raise ValueError(f"--set {item!r}: expected FIELD=NUMBER or FIELD=JSON-OBJECT")
+            out[key] = parsed
+        return out
 
 
 # ---------------------------------------------------------------------- agents

@@ -243,3 +243,20 @@ def test_an_agent_saved_before_policies_read_pixels_loads_with_its_token_prior(
     np.testing.assert_array_equal(
         loaded.predict(obs, deterministic=True)[0], agent.predict(obs, deterministic=True)[0]
     )
+
+
+def test_pixel_kwargs_reach_every_pixel_model_of_an_agent_and_unknown_fields_are_refused(
+    fake_ds_path: Path, tmp_path: Path
+) -> None:
+    kw = {"channels": 3, "batch_size": 8}
+    bc = voc_rl.make_agent("bc", size="tiny", pixel_kwargs=kw)
+    bc.learn(fake_ds_path, steps=2, run_dir=tmp_path / "bc", progress=False)
+    assert (bc.prior.config.channels, bc.prior.config.batch_size) == (3, 8)
+    assert bc.prior.encoder.convs[0].out_channels == 3
+    td3bc = voc_rl.make_agent("td3bc", size="tiny", pixel_kwargs=kw)
+    td3bc.learn(fake_ds_path, steps=2, run_dir=tmp_path / "td3bc", progress=False)
+    assert td3bc.critic.config.channels == td3bc.prior.config.channels == 3
+    with pytest.raises(ValueError, match=r"pixel_kwargs \['chanels'\].*'channels'"):
+        voc_rl.make_agent("bc", pixel_kwargs={"chanels": 3})
+    with pytest.raises(ValueError, match="prior_steps"):
+        voc_rl.make_agent("bc", pixel_kwargs={"steps": 3})

@@ -164,3 +164,12 @@ def test_merge_makes_one_table_of_runs_trained_with_different_settings(tmp_path:
         bench.main(["--merge", f"{tmp_path / 'a'}:td3bc", *common])
     with pytest.raises(FileNotFoundError, match=r"policy\.md missing; pass folders"):
         bench.main(["--merge", str(tmp_path / "a"), str(tmp_path), *common])
+
+
+def test_set_takes_numbers_and_json_objects_and_refuses_anything_else() -> None:
+    args = bench.Args(set=("prior_steps=6000", "state_aux=1.0", 'pixel_kwargs={"channels": 16}'))
+    assert args.agent_overrides == {"prior_steps": 6000, "state_aux": 1.0, "pixel_kwargs": {"channels": 16}}
+    assert isinstance(args.agent_overrides["prior_steps"], int)
+    for bad in ("prior_steps", "prior_steps=many", "tokenizer=dino", "state_aux=true", "a-b=1"):
+        with pytest.raises(ValueError, match="FIELD=NUMBER or FIELD=JSON-OBJECT"):
+            bench.Args(set=(bad,))

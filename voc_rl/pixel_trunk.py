@@ -8,7 +8,8 @@ CNN on the stack with random shifts reaches 0.90x (``shared/FACTS.md``, "Behavio
 pixels"). :class:`PixelEncoder` is that measured CNN (the V-D4RL / DrQ recipe, one conv layer fewer):
 ``x / 255 - 0.5``, convolutions of 32-64-64 channels (kernels 4/4/3, stride 2, no padding: 64 px
 -> 31 -> 14 -> 6), Linear to ``feature_dim``, LayerNorm, Tanh. :func:`random_shift` pads by
-replication and crops back at a random integer offset per image (DrQ; training only).
+replication and crops back at a random integer offset per image (DrQ; training only), on the uint8
+frames before they become floats (:func:`unit_pixels`).
 ``encoder="vqvae"`` swaps it for :class:`VQVAEFrameEncoder`, the VQ-VAE tokenizer's own encoder on each
 frame, which :func:`init_from_tokenizer` starts from a trained tokenizer: within noise of the conv
 encoder at equal steps on cheetah-run, at 4-6x the cost of a step (``results/perception_encoder/``).
@@ -24,7 +25,6 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from voc_rl.control_model import ControlModel
@@ -112,19 +112,26 @@ class PixelModelConfig:
 
 
 def random_shift(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """Each image of ``x`` (B, C, H, W), float, padded by ``pad`` pixels (replicating the border) and
-    cropped back to (H, W) at a random integer offset per image (torch's global generator). One
-    ``gather`` over the flattened padded images: 7-9x faster on a CPU than advanced indexing."""
+    """Each image of ``x`` (B, C, H, W), of any dtype, padded by ``pad`` pixels (replicating the
+    border) and cropped back to (H, W) at a random integer offset per image (torch's global
+    generator). One ``gather`` of clamped indices into the unpadded images, which is the replicated
+    padding without building it; the encoders shift the uint8 frames, before they become floats."""
     if pad == 0:
         return x
     b, c, h, w = x.shape
-    width = w + 2 * pad
-    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate").reshape(b, c, -1)
     dy, dx = torch.randint(0, 2 * pad + 1, (2, b, 1, 1), device=x.device)
-    rows = dy + torch.arange(h, device=x.device)[:, None]  # (B, H, 1)
-    cols = dx + torch.arange(w, device=x.device)  # (B, 1, W)
-    flat = (rows * width + cols).reshape(b, 1, h * w).expand(b, c, h * w)
-    return padded.gather(2, flat).reshape(b, c, h, w)
+    rows = (dy - pad + torch.arange(h, device=x.device)[:, None]).clamp_(0, h - 1)  # (B, H, 1)
+    cols = (dx - pad + torch.arange(w, device=x.device)).clamp_(0, w - 1)  # (B, 1, W)
+    flat = (rows * w + cols).reshape(b, 1, h * w).expand(b, c, h * w)
+    return x.reshape(b, c, h * w).gather(2, flat).reshape(b, c, h, w)
+
+
+def unit_pixels(obs: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """uint8 images -> float ``obs / 255 - 0.5``, in place after one conversion (the large
+    temporaries of a batch cost more than its arithmetic on a CPU), optionally channels-last."""
+    if channels_last:
+        obs = obs.contiguous(memory_format=torch.channels_last)  # (a uint8 copy: a quarter of a float's)
+    return obs.float().mul_(1.0 / 255.0).sub_(0.5)
 
 
 class PixelEncoder(nn.Module):
@@ -146,10 +153,9 @@ class PixelEncoder(nn.Module):
         self.convs.to(memory_format=torch.channels_last)  # 1.5x faster convolutions on a CPU
 
     def forward(self, obs: torch.Tensor, augment: bool = False) -> torch.Tensor:
-        x = obs.float() / 255.0 - 0.5
         if augment:
-            x = random_shift(x, self.shift)
-        return self.out(self.convs(x.contiguous(memory_format=torch.channels_last)))
+            obs = random_shift(obs, self.shift)
+        return self.out(self.convs(unit_pixels(obs, channels_last=True)))
 
 
 class VQVAEFrameEncoder(nn.Module):
@@ -170,11 +176,10 @@ class VQVAEFrameEncoder(nn.Module):
         self.shift = c.shift
 
     def forward(self, obs: torch.Tensor, augment: bool = False) -> torch.Tensor:
-        x = obs.float() / 255.0
         if augment:
-            x = random_shift(x, self.shift)
-        b, f3, h, w = x.shape
-        z = self.frames(x.reshape(b * f3 // 3, 3, h, w) * 2 - 1)  # the tokenizer's input scale
+            obs = random_shift(obs, self.shift)
+        b, f3, h, w = obs.shape
+        z = self.frames(unit_pixels(obs.reshape(b * f3 // 3, 3, h, w)).mul_(2.0))  # the tokenizer's scale
         return self.out(z.reshape(b, -1))
 
 

@@ -97,6 +97,10 @@ class AgentConfig:
     """Tokenizer config fields over its size preset (e.g. ``{"patch_size": 16}``: 16 tokens/frame)."""
     occupancy_kwargs: dict[str, Any] = field(default_factory=dict)
     """Occupancy-model config fields over its size preset (e.g. ``{"depth": 2, "n_step": 1}``)."""
+    pixel_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Config fields of the pixel models (the pixel policy, every policy extracted from it, and IQL's
+    and TD3+BC's critic and actor) over their size preset (``voc_rl.pixel_trunk.PixelModelConfig``,
+    e.g. ``{"channels": 16, "batch_size": 64}``: a 4.6x cheaper step on a CPU)."""
     task: str = ""
     """The task the agent acts for and scores by default (``""``: its dataset's own). Another task
     of the dataset's domain needs the dataset relabelled for it (``voc-rl dataset relabel``): a voc
@@ -143,6 +147,16 @@ class AgentConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")
+        if self.pixel_kwargs:
+            from voc_rl.pixel_trunk import PixelModelConfig
+
+            owned = {"action_dim", "image_size", "state_dim", "state_aux", "steps"}  # the data's or a field's
+            known = {f.name for f in dataclasses.fields(PixelModelConfig)} - owned
+            unknown = sorted(set(self.pixel_kwargs) - known)
+            if unknown:
+                raise ValueError(f"pixel_kwargs {unknown}: not a pixel model field this can set (steps: "
+                                 "prior_steps / critic_steps; state_aux: its own field); fields: "
+                                 f"{sorted(known)}")  # fmt: skip
 
 
 @dataclass(frozen=True)
