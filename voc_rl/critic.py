@@ -34,7 +34,7 @@ from voc_rl.token_trunk import (
 )
 from voc_rl.tokenizers.cache import check_model_fits
 from voc_rl.train_loop import Loop, TrainReport
-from voc_rl.utils import make_target, resolve_device
+from voc_rl.utils import adamw, make_target, resolve_device
 
 MC_TAIL = 0.05  # Monte-Carlo check: only states whose truncated tail weighs gamma^(T-t) <= this
 
@@ -224,7 +224,7 @@ def distill_q(
     k = actions.shape[1]
     with torch.no_grad():
         critic.mlp[-1].bias.fill_(float(y[train].mean()))
-    opt = torch.optim.AdamW(critic.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    opt = adamw(critic.parameters(), c.lr, c.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=0.1 * c.lr)
     critic.train()
     for _ in range(steps):

@@ -27,7 +27,7 @@ from voc_rl.data.sampler import TargetBatch, WindowBatch, WindowSampler, check_a
 from voc_rl.occupancy import OccupancyConfig, OccupancyModel, RewardModel, save_reward_heads, td_loss
 from voc_rl.tokenizers.cache import check_model_fits
 from voc_rl.train_loop import Loop, Run, TrainReport, train
-from voc_rl.utils import ema_update, make_target, resolve_device, to_tensors
+from voc_rl.utils import adamw, ema_update, make_target, resolve_device, to_tensors
 
 Policy = Callable[[torch.Tensor], torch.Tensor]  # tokens of s_{t+1} (B, n_context) -> a_{t+1} (B, A)
 
@@ -159,8 +159,8 @@ def train_occupancy(
         config=c,
         modules={"model": model, "target": target, "reward": reward},
         optimizers={
-            "td": torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay),
-            "reward": torch.optim.AdamW(reward.parameters(), lr=c.lr, weight_decay=c.weight_decay),
+            "td": adamw(model.parameters(), c.lr, c.weight_decay),
+            "reward": adamw(reward.parameters(), c.lr, c.weight_decay),
         },
         step=step,
         rngs=[sampler.rng, reward_sampler.rng],
@@ -226,7 +226,7 @@ def train_reward_head(
         name=f"reward head ({task})",
         config=c,
         modules={"model": head},
-        optimizers={"reward": torch.optim.AdamW(head.parameters(), lr=c.lr, weight_decay=c.weight_decay)},
+        optimizers={"reward": adamw(head.parameters(), c.lr, c.weight_decay)},
         step=step,
         rngs=[sampler.rng],
         data_seed=data_seed,

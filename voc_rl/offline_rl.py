@@ -35,7 +35,7 @@ from voc_rl.pixel_policy import PixelBCPolicy, bc_terms, held_out
 from voc_rl.pixel_trunk import PixelModel, PixelModelConfig, chunked, mlp, pixel_batch, standardised_state
 from voc_rl.token_trunk import Batch, window_starts
 from voc_rl.train_loop import Loop, Run, TrainReport, train
-from voc_rl.utils import ema_update, make_target, resolve_device
+from voc_rl.utils import adamw, ema_update, make_target, resolve_device
 
 ALGOS = ("iql", "td3bc")
 
@@ -234,8 +234,8 @@ def train_actor_critic(
         config=c,
         modules={"model": critic, "actor_head": actor.head, "target": target},
         optimizers={  # the actor's step first: its loss reads the critic's Q heads before they move
-            "actor": torch.optim.AdamW(actor.head.parameters(), lr=c.lr, weight_decay=c.weight_decay),
-            "critic": torch.optim.AdamW(critic.parameters(), lr=c.lr, weight_decay=c.weight_decay),
+            "actor": adamw(actor.head.parameters(), c.lr, c.weight_decay),
+            "critic": adamw(critic.parameters(), c.lr, c.weight_decay),
         },
         step=step,
         rngs=[sampler.rng],

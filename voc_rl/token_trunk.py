@@ -27,7 +27,7 @@ from voc_rl.presets import from_preset
 from voc_rl.tokenizers.cache import model_fields
 from voc_rl.train_loop import Loop, Run, TrainReport, train
 from voc_rl.typed import check_fields
-from voc_rl.utils import ema_update, to_tensors
+from voc_rl.utils import adamw, ema_update, to_tensors
 
 EVAL_MAX = 4096  # held-out frames scored per evaluation (evenly spaced)
 C = TypeVar("C", bound="TokenModelConfig")
@@ -215,7 +215,7 @@ def fit_token_model(
         name=o.name,
         config=c,
         modules=modules,
-        optimizers={"loss": torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)},
+        optimizers={"loss": adamw(model.parameters(), c.lr, c.weight_decay)},
         step=step,
         rngs=[sampler.rng],
         data_seed=loop.seed,

@@ -89,9 +89,10 @@ class Loop:
 
 @dataclass
 class TrainReport:
-    """What a training call returns: the step reached, its seconds, the last value of the first loss,
-    the held-out metrics at the end, and the seconds of the whole run (this call and the calls it
-    resumed; :func:`trained_seconds` reads them from a run folder)."""
+    """What a training call returns: the step reached, its seconds (to its last step, as its last
+    checkpoint records them; the final held-out metrics are not counted), the last value of the first
+    loss, the held-out metrics at the end, and the seconds of the whole run (this call and the calls
+    it resumed; :func:`trained_seconds` reads them from a run folder)."""
 
     steps: int
     seconds: float
@@ -236,6 +237,7 @@ def _train(run: Run, steps: int, loop: Loop, interrupted: list[int]) -> TrainRep
         return run.earlier_seconds + time.perf_counter() - start
 
     values: Logs = {}
+    saved_at: float | None = None
     bar = tqdm(
         total=steps,
         initial=model.step,
@@ -253,7 +255,7 @@ def _train(run: Run, steps: int, loop: Loop, interrupted: list[int]) -> TrainRep
             opt.zero_grad(set_to_none=True)
             losses[name].backward()
             distributed.all_reduce_grads(params[name])  # every rank then takes the same step
-            torch.nn.utils.clip_grad_norm_(params[name], run.clip)
+            torch.nn.utils.clip_grad_norm_(params[name], run.clip, foreach=True)
             opt.step()
         if run.after_step is not None:
             run.after_step()
@@ -283,9 +285,11 @@ def _train(run: Run, steps: int, loop: Loop, interrupted: list[int]) -> TrainRep
             for m in trained:
                 m.train()
         if out is not None and (model.step % ckpt_every == 0 or model.step == steps or stop):
-            _checkpoint(run, out, main, world, spent())
+            saved_at = spent()
+            _checkpoint(run, out, main, world, saved_at)
         if stop:
             break
+    total = spent() if saved_at is None else saved_at  # the last step's, as its checkpoint records
     bar.close()
     for m in run.modules.values():
         m.eval()
@@ -298,8 +302,7 @@ def _train(run: Run, steps: int, loop: Loop, interrupted: list[int]) -> TrainRep
         writer.close()
     distributed.barrier()  # rank 0's files are written before any rank returns
     loss = next(iter(values.values()), float("nan"))
-    seconds = time.perf_counter() - start
-    return TrainReport(model.step, seconds, loss, metrics, run.earlier_seconds + seconds)
+    return TrainReport(model.step, total - run.earlier_seconds, loss, metrics, total)
 
 
 def _config(run: Run) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from voc_rl.data.dataset import PixelDataset
 from voc_rl.tokenizers.base import Tokenizer, probe_r2_cv, psnr, to_float
 from voc_rl.tokenizers.quantizer import codebook_stats
 from voc_rl.train_loop import Loop, Run, TrainReport, train
-from voc_rl.utils import resolve_device
+from voc_rl.utils import adamw, resolve_device
 
 COLLAPSE_USAGE = 0.05  # below this fraction of codes in use on held-out frames, the codebook collapsed
 
@@ -51,9 +51,7 @@ def fit(
     train_frames = ds.frame_index(train_eps)
     data_seed = distributed.rank_seed(seed)  # = seed on one process
     rng = np.random.default_rng(data_seed)
-    opt = torch.optim.AdamW(
-        [p for p in tok.parameters() if p.requires_grad], lr=tok.config.lr, weight_decay=0.01
-    )
+    opt = adamw([p for p in tok.parameters() if p.requires_grad], lr=tok.config.lr, weight_decay=0.01)
 
     def step() -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         batch = {k: v.to(tok.device) for k, v in tok.sample_batch(ds, train_frames, rng).items()}
