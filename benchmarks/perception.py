@@ -37,7 +37,7 @@ import torch
 from voc_rl.args import parse_args
 from voc_rl.benchmarks.policy import aggregate, verdict
 from voc_rl.data.dataset import PixelDataset
-from voc_rl.envs import state_env
+from voc_rl.envs import state_parts
 from voc_rl.parts import collect_or_open, fit_tokenizer
 from voc_rl.pixel_policy import PixelBCConfig, PixelBCPolicy, train_pixel_bc
 from voc_rl.pixel_trunk import init_from_tokenizer
@@ -110,21 +110,6 @@ class Mode:
         action = self.policy.mode(np.asarray(obs)[None])[0].cpu().numpy()
         self.seconds, self.calls = self.seconds + time.perf_counter() - start, self.calls + 1
         return action, None
-
-
-def state_parts(task: str, dim: int) -> dict[str, np.ndarray]:
-    """Columns of the recorded (flattened) state that are velocities and the rest (positions,
-    orientations, height), from the task's observation spec in dm_control's key order."""
-
-    sizes = state_env(task).proprio_parts
-    velocity = np.zeros(dim, bool)
-    start = 0
-    for key, size in sizes:
-        velocity[start : start + size] = "velocit" in key
-        start += size
-    if start != dim:
-        raise ValueError(f"{task}'s observation has {start} dimensions; the dataset records {dim}")
-    return {"position": np.flatnonzero(~velocity), "velocity": np.flatnonzero(velocity)}
 
 
 @torch.no_grad()

@@ -79,7 +79,6 @@ from voc_rl.parts import SharedParts, collect_or_open, fit_tokenizer
 from voc_rl.registry import EXTRACTION_KINDS, REGISTRY, AgentConfig, agent_spec
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.task_rewards import TASKS, relabel
-from voc_rl.tokenizers import AGENT_TOKENS
 from voc_rl.tokenizers.cache import token_view
 from voc_rl.train_loop import Loop, trained_seconds
 
@@ -233,13 +232,14 @@ def from_return_error(name: str, ds: PixelDataset, seed: int, args: Args) -> Age
         name,
         size=args.size,
         seed=seed,
-        tokenizer=backend,
-        tokenizer_kwargs=AGENT_TOKENS[backend],
-        gamma=args.gamma,
-        target_frames=0,
-        policy_input="tokens",
-        **args.agent_overrides,
-    )  # fmt: skip (a return-error run's priors read tokens)
+        **{
+            "tokenizer": backend,
+            "gamma": args.gamma,
+            "target_frames": 0,
+            "policy_input": "tokens",
+            **args.agent_overrides,
+        },
+    )  # a return-error run's priors read tokens; make_agent adds the agents' token fields
     return agent.load_parts(ds.task, **parts)
 
 

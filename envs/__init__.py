@@ -11,6 +11,7 @@ import difflib
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 NAMESPACE = "voc_rl"
 
@@ -62,6 +63,20 @@ def state_env(task: str, env_kwargs: dict[str, Any] | None = None) -> Any:
     env = make_env(task, seed=0, **kwargs).unwrapped
     env.reset(seed=0)
     return env
+
+
+def state_parts(task: str, dim: int) -> dict[str, np.ndarray]:
+    """Columns of the recorded (flattened) state that are velocities and the rest (positions,
+    orientations, height), from the task's observation spec in dm_control's key order."""
+    sizes = state_env(task).proprio_parts
+    velocity = np.zeros(dim, bool)
+    start = 0
+    for key, size in sizes:
+        velocity[start : start + size] = "velocit" in key
+        start += size
+    if start != dim:
+        raise ValueError(f"{task}'s observation has {start} dimensions; the dataset records {dim}")
+    return {"position": np.flatnonzero(~velocity), "velocity": np.flatnonzero(velocity)}
 
 
 def _register() -> None:

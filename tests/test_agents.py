@@ -106,6 +106,21 @@ def test_unknown_names_and_fields_suggest_close_ones() -> None:
         voc_rl.make_agent("voc-titok-select", gamma=1.0)
 
 
+def test_tokenizer_fields_go_over_the_agents_tokens() -> None:
+    """A field given for the tokenizer keeps the agent's 16 tokens a frame (it does not replace them);
+    another backend starts from its own agents' fields; the token count can still be set."""
+    assert voc_rl.make_agent("voc-vqvae", tokenizer_kwargs={"state_aux": 1.0}).config.tokenizer_kwargs == {
+        "downsample": 4,
+        "state_aux": 1.0,
+    }
+    other = voc_rl.make_agent("voc-vqvae", tokenizer="dino", tokenizer_kwargs={"state_aux": 1.0})
+    assert other.config.tokenizer_kwargs == {"patch_size": 16, "state_aux": 1.0}
+    assert voc_rl.make_agent("td-critic", tokenizer="musik").config.tokenizer_kwargs == {"downsample": 4}
+    assert voc_rl.make_agent("bc-tokens", tokenizer_kwargs={"downsample": 3}).config.tokenizer_kwargs == {
+        "downsample": 3
+    }
+
+
 def test_users_register_their_own_agent_and_overwrites_warn() -> None:
     try:
         voc_rl.register("my-bc", "voc_rl.agents.agents:BCAgent", AgentConfig(), tokenizer="titok")

@@ -7,15 +7,16 @@ import numpy as np
 import pytest
 
 from voc_rl.benchmarks import perception as bench
+from voc_rl.envs import state_parts
 
 
 def test_state_parts_split_the_recorded_state_into_positions_and_velocities() -> None:
-    parts = bench.state_parts("cheetah-run", 17)  # position (8), velocity (9)
+    parts = state_parts("cheetah-run", 17)  # position (8), velocity (9)
     assert parts["position"].tolist() == list(range(8)) and parts["velocity"].tolist() == list(range(8, 17))
-    walker = bench.state_parts("walker-walk", 24)  # orientations (14), height (1), velocity (9)
+    walker = state_parts("walker-walk", 24)  # orientations (14), height (1), velocity (9)
     assert len(walker["position"]) == 15 and walker["velocity"].tolist() == list(range(15, 24))
     with pytest.raises(ValueError, match="records 18"):
-        bench.state_parts("cheetah-run", 18)
+        state_parts("cheetah-run", 18)
 
 
 @pytest.mark.slow

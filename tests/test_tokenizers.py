@@ -296,3 +296,75 @@ def test_a_tokenizer_file_of_the_older_layout_still_loads(tmp_path: Path) -> Non
     torch.save({k: v for k, v in old.items() if k != "state_dict"}, tmp_path / "none.pt")
     with pytest.raises(CheckpointError, match=r"lacks the keys \['model'\]"):
         Tokenizer.load(tmp_path / "none.pt")
+
+
+@pytest.mark.parametrize("backend", ["vqvae", "dino", "musik", "titok"])
+def test_state_aux_trains_a_head_on_the_codes_of_every_backend(
+    backend: str, ds: PixelDataset, tmp_path: Path
+) -> None:
+    """With ``state_aux``, a linear head reads a frame's quantized vectors and regresses the state the
+    dataset recorded (standardised by the training frames'); its gradient reaches the layers that
+    make the codes, and the head and the scale are saved with the tokenizer."""
+    extra = {"action_dim": 2} if backend == "musik" else {}
+    tok = make_tokenizer(backend, "tiny", ds, state_aux=1.0, **extra)
+    assert tok.config.state_dim == ds.arrays["proprio"].shape[1] == 4
+    frames = ds.frame_index(np.arange(ds.num_episodes))
+    tok.set_state_scale(ds, frames)
+    proprio = np.asarray(ds.arrays["proprio"][frames], np.float64)
+    np.testing.assert_allclose(tok.state_mean.numpy(), proprio.mean(0), rtol=1e-5, atol=1e-6)
+    batch = tok.sample_batch(ds, frames, np.random.default_rng(0))
+    assert batch["state"].shape == (tok.config.batch_size, 4)
+    _, logs, _ = tok.loss(batch)
+    assert logs["state_mse"] > 0
+    aux, _ = tok.state_term(tok.quantizer(_code_vectors(tok, batch))[0], batch)
+    aux.backward()
+    assert tok.state_head.weight.grad.abs().sum() > 0
+    makers = tok.vq_head if backend == "dino" else tok.to_code if backend == "titok" else tok.encoder
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in makers.parameters())
+    fit(tok, ds, steps=2, loop=Loop(tmp_path, progress=False))
+    loaded = Tokenizer.load(tmp_path / "tokenizer.pt")
+    assert loaded.config.state_aux == 1.0
+    for name in ("state_head.weight", "state_mean", "state_std"):
+        assert torch.equal(loaded.state_dict()[name], tok.state_dict()[name]), name
+    plain = make_tokenizer(backend, "tiny", ds, **extra)  # off by default: no head, no target
+    assert not hasattr(plain, "state_head") and "state" not in plain.sample_batch(
+        ds, frames, np.random.default_rng(0)
+    )
+
+
+def _code_vectors(tok: Tokenizer, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The vectors a backend quantizes for the batch's frames (the state's frame, for MUSIK)."""
+    if tok.backend == "dino":
+        return tok.vq_head(tok._patch_features(batch["frames"]))
+    if tok.backend == "musik":
+        s = tok.config.image_size
+        return tok._latents(batch["frames"].reshape(-1, 3, s, s)).reshape(
+            len(batch["frames"]), tok.config.frame_stack_input, tok.grid, tok.grid, -1
+        )[:, -1]
+    return tok._latents(batch["frames"])
+
+
+def test_state_aux_keeps_the_state_in_the_codes(fake_ds_path: Path) -> None:
+    """On the fake env, where the frame shows the state's positions, the auxiliary target raises the
+    held-out probe of the tokens (the tiny TiTok at 60 steps: 0.18 without, 0.52 with)."""
+    ds = open_dataset(fake_ds_path)
+    r2 = {}
+    for aux in (0.0, 1.0):
+        torch.manual_seed(0)
+        tok = make_tokenizer("titok", "tiny", ds, state_aux=aux, steps=60)
+        r2[aux] = fit(tok, ds, loop=QUIET).metrics["probe_r2"]
+    assert r2[1.0] > r2[0.0] + 0.2, r2
+
+
+def test_state_aux_needs_a_recorded_state(ds: PixelDataset, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="state_dim >= 1 where it is > 0"):
+        make_tokenizer("vqvae", "tiny", state_aux=1.0)  # no dataset to take the state's size from
+    with pytest.raises(ValueError, match="state_aux >= 0"):
+        make_tokenizer("vqvae", "tiny", state_aux=-1.0)
+    arrays = {k: v for k, v in ds.arrays.items() if k != "proprio"}
+    no_state = dataclasses.replace(ds, arrays=arrays)
+    with pytest.raises(ValueError, match="did not record"):
+        make_tokenizer("vqvae", "tiny", no_state, state_aux=1.0)
+    tok = make_tokenizer("vqvae", "tiny", ds, state_aux=1.0)
+    with pytest.raises(ValueError, match="did not record it"):
+        fit(tok, no_state, steps=1, loop=QUIET)

@@ -94,7 +94,9 @@ class AgentConfig:
     critic_steps: int | None = None
     """Training steps of the TD critic (None: its size preset's)."""
     tokenizer_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Tokenizer config fields over its size preset (e.g. ``{"patch_size": 16}``: 16 tokens/frame)."""
+    """Tokenizer config fields over its size preset (e.g. ``{"patch_size": 16}``: 16 tokens/frame;
+    ``{"state_aux": 1.0}``: codes that regress the recorded state). ``make_agent`` puts the ones it
+    is given over the registered agent's."""
     occupancy_kwargs: dict[str, Any] = field(default_factory=dict)
     """Occupancy-model config fields over its size preset (e.g. ``{"depth": 2, "n_step": 1}``)."""
     pixel_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -201,13 +203,14 @@ def load_class(entry_point: str) -> type:
 
 
 def make_agent(name: str, size: str = "small", **overrides: Any) -> Any:
-    """A fresh (untrained) agent: the registered config at preset ``size``, fields overridden."""
+    """A fresh (untrained) agent: the registered config at preset ``size``, fields overridden.
+    ``tokenizer_kwargs`` go over the registered agent's (its 16 tokens a frame stay unless set), or
+    over the agents' fields of another ``tokenizer`` backend (``AGENT_TOKENS``)."""
     spec = agent_spec(name)
     check_known(AgentConfig, overrides)
-    if overrides.get("tokenizer", spec.config.tokenizer) != spec.config.tokenizer:
-        overrides.setdefault(
-            "tokenizer_kwargs", AGENT_TOKENS.get(overrides["tokenizer"], {})
-        )  # the new backend's
+    backend = overrides.get("tokenizer", spec.config.tokenizer)
+    base = spec.config.tokenizer_kwargs if backend == spec.config.tokenizer else AGENT_TOKENS.get(backend, {})
+    overrides["tokenizer_kwargs"] = {**base, **(overrides.get("tokenizer_kwargs") or {})}
     config = dataclasses.replace(spec.config, size=size, **overrides)
     return load_class(spec.entry_point)(config, name=spec.id)
 

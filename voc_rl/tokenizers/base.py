@@ -46,6 +46,13 @@ class TokenizerConfig:
     """Default number of training steps for ``fit``."""
     restart_after: int = 100
     """Steps a code may stay unused before the quantizer restarts it on a recent encoder output."""
+    state_aux: float = 0.0
+    """Weight of an auxiliary target in training: a linear head regresses the proprioceptive state
+    the dataset recorded for a frame (standardised) from the frame's quantized code vectors, so that
+    the codes keep the body's state (the probe of :func:`~voc_rl.tokenizers.train.evaluate`). 0 off."""
+    state_dim: int = 0
+    """Size of that state, from the dataset (:meth:`Tokenizer.config_for` sets it where
+    ``state_aux > 0``)."""
 
     def __post_init__(self) -> None:
         """Check the shared fields; a backend's config that adds its own checks calls this first."""
@@ -57,6 +64,7 @@ class TokenizerConfig:
             "batch_size": 1,
             "steps": 1,
             "restart_after": 1,
+            "state_dim": 0,
         }
         for name, low in lows.items():
             value = getattr(self, name)
@@ -64,6 +72,9 @@ class TokenizerConfig:
                 raise ValueError(f"{type(self).__name__}.{name} must be an integer >= {low}, got {value!r}")
         if isinstance(self.lr, bool) or not isinstance(self.lr, int | float) or not 0 < self.lr < math.inf:
             raise ValueError(f"{type(self).__name__}.lr must be a finite number > 0, got {self.lr!r}")
+        if not self.state_aux >= 0 or (self.state_aux > 0 and self.state_dim < 1):
+            raise ValueError(f"{type(self).__name__} needs state_aux >= 0, and state_dim >= 1 where it is "
+                             f"> 0; got {self.state_aux}, {self.state_dim}")  # fmt: skip
 
 
 class Tokenizer(nn.Module):
@@ -80,11 +91,52 @@ class Tokenizer(nn.Module):
         self.config = config
         self.step = 0
 
+    def _add_state_head(self) -> None:
+        """The ``state_aux`` head and its standardisation (training only); a backend calls this at the
+        end of its ``__init__``, once ``tokens_per_frame`` is known."""
+        c = self.config
+        if c.state_aux > 0:
+            self.state_head = nn.Linear(self.tokens_per_frame * c.code_dim, c.state_dim)
+            self.register_buffer("state_mean", torch.zeros(c.state_dim))
+            self.register_buffer("state_std", torch.ones(c.state_dim))
+
+    def set_state_scale(self, ds: PixelDataset, frames: np.ndarray) -> None:
+        """Standardise the ``state_aux`` target by the recorded state of the flat frame indices
+        ``frames`` (the training frames); kept in the checkpoint."""
+        state = np.asarray(ds.arrays["proprio"][frames], np.float64)
+        if state.shape[1] != self.config.state_dim:
+            raise ValueError(f"the tokenizer's state_dim is {self.config.state_dim}; {ds.path} records "
+                             f"{state.shape[1]} state dimensions")  # fmt: skip
+        self.state_mean.copy_(torch.as_tensor(state.mean(0)))
+        self.state_std.copy_(torch.as_tensor(state.std(0) + 1e-6))
+
+    def state_target(self, ds: PixelDataset, frames: np.ndarray) -> dict[str, torch.Tensor]:
+        """``{"state": the standardised recorded state of frames (B, S)}`` with ``state_aux``, else ``{}``."""
+        if self.config.state_aux == 0:
+            return {}
+        state = torch.as_tensor(np.asarray(ds.arrays["proprio"][frames], np.float32))
+        return {"state": (state - self.state_mean.cpu()) / self.state_std.cpu()}
+
+    def state_term(
+        self, zq: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``state_aux`` x the head's mean squared error from each frame's quantized vectors ``zq``
+        (B, ..., d), flattened per frame, to ``batch["state"]`` (B, S); zero without the target."""
+        if self.config.state_aux == 0 or "state" not in batch:
+            return zq.new_zeros(()), {}
+        err = F.mse_loss(self.state_head(zq.reshape(len(zq), -1)), batch["state"])
+        return self.config.state_aux * err, {"state_mse": float(err.detach())}
+
     @classmethod
     def config_for(cls, ds: PixelDataset | None, size: str = "small", **fields: Any) -> TokenizerConfig:
         """The ``size`` preset, then what the pixel dataset ``ds`` fixes (:meth:`dataset_fields`), then
         ``fields``: the one place a tokenizer's config meets the data it trains on."""
         fields = {**(cls.dataset_fields(ds) if ds is not None else {}), **fields}
+        if ds is not None and fields.get("state_aux", 0) > 0:
+            if "proprio" not in ds.arrays:
+                raise ValueError(f"state_aux needs the proprioceptive state, which {ds.path} did not record; "
+                                 "collect the dataset with `voc-rl collect`, or set state_aux=0")  # fmt: skip
+            fields = {"state_dim": int(ds.arrays["proprio"].shape[1]), **fields}
         return from_preset(
             cls.config_cls, cls.presets, size, fields, f"{cls.backend} tokenizer", "config fields"
         )
@@ -119,8 +171,8 @@ class Tokenizer(nn.Module):
         self, ds: PixelDataset, frames: np.ndarray, rng: np.random.Generator
     ) -> dict[str, torch.Tensor]:
         """A training batch from candidate flat frame indices ``frames``; default: single frames."""
-        pick = rng.choice(frames, size=self.config.batch_size)
-        return {"frames": to_float(np.asarray(ds.frames[np.sort(pick)]))}
+        pick = np.sort(rng.choice(frames, size=self.config.batch_size))
+        return {"frames": to_float(np.asarray(ds.frames[pick])), **self.state_target(ds, pick)}
 
     def after_step(self) -> None:
         """Called after each optimiser step (EMA teachers and the like)."""

@@ -179,6 +179,7 @@ class DINOTokenizer(Tokenizer):
         self.quantizer = VectorQuantizer(c.vocab_size, c.code_dim, restart_after=c.restart_after)
         if c.encoder_only:
             return
+        self._add_state_head()
         self.student = copy.deepcopy(self.teacher).requires_grad_(True)
         self.student_head = DINOHead(w, c.dino_out_dim, c.head_bn)
         self.teacher_head = copy.deepcopy(self.student_head).requires_grad_(False)
@@ -262,7 +263,8 @@ class DINOTokenizer(Tokenizer):
         logs = {"dino": float(dino.detach()), "vqkd_rec": float(rec_loss.detach())}
         logs["commitment"] = float(commit.detach())
         logs["teacher_entropy"] = float(entropy)
-        return dino + rec_loss + commit, logs, codes
+        aux, aux_logs = self.state_term(zq, batch)  # trains the VQ head: the patch features are the teacher's
+        return dino + rec_loss + commit + aux, {**logs, **aux_logs}, codes
 
     def momentum(self, step: int) -> float:
         """Teacher EMA momentum after ``step`` + 1 optimiser steps: cosine from ``ema_momentum`` to 1."""

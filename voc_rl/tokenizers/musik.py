@@ -125,6 +125,7 @@ class MUSIKTokenizer(GridCodes, Tokenizer):
             nn.ReLU(),
             nn.Linear(config.hidden, config.action_dim),
         )
+        self._add_state_head()
 
     # ------------------------------------------------------------------ inverse dynamics
     def inverse(self, zq_now: torch.Tensor, zq_future: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -165,6 +166,7 @@ class MUSIKTokenizer(GridCodes, Tokenizer):
         k = np.minimum(rng.integers(1, self.config.max_k + 1, size=len(t)), last - t)  # (B,)
         f = self.config.frame_stack_input
         return {
+            **self.state_target(ds, t),  # the state at t, the last frame of the stack
             "frames": to_float(ds.stacks(t, f)),  # (B, 3F, H, W)
             "future": to_float(ds.stacks(t + k, f)),  # (B, 3F, H, W)
             "action": torch.as_tensor(actions[t], dtype=torch.float32),  # (B, A)
@@ -184,6 +186,7 @@ class MUSIKTokenizer(GridCodes, Tokenizer):
         zq = zq.reshape(2, b, f, self.grid, self.grid, -1)  # (2, B, F, g, g, d)
         pred = self.inverse(zq[0], zq[1], k)  # (B, A)
         mse = F.mse_loss(pred, action)
+        aux, aux_logs = self.state_term(zq[0, :, -1], batch)  # frame t's codes to its state
         with torch.no_grad():
             ss_tot = ((action - action.mean(0)) ** 2).sum().clamp_min(1e-8)
             r2 = 1 - ((pred - action) ** 2).sum() / ss_tot
@@ -191,5 +194,6 @@ class MUSIKTokenizer(GridCodes, Tokenizer):
             "action_mse": float(mse.detach()),
             "action_r2": float(r2),
             "commitment": float(commit.detach()),
+            **aux_logs,
         }
-        return mse + commit, logs, codes
+        return mse + commit + aux, logs, codes

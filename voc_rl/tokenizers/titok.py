@@ -159,6 +159,7 @@ class TiTokTokenizer(Tokenizer):
         self.dec_norm = nn.LayerNorm(w)
         self.to_pixels = nn.Linear(w, patch_dim)
         self._init_weights()
+        self._add_state_head()
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -263,4 +264,6 @@ class TiTokTokenizer(Tokenizer):
         zq, codes, commit = self.quantizer(self._latents(x))  # (M, K, d), (M, K)
         recon = self._decode(zq)
         mse = F.mse_loss(recon, x)
-        return mse + commit, {"recon_mse": float(mse.detach()), "commitment": float(commit.detach())}, codes
+        aux, aux_logs = self.state_term(zq, batch)
+        logs = {"recon_mse": float(mse.detach()), "commitment": float(commit.detach()), **aux_logs}
+        return mse + commit + aux, logs, codes

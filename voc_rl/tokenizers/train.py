@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -35,10 +36,12 @@ def fit(
     steps: int | None = None,
     loop: Loop | None = None,
     val_fraction: float = 0.1,
+    probe_groups: Mapping[str, np.ndarray] | None = None,
 ) -> TrainReport:
     """Train ``tok`` on ``ds`` with :func:`voc_rl.train_loop.train` (warm-up then a constant rate,
     clipping at 1) on ``loop.device``; with ``loop.out`` (a folder) also TensorBoard logs,
-    checkpoints and resume."""
+    checkpoints and resume. The report's metrics are :func:`evaluate`'s (``probe_groups``: its
+    ``groups``)."""
     if tuple(ds.frames.shape[1:]) != (3, tok.config.image_size, tok.config.image_size):
         raise ValueError(
             f"dataset frames are {tuple(ds.frames.shape[1:])}; expected 3x{tok.config.image_size}px"
@@ -49,6 +52,11 @@ def fit(
     distributed.init()
     train_eps, val_eps = ds.split(val_fraction, seed)
     train_frames = ds.frame_index(train_eps)
+    if tok.config.state_aux > 0:
+        if "proprio" not in ds.arrays:
+            raise ValueError(f"this tokenizer has state_aux={tok.config.state_aux}, which needs the "
+                             f"proprioceptive state; {ds.path} did not record it")  # fmt: skip
+        tok.set_state_scale(ds, train_frames)
     data_seed = distributed.rank_seed(seed)  # = seed on one process
     rng = np.random.default_rng(data_seed)
     opt = adamw([p for p in tok.parameters() if p.requires_grad], lr=tok.config.lr, weight_decay=0.01)
@@ -65,7 +73,7 @@ def fit(
 
     def final() -> dict[str, float]:
         episodes = val_eps if len(val_eps) else train_eps
-        return evaluate(tok, ds, episodes, train_episodes=train_eps, seed=seed)
+        return evaluate(tok, ds, episodes, train_episodes=train_eps, seed=seed, groups=probe_groups)
 
     run = Run(
         name=f"{tok.backend} tokenizer",
@@ -108,11 +116,14 @@ def evaluate(
     max_frames: int = 2000,
     probe_frames: int = 4000,
     seed: int = 0,
+    groups: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Quality on ``episodes`` (held out): usage, perplexity, MSE/PSNR, probe R^2, frames/s.
 
     The probe is a ridge regression fit on up to ``probe_frames`` frames of ``train_episodes`` (ridge
-    chosen on a held-back slice of them) and scored on up to ``max_frames`` frames of ``episodes``.
+    chosen on a held-back slice of them) and scored on up to ``max_frames`` frames of ``episodes``;
+    ``probe_r2`` is its mean R^2 over the state's dimensions, ``probe_r2_<name>`` the mean over the
+    columns ``groups[name]`` (e.g. :func:`voc_rl.envs.state_parts`' positions and velocities).
     """
     rng = np.random.default_rng(seed)
     test = _subsample(ds.frame_index(episodes), max_frames, rng)
@@ -140,6 +151,9 @@ def evaluate(
         x_train, x_test = (_stack_features(tok, ds, idx, frame_stack) for idx in (train, test))
         r2, ridge = probe_r2_cv(x_train, ds.arrays["proprio"][train], x_test, ds.arrays["proprio"][test])
         metrics.update(probe_r2=float(np.mean(r2)), probe_ridge=ridge)
+        metrics.update(
+            {f"probe_r2_{name}": float(np.mean(r2[cols])) for name, cols in (groups or {}).items()}
+        )
     return metrics
 
 

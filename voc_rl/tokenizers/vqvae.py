@@ -99,6 +99,7 @@ class VQVAETokenizer(GridCodes, Tokenizer):
         self.decoder = nn.Sequential(*up)
         self.quantizer = VectorQuantizer(config.vocab_size, d, restart_after=config.restart_after)
         self.grid = config.image_size // 2**config.downsample
+        self._add_state_head()
 
     def decode_frames(self, codes: torch.Tensor) -> torch.Tensor:
         zq = self.quantizer.lookup(codes).reshape(len(codes), self.grid, self.grid, -1)
@@ -109,4 +110,6 @@ class VQVAETokenizer(GridCodes, Tokenizer):
         zq, codes, commit = self.quantizer(self._latents(x))
         recon = torch.sigmoid(self.decoder(zq.permute(0, 3, 1, 2)))
         mse = F.mse_loss(recon, x)
-        return mse + commit, {"recon_mse": float(mse.detach()), "commitment": float(commit.detach())}, codes
+        aux, aux_logs = self.state_term(zq, batch)
+        logs = {"recon_mse": float(mse.detach()), "commitment": float(commit.detach()), **aux_logs}
+        return mse + commit + aux, logs, codes
