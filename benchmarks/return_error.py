@@ -131,6 +131,9 @@ class Args:
     """horizon of the occupancy objective: mc (default) or N (1: one-step generative TD)"""
     tokens: str = dataclasses.field(default="agent", metadata={"choices": ("agent", "preset")})
     """tokens per frame: the agents' 16 or the tokenizer preset's (64 for vqvae)"""
+    tok_state_aux: float = 0.0
+    """the tokenizers' state_aux (codes that regress the recorded state in training); rows name it
+    (tokenizer vqvae+state)"""
     critic_steps: int | None = None
     """TD-critic training steps (default: the preset's)"""
     bc_steps: int | None = None
@@ -199,7 +202,13 @@ def shared_parts(args: Args) -> SharedParts:
     return SharedParts(
         args.runs, args.tok_size, args.occ_size, agent_tokens=args.tokens == "agent", n_step=args.n_step,
         steps={part: n for part, n in steps.items() if n}, progress=not args.quiet,
+        tokenizer_fields={"state_aux": args.tok_state_aux} if args.tok_state_aux else {},
     )  # fmt: skip
+
+
+def row_tokenizer(args: Args, backend: str) -> str:
+    """The ``tokenizer`` of a row: the backend, ``+state`` with ``--tok-state-aux``."""
+    return backend + ("+state" if args.tok_state_aux else "")
 
 
 def evaluate_dataset(task: str, kind: str, args: Args, rows: list, plots: Plots, save: Save) -> None:
@@ -216,8 +225,9 @@ def evaluate_dataset(task: str, kind: str, args: Args, rows: list, plots: Plots,
     )
     parts = shared_parts(args)
     methods = [m for m in METHODS if m not in args.skip]
-    for backend in args.tokenizers:
-        view = token_view(ds, parts.tokenizer(ds, backend), progress=not args.quiet)
+    for tokenizer in args.tokenizers:
+        view = token_view(ds, parts.tokenizer(ds, tokenizer), progress=not args.quiet)
+        backend = row_tokenizer(args, tokenizer)
         world, world_reward = parts.occupancy(view, 0.0, 0)
         prior = parts.prior(view)
         for gamma in args.gammas:
@@ -287,7 +297,13 @@ def kept_rows(args: Args) -> list[dict[str, Any]]:
     path = args.out_dir / "return_error_seeds.csv"
     if not path.exists():
         return []
-    grid = (args.tasks, args.datasets, args.gammas, args.tokenizers, args.seeds)
+    grid = (
+        args.tasks,
+        args.datasets,
+        args.gammas,
+        [row_tokenizer(args, t) for t in args.tokenizers],
+        args.seeds,
+    )
     redo = set() if args.report_only else set(itertools.product(*grid))
     out = []
     with path.open() as f:

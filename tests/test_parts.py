@@ -57,6 +57,19 @@ def test_shared_folders_keep_the_names_of_existing_return_error_runs(
     one_step = SharedParts(shared.root, "tiny", "tiny", agent_tokens=False, n_step=1)
     assert one_step.folder("occupancy", view, gamma=0.0).name.endswith("__occ_g0.0_n1_s0_tiny")
     assert one_step.folder("tokenizer", ds, "vqvae").name == "fake-pixels-random__tok_vqvae_tiny"
+    # tokenizer fields name the tokenizer, and its token key the parts its view trains
+    state = SharedParts(
+        shared.root, "tiny", "tiny", steps=STEPS, progress=False, tokenizer_fields={"state_aux": 1.0}
+    )
+    assert (
+        state.folder("tokenizer", ds, "titok").name
+        == "fake-pixels-random__tok_titok_tiny_16_state_aux1.0_steps3"
+    )
+    state_view = token_view(ds, state.tokenizer(ds, "titok"), progress=False)
+    assert state_view.meta["tokens"]["key"] != view.meta["tokens"]["key"]
+    state_key = state_view.meta["tokens"]["key"][:8]
+    assert state.folder("prior", state_view).name == f"fake-pixels-random__titok_{state_key}__bc_steps3"
+    assert state.prior(state_view).step == 3  # its own folder: no refused resume of the plain one's
 
 
 def test_a_finished_part_is_reused_and_a_stopped_one_resumes(view: PixelDataset, tmp_path: Path) -> None:

@@ -76,6 +76,15 @@ def test_keep_retains_the_rows_a_new_run_does_not_redo(tmp_path: Path) -> None:
     assert kept[0]["nmse"] == 0.5 and kept[0]["method"] == "sample"
     assert kept_rows(dataclasses.replace(args, out_dir=tmp_path / "empty")) == []
     assert len(kept_rows(dataclasses.replace(args, report_only=True))) == 3
+    # a run of tokens with the state target redoes its own rows (tokenizer titok+state), not titok's
+    state_row = {**base, "gamma": 0.99, "seed": 1, "tokenizer": "titok+state"}
+    write_csv(
+        tmp_path / "return_error_seeds.csv",
+        [*rows, state_row],
+        [*COLUMNS, "seed", "truth_stderr", "truth_std"],
+    )
+    kept = kept_rows(dataclasses.replace(args, tok_state_aux=1.0))
+    assert [r["tokenizer"] for r in kept] == ["titok"] * 3
 
 
 def test_quick_keeps_the_options_given_beside_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -276,7 +276,9 @@ class SharedParts:
     ``tok_size`` and ``size`` are the presets of the tokenizers and of the token models; with
     ``agent_tokens`` a tokenizer has the agents' geometry (16 tokens per frame,
     :data:`voc_rl.tokenizers.AGENT_TOKENS`) instead of its preset's; ``n_step`` is the occupancy
-    models' horizon (None: Monte-Carlo); ``steps`` overrides the presets' steps per part.
+    models' horizon (None: Monte-Carlo); ``steps`` overrides the presets' steps per part;
+    ``tokenizer_fields`` are more tokenizer config fields (``{"state_aux": 1.0}``), named in the
+    tokenizer's folder, and the token key then names the prior's and the critics' folders too.
     """
 
     root: Path
@@ -286,6 +288,7 @@ class SharedParts:
     n_step: int | None = None
     steps: Mapping[str, int] = field(default_factory=dict)
     progress: bool = True
+    tokenizer_fields: Mapping[str, Any] = field(default_factory=dict)
 
     def folder(
         self, part: str, ds: PixelDataset, backend: str | None = None, gamma: float = 0.0, seed: int = 0,
@@ -301,17 +304,20 @@ class SharedParts:
         name = ds.meta["name"]
         tag = "" if part == "reward" else self._tag(part)  # a head trains its occupancy config's steps
         if part == "tokenizer":
+            fields = "".join(f"_{k}{v}" for k, v in sorted(self.tokenizer_fields.items()))
             return (
-                self.root / f"{name}__tok_{backend}_{self.tok_size}{'_16' if self.agent_tokens else ''}{tag}"
+                self.root
+                / f"{name}__tok_{backend}_{self.tok_size}{'_16' if self.agent_tokens else ''}{fields}{tag}"
             )
         tokens = ds.tokens
         horizon = "mc" if self.n_step is None else self.n_step
         other = "" if task in (None, ds.meta.get("task")) else f"_{task}"
         occupancy = f"{name}__{tokens['backend']}_{tokens['key'][:8]}__occ_g{gamma}_n{horizon}_s{seed}"
         occupancy += f"_{self.size}"
+        keyed = f"_{tokens['key'][:8]}" if self.tokenizer_fields else ""  # older names have no key
         names = {
-            "prior": f"{name}__{tokens['backend']}__bc",
-            "critic": f"{name}__{tokens['backend']}__critic_g{gamma}_s{seed}{other}",
+            "prior": f"{name}__{tokens['backend']}{keyed}__bc",
+            "critic": f"{name}__{tokens['backend']}{keyed}__critic_g{gamma}_s{seed}{other}",
             "occupancy": occupancy,
             "reward": f"{occupancy}{self._tag('occupancy')}__reward_{task}",
         }
@@ -329,7 +335,8 @@ class SharedParts:
 
     def tokenizer(self, ds: PixelDataset, backend: str) -> Path:
         """The checkpoint of the ``backend`` tokenizer of the pixel dataset ``ds``, fitted if needed."""
-        fields = {**(AGENT_TOKENS[backend] if self.agent_tokens else {}), **self._steps("tokenizer")}
+        fields = {**(AGENT_TOKENS[backend] if self.agent_tokens else {}), **self.tokenizer_fields,
+                  **self._steps("tokenizer")}  # fmt: skip
         out = self.folder("tokenizer", ds, backend)
         fit_tokenizer(ds, backend, self.tok_size, fields, loop=Loop(out=out, progress=self.progress))
         return out / CHECKPOINT["tokenizer"]
