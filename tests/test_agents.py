@@ -121,6 +121,15 @@ def test_tokenizer_fields_go_over_the_agents_tokens() -> None:
     }
 
 
+def test_an_agent_learns_on_tokens_that_regress_the_state(fake_ds_path: Path, tmp_path: Path) -> None:
+    agent = voc_rl.make_agent("bc-tokens", size="tiny", tokenizer_kwargs={"state_aux": 1.0})
+    agent.learn(fake_ds_path, steps=3, run_dir=tmp_path / "run", progress=False)
+    config = agent.tokenizer.config
+    assert config.state_aux == 1.0 and config.state_dim == 4 and agent.tokenizer.tokens_per_frame == 16
+    loaded = voc_rl.load_agent(agent.save(tmp_path / "agent.zip"))
+    assert loaded.tokenizer.config == config
+
+
 def test_users_register_their_own_agent_and_overwrites_warn() -> None:
     try:
         voc_rl.register("my-bc", "voc_rl.agents.agents:BCAgent", AgentConfig(), tokenizer="titok")
