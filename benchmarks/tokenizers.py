@@ -152,7 +152,7 @@ def run(args: Args) -> list[dict[str, object]]:
                     "r2_position": round(m.get("probe_r2_position", float("nan")), 3),
                     "r2_velocity": round(m.get("probe_r2_velocity", float("nan")), 3),
                     "encode_fps": round(m["encode_fps"]),
-                    "fit_minutes": round(report.seconds / 60, 1),
+                    "fit_minutes": round(report.total_seconds / 60, 1),  # with the calls it resumed
                 }
             )
             row_file.write_text(json.dumps(rows[-1]))
