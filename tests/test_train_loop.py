@@ -119,6 +119,19 @@ def test_refuses_a_run_folder_of_another_config_or_identity(tmp_path: Path) -> N
         train(toy_run(identity={"kind": "b"}), 6, Loop(tmp_path, progress=False))
 
 
+def test_a_run_recorded_before_a_config_field_existed_resumes_at_its_default(tmp_path: Path) -> None:
+    """A field added to a config since a run stopped counts as its default there (a tokenizer run
+    folder written before ``state_aux``); another value of it is still another config."""
+    first = train(toy_run(), 20, Loop(tmp_path, ckpt_every=100, progress=False, callback=lambda s, _: s < 4))
+    assert first.steps == 4
+    state = torch.load(tmp_path / "train_state.pt", weights_only=True)
+    del state["config"]["width"]  # as written by a version without the field
+    torch.save(state, tmp_path / "train_state.pt")
+    with pytest.raises(CheckpointError, match=r"differs in \{'width': 4\}"):
+        train(toy_run(ToyConfig(width=3)), 20, Loop(tmp_path, progress=False))
+    assert train(toy_run(), 20, Loop(tmp_path, progress=False)).steps == 20
+
+
 def test_loop_options_fill_only_what_the_caller_left_and_refuse_bad_intervals(tmp_path: Path) -> None:
     loop = Loop("runs/x", log_every=7)
     assert loop.out is not None and loop.out.is_absolute()  # a relative folder is resolved once, here

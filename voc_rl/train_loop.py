@@ -309,6 +309,18 @@ def _config(run: Run) -> dict[str, Any]:
     return {**run.identity, **dataclasses.asdict(run.config)}
 
 
+def _defaults(config: Any) -> dict[str, Any]:
+    """The default of each field of the config dataclass that has one: what a run recorded before
+    the field existed had, in effect."""
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
 def _resume(run: Run, state_file: Path, main: bool) -> None:
     """Load ``state_file`` into ``run`` where it exists; refuse one of another run."""
     if not state_file.exists():
@@ -324,8 +336,11 @@ def _resume(run: Run, state_file: Path, main: bool) -> None:
                 f"{state_file} belongs to a run of {key} {state['config'].get(key)!r}, not {want!r}; "
                 "use another output folder"
             )
-    if state["config"] != mine:
-        diff = {k: v for k, v in state["config"].items() if mine.get(k) != v}
+    recorded = {**_defaults(run.config), **state["config"]}  # a field added since: its default
+    if recorded != mine:
+        diff = {
+            k: recorded.get(k) for k in sorted(set(recorded) | set(mine)) if recorded.get(k) != mine.get(k)
+        }
         raise CheckpointError(
             f"{state_file} belongs to a run with another config (differs in {diff}); "
             "use another output folder or the same config"
