@@ -332,6 +332,30 @@ def test_state_aux_trains_a_head_on_the_codes_of_every_backend(
     )
 
 
+@pytest.mark.parametrize("backend", ["vqvae", "musik"])
+def test_state_frames_give_the_head_the_codes_of_the_frames_ending_at_the_state(
+    backend: str, ds: PixelDataset
+) -> None:
+    """With ``state_frames=2`` the head reads the codes of frames t-1 and t (the first frame of an
+    episode repeated), so velocities can be read from them; a training batch holds both frames."""
+    extra = {"action_dim": 2, "frame_stack_input": 2} if backend == "musik" else {}
+    tok = make_tokenizer(backend, "tiny", ds, state_aux=1.0, state_frames=2, batch_size=6, **extra)
+    assert tok.state_head.in_features == 2 * tok.tokens_per_frame * tok.config.code_dim
+    frames = ds.frame_index(np.arange(ds.num_episodes))
+    tok.set_state_scale(ds, frames)
+    batch = tok.sample_batch(ds, frames, np.random.default_rng(0))
+    assert batch["state"].shape == (6, 4)
+    if backend == "vqvae":
+        pick = np.sort(np.random.default_rng(0).choice(frames, size=6))
+        stacks = torch.from_numpy(ds.stacks(pick, 2).reshape(6, 2, 3, 64, 64)).float() / 255
+        torch.testing.assert_close(batch["frames"], torch.cat([stacks[:, 0], stacks[:, 1]]))  # t-1s, then ts
+    assert np.isfinite(tok.loss(batch)[1]["state_mse"])
+    with pytest.raises(ValueError, match="state_frames"):
+        make_tokenizer("musik", "tiny", ds, state_aux=1.0, state_frames=3, action_dim=2, frame_stack_input=2)
+    with pytest.raises(ValueError, match="state_frames must be an integer >= 1"):
+        make_tokenizer(backend, "tiny", ds, state_aux=1.0, state_frames=0, **extra)
+
+
 def _code_vectors(tok: Tokenizer, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The vectors a backend quantizes for the batch's frames (the state's frame, for MUSIK)."""
     if tok.backend == "dino":

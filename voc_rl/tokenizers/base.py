@@ -53,6 +53,10 @@ class TokenizerConfig:
     state_dim: int = 0
     """Size of that state, from the dataset (:meth:`Tokenizer.config_for` sets it where
     ``state_aux > 0``)."""
+    state_frames: int = 1
+    """Frames ending at the state's whose codes that head reads: 2 reads frames t-1 and t, so that
+    the velocities too must be readable from the codes of a frame stack, as the probe reads them (a
+    training step then encodes that many frames per batch row)."""
 
     def __post_init__(self) -> None:
         """Check the shared fields; a backend's config that adds its own checks calls this first."""
@@ -65,6 +69,7 @@ class TokenizerConfig:
             "steps": 1,
             "restart_after": 1,
             "state_dim": 0,
+            "state_frames": 1,
         }
         for name, low in lows.items():
             value = getattr(self, name)
@@ -96,7 +101,7 @@ class Tokenizer(nn.Module):
         end of its ``__init__``, once ``tokens_per_frame`` is known."""
         c = self.config
         if c.state_aux > 0:
-            self.state_head = nn.Linear(self.tokens_per_frame * c.code_dim, c.state_dim)
+            self.state_head = nn.Linear(c.state_frames * self.tokens_per_frame * c.code_dim, c.state_dim)
             self.register_buffer("state_mean", torch.zeros(c.state_dim))
             self.register_buffer("state_std", torch.ones(c.state_dim))
 
@@ -120,11 +125,14 @@ class Tokenizer(nn.Module):
     def state_term(
         self, zq: torch.Tensor, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """``state_aux`` x the head's mean squared error from each frame's quantized vectors ``zq``
-        (B, ..., d), flattened per frame, to ``batch["state"]`` (B, S); zero without the target."""
+        """``state_aux`` x the head's mean squared error to ``batch["state"]`` (B, S) from the quantized
+        vectors ``zq`` (state_frames * B, ..., d) of the frames ending at each state's, frame by frame
+        (oldest first), flattened per row; zero without the target."""
         if self.config.state_aux == 0 or "state" not in batch:
             return zq.new_zeros(()), {}
-        err = F.mse_loss(self.state_head(zq.reshape(len(zq), -1)), batch["state"])
+        b = len(batch["state"])
+        rows = zq.reshape(self.config.state_frames, b, -1).transpose(0, 1).reshape(b, -1)
+        err = F.mse_loss(self.state_head(rows), batch["state"])
         return self.config.state_aux * err, {"state_mse": float(err.detach())}
 
     @classmethod
@@ -170,9 +178,15 @@ class Tokenizer(nn.Module):
     def sample_batch(
         self, ds: PixelDataset, frames: np.ndarray, rng: np.random.Generator
     ) -> dict[str, torch.Tensor]:
-        """A training batch from candidate flat frame indices ``frames``; default: single frames."""
+        """A training batch from candidate flat frame indices ``frames``; default: single frames, or
+        with ``state_aux`` the ``state_frames`` frames ending at each (oldest first, frame by frame:
+        (state_frames * B, 3, H, W)) and their state."""
         pick = np.sort(rng.choice(frames, size=self.config.batch_size))
-        return {"frames": to_float(np.asarray(ds.frames[pick])), **self.state_target(ds, pick)}
+        if self.config.state_aux == 0 or self.config.state_frames == 1:
+            return {"frames": to_float(np.asarray(ds.frames[pick])), **self.state_target(ds, pick)}
+        n, s = self.config.state_frames, self.config.image_size
+        stacks = ds.stacks(pick, n).reshape(len(pick), n, 3, s, s).swapaxes(0, 1)  # (n, B, 3, H, W)
+        return {"frames": to_float(stacks.reshape(n * len(pick), 3, s, s)), **self.state_target(ds, pick)}
 
     def after_step(self) -> None:
         """Called after each optimiser step (EMA teachers and the like)."""

@@ -57,6 +57,9 @@ class MUSIKConfig(TokenizerConfig):
             raise ValueError(f"image_size {self.image_size} is not divisible by 2**downsample")
         if self.action_dim < 1 or self.max_k < 1 or self.frame_stack_input < 1:
             raise ValueError("action_dim, max_k and frame_stack_input must all be >= 1")
+        if self.state_aux > 0 and self.state_frames > self.frame_stack_input:
+            raise ValueError(f"musik's state head reads its input stack: state_frames ({self.state_frames}) "
+                             f"must be <= frame_stack_input ({self.frame_stack_input})")  # fmt: skip
 
 
 class MUSIKTokenizer(GridCodes, Tokenizer):
@@ -186,7 +189,8 @@ class MUSIKTokenizer(GridCodes, Tokenizer):
         zq = zq.reshape(2, b, f, self.grid, self.grid, -1)  # (2, B, F, g, g, d)
         pred = self.inverse(zq[0], zq[1], k)  # (B, A)
         mse = F.mse_loss(pred, action)
-        aux, aux_logs = self.state_term(zq[0, :, -1], batch)  # frame t's codes to its state
+        now = zq[0, :, f - self.config.state_frames :].transpose(0, 1)  # the frames ending at t, by frame
+        aux, aux_logs = self.state_term(now.reshape(-1, *now.shape[2:]), batch)
         with torch.no_grad():
             ss_tot = ((action - action.mean(0)) ** 2).sum().clamp_min(1e-8)
             r2 = 1 - ((pred - action) ** 2).sum() / ss_tot
