@@ -17,6 +17,7 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import csv
 import dataclasses
 import json
 import re
@@ -82,6 +83,8 @@ class Args:
     """no progress bars"""
     note: str = ""
     """a line for the report (e.g. how the rows were run)"""
+    rows_from: tuple[Path, ...] = ()
+    """tokenizers.csv of earlier invocations whose rows join this table (this invocation's win)"""
 
 
 def quick() -> dict[str, Any]:
@@ -221,7 +224,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     start = time.perf_counter()
     rows = run(args)
-    write(rows, args, time.perf_counter() - start)
+    key = ("task", "backend", "fields", "size", "steps", "tokens_per_frame")
+    mine = {tuple(str(r[k]) for k in key) for r in rows}
+    earlier = [r for path in args.rows_from for r in csv.DictReader(path.open())]
+    earlier = [r for r in earlier if tuple(r.get(k, "") for k in key) not in mine]
+    write([*earlier, *rows], args, time.perf_counter() - start)
     print(f"wrote {args.out_dir / 'tokenizers.md'}")
 
 

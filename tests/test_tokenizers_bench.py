@@ -34,3 +34,7 @@ def test_tokenizer_rows_split_the_probe_and_reuse_finished_rows(tmp_path: Path) 
     assert "probe R^2 >= 0.85 at <= 32 tokens a frame" in table
     bench.main(argv)  # both rows are read back, not trained again
     assert (tmp_path / "out" / "tokenizers.csv").read_text().count("cheetah-run") == 2
+    one = [*argv[: argv.index("--variants")], "--variants", "-", *argv[argv.index("--runs") :]]
+    bench.main([*one[:-1], str(tmp_path / "joined"), "--rows-from", str(tmp_path / "out" / "tokenizers.csv")])
+    with open(tmp_path / "joined" / "tokenizers.csv") as f:
+        assert sorted(r["fields"] for r in csv.DictReader(f)) == ["-", "state_aux=1.0"]  # no row twice
