@@ -20,9 +20,9 @@ def test_estimator_speed_merges_rows_and_checks_bfloat16_against_float32(tmp_pat
     assert list(rows[0]) == estimator_speed.COLUMNS
     by = {(r["dtype"], r["what"]): r for r in rows}
     assert len(by) == len(rows) == 6 + 7  # the second run added its rows (and a parity row)
-    for dtype in ("float32", "bfloat16"):
-        ms = float(by[(dtype, "decision: pool_q K=8, pool 8")]["value"])
-        assert ms > 0 and float(by[(dtype, "decision: pool_q K=8, pool 8")]["floor"]) < ms
+    for dtype in ("float32", "bfloat16"):  # the floor is a measurement too (of the matmul rate): no ordering
+        row = by[(dtype, "decision: pool_q K=8, pool 8")]
+        assert float(row["value"]) > 0 and 0 < float(row["floor"]) < float("inf")
     assert ("float32", "log_prob: max abs. difference from CPU float32") not in by
     diff = float(by[("bfloat16", "log_prob: max abs. difference from CPU float32")]["value"])
     assert 0 < diff < 1  # bfloat16 rounds, and stays close
