@@ -52,7 +52,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import re
 import shutil
 import time
 import zipfile
@@ -68,7 +67,7 @@ import torch
 
 import voc_rl
 from voc_rl.agents import Agent
-from voc_rl.args import parse_args
+from voc_rl.args import field_assignments, parse_args
 from voc_rl.checkpoint import save_json
 from voc_rl.data.dataset import PixelDataset, reward_manifest
 from voc_rl.data.storage import dataset_dir
@@ -168,18 +167,7 @@ class Args:
     def agent_overrides(self) -> dict[str, Any]:
         """``--set`` as agent config fields: each value a JSON number (with a point: a float) or a JSON
         object (``pixel_kwargs={"channels": 16}``)."""
-        out = {}
-        for item in self.set:
-            key, _, value = item.partition("=")
-            try:
-                parsed = json.loads(value)
-            except ValueError:
-                parsed = None
-            number_or_object = isinstance(parsed, int | float | dict) and not isinstance(parsed, bool)
-            if not re.fullmatch(r"\w+", key) or not number_or_object:
-                raise ValueError(f"--set {item!r}: expected FIELD=NUMBER or FIELD=JSON-OBJECT")
-            out[key] = parsed
-        return out
+        return field_assignments(self.set, "--set", objects=True)
 
 
 # ---------------------------------------------------------------------- agents

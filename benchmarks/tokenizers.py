@@ -20,7 +20,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import csv
 import dataclasses
 import json
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 import torch
 
-from voc_rl.args import parse_args
+from voc_rl.args import field_assignments, parse_args
 from voc_rl.envs import state_parts
 from voc_rl.parts import collect_or_open
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
@@ -101,19 +100,7 @@ def quick() -> dict[str, Any]:
 
 def variant_fields(variant: str) -> dict[str, float]:
     """``state_aux=1.0,vocab_size=1024`` -> its fields (numbers); ``-`` -> none."""
-    if variant == "-":
-        return {}
-    fields = {}
-    for item in variant.split(","):
-        key, _, value = item.partition("=")
-        try:
-            number = json.loads(value)
-        except ValueError:
-            number = None
-        if not re.fullmatch(r"\w+", key) or not isinstance(number, int | float) or isinstance(number, bool):
-            raise ValueError(f"--variants {variant!r}: expected FIELD=NUMBER[,FIELD=NUMBER...] or -")
-        fields[key] = number
-    return fields
+    return {} if variant == "-" else field_assignments(variant.split(","), "--variants")
 
 
 def run(args: Args) -> list[dict[str, object]]:

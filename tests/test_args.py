@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
-from voc_rl.args import build_parser, parse_args
+from voc_rl.args import build_parser, field_assignments, parse_args
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,3 +84,16 @@ def test_usage_errors_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "held-out states (100% of them) (default: 200)" in text
     assert "--tokens TOKENS a required path" in text and "--internal" not in text
     assert "voc_rl.args: a script's options" in text  # the description: the module's docstring
+
+
+def test_field_assignments_take_numbers_and_objects_only_where_asked() -> None:
+    fields = field_assignments(["prior_steps=6000", "state_aux=1.0"], "--set")
+    assert fields == {"prior_steps": 6000, "state_aux": 1.0} and isinstance(fields["prior_steps"], int)
+    objects = field_assignments(['pixel_kwargs={"channels": 16}'], "--set", objects=True)
+    assert objects == {"pixel_kwargs": {"channels": 16}}
+    with pytest.raises(ValueError, match=r"--set 'pixel_kwargs=.*FIELD=NUMBER$"):
+        field_assignments(['pixel_kwargs={"channels": 16}'], "--set")
+    for bad in ("state_aux", "state_aux=yes", "state-aux=1", "state_aux=true", "x=[1]"):
+        message = f"--set {bad!r}: expected FIELD=NUMBER or FIELD=JSON-OBJECT"
+        with pytest.raises(ValueError, match=re.escape(message)):
+            field_assignments([bad], "--set", objects=True)

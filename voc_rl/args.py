@@ -33,6 +33,8 @@ import ast
 import dataclasses
 import inspect
 import itertools
+import json
+import re
 import sys
 import textwrap
 import types
@@ -147,6 +149,24 @@ def _resolved(value: Any) -> Any:
     if isinstance(value, Path):
         return user_path(value)
     return tuple(_resolved(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def field_assignments(items: Sequence[str], option: str, objects: bool = False) -> dict[str, Any]:
+    """``FIELD=VALUE`` items (``--set``, ``--variants``) as config fields: each value a JSON number (with
+    a point: a float) or, with ``objects``, a JSON object (``pixel_kwargs={"channels": 16}``)."""
+    kinds = (int, float, dict) if objects else (int, float)
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if not re.fullmatch(r"\w+", key) or not isinstance(parsed, kinds) or isinstance(parsed, bool):
+            expected = "FIELD=NUMBER or FIELD=JSON-OBJECT" if objects else "FIELD=NUMBER"
+            raise ValueError(f"{option} {item!r}: expected {expected}")
+        out[key] = parsed
+    return out
 
 
 def parse_args(
