@@ -568,3 +568,14 @@ def test_agent_imagine_says_which_agents_can_show_futures(
     assert main(["agent", "eval", zipped, "--episodes", "0"]) == 2
     assert main(["agent", "train", "--agent", "voc-dnio", "--dataset", str(fake_ds_path)]) == 2
     assert "did you mean 'voc-dino'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["voc-vqvae-select", "voc-dino-select"])
+def test_the_main_job_says_why_it_runs_another_agent_than_voc_dino(name: str, tmp_path: Path) -> None:
+    from voc_rl.quickstart import MainJobReport, summary
+
+    report = MainJobReport([], "", 1.0, 2.0, {"random": 0.0}, None, tmp_path / "a.gif", None, None, {}, 60.0)
+    text = summary(report, "cheetah-run", name)
+    why = "(not voc-dino-select: DINO's ViT tokenizer takes about twice"
+    assert (why in text) == (name != "voc-dino-select")
+    assert f"the main job runs {name}, the selection agent" in text

@@ -316,6 +316,12 @@ def summary(report: MainJobReport, task: str, agent_name: str) -> str:
             f"(the main job runs {agent_name}, the selection agent of the same occupancy model; "
             f"{agent_name.removesuffix('-select')}, which acts best, adds a pixel policy: 40 min a thread)"
         )
+    if not agent_name.startswith("voc-dino"):
+        lines.append(
+            "(not voc-dino-select: DINO's ViT tokenizer takes about twice this agent's training time, "
+            "and in the control benchmark voc-dino acts within noise of voc-vqvae; "
+            "--agent voc-dino-select runs it)"
+        )
     wrote = [_shown(p) for p in (report.gif, report.plot, report.futures) if p is not None]
     lines.append(f"wrote {', '.join(wrote)}")
     spent = ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in report.phases.items())
