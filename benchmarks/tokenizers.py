@@ -25,14 +25,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from voc_rl.args import field_assignments, parse_args
+from voc_rl.data.dataset import PixelDataset
 from voc_rl.envs import state_parts
 from voc_rl.parts import collect_or_open
 from voc_rl.report import command_line, machine_line, markdown_table, write_csv
 from voc_rl.tokenizers import AGENT_TOKENS, make_tokenizer
-from voc_rl.tokenizers.train import fit
+from voc_rl.tokenizers.train import fit, state_probe_bounds
 from voc_rl.train_loop import Loop
 
 COLUMNS = [
@@ -52,14 +54,17 @@ COLUMNS = [
     "fit_minutes",
 ]
 TARGET_R2, TARGET_TOKENS = 0.85, 32  # issue 35: tokens that keep the state, at the agents' size
+BOUND = "recorded state"  # the rows of the probe on the recorded positions instead of codes
 
 
 @dataclasses.dataclass(frozen=True)
 class Args:
     tasks: tuple[str, ...] = ("cheetah-run", "walker-walk")
     """tasks (each one's mixed dataset)"""
-    backends: tuple[str, ...] = ("vqvae", "dino", "musik", "titok")
-    """tokenizer backends"""
+    backends: tuple[str, ...] = dataclasses.field(
+        default=("vqvae", "dino", "musik", "titok"), metadata={"nargs": "*"}
+    )
+    """tokenizer backends (none: only the rows of the probe on the recorded state)"""
     size: str = "small"
     """tokenizer size preset"""
     preset_tokens: bool = False
@@ -110,6 +115,8 @@ def run(args: Args) -> list[dict[str, object]]:
         name = f"{task}-mixed" + ("-quick" if args.quick else "")  # tiny with --quick
         ds = collect_or_open(args.data_root, task, "mixed", 3 if args.quick else 200, name)
         groups = state_parts(task, ds.arrays["proprio"].shape[1]) if "proprio" in ds.arrays else None
+        if groups is not None:
+            rows += bound_rows(args, ds, task, groups)
         for backend, (variant, fields) in ((b, v) for b in args.backends for v in variants.items()):
             tokens = {} if args.preset_tokens else AGENT_TOKENS[backend]
             steps = {"steps": args.steps} if args.steps else {}
@@ -150,8 +157,44 @@ def run(args: Args) -> list[dict[str, object]]:
     return rows
 
 
+def bound_rows(
+    args: Args, ds: PixelDataset, task: str, groups: dict[str, np.ndarray]
+) -> list[dict[str, object]]:
+    """The probe of codes that keep the positions exactly and nothing else (``state_probe_bounds``): rows
+    of ``BOUND`` beside the tokenizers', on the split ``fit`` uses; reused from the runs folder."""
+    cache = args.runs / f"{task}__{BOUND}__seed{args.seed}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    train_eps, val_eps = ds.split(0.1, args.seed)  # fit's split
+    steps, start = 100 if args.quick else 3000, time.perf_counter()
+    bounds = state_probe_bounds(ds, val_eps, train_eps, groups, seed=args.seed, mlp_steps=steps)
+    minutes = round((time.perf_counter() - start) / 60, 1)
+    rows: list[dict[str, object]] = [
+        {
+            **dict.fromkeys(COLUMNS, "-"),
+            "backend": BOUND,
+            "fields": fields,
+            "task": task,
+            "steps": mlp_steps,
+            "probe_r2": round(b["probe_r2"], 3),
+            "r2_position": round(b["probe_r2_position"], 3),
+            "r2_velocity": round(b["probe_r2_velocity"], 3),
+            "fit_minutes": minutes,
+        }
+        for fields, b, mlp_steps in (
+            ("positions, linear probe", bounds["linear"], "-"),
+            ("positions, MLP", bounds["mlp"], steps),
+        )
+    ]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(rows))
+    return rows
+
+
 def verdicts(rows: list[dict[str, object]]) -> list[str]:
     lines = []
+    bounds = {(r["task"], r["fields"]): r for r in rows if r["backend"] == BOUND}
+    rows = [r for r in rows if r["backend"] != BOUND]
     worst_usage = min(float(r["usage"]) for r in rows)
     lines.append(
         f"- Codebook usage >= 50%: {'met' if worst_usage >= 0.5 else 'not met'} (lowest {worst_usage:.0%})."
@@ -168,13 +211,20 @@ def verdicts(rows: list[dict[str, object]]) -> list[str]:
             f"{best['backend']} {best.get('fields', '-')}: {best['probe_r2']}, positions "
             f"{best.get('r2_position', '')}, velocities {best.get('r2_velocity', '')})."
         )
+        linear, mlp = (bounds.get((task, f"positions, {how}")) for how in ("linear probe", "MLP"))
+        if linear and mlp:
+            lines.append(
+                f"  Codes of the exact positions alone would give this probe {linear['probe_r2']} "
+                f"(velocities {linear['r2_velocity']}); the stack holds velocities an MLP reads to "
+                f"{mlp['r2_velocity']}."
+            )
     return lines
 
 
 def write(rows: list[dict[str, object]], args: Args, seconds: float) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(args.out_dir / "tokenizers.csv", rows, COLUMNS)
-    steps = ", ".join(sorted({f"{r['backend']} {r['steps']}" for r in rows}))
+    steps = ", ".join(sorted({f"{r['backend']} {r['steps']}" for r in rows if r["backend"] != BOUND}))
     lines = [
         "# Tokenizers: quality on held-out episodes",
         "",
@@ -195,7 +245,10 @@ def write(rows: list[dict[str, object]], args: Args, seconds: float) -> None:
         "usage = fraction of codes used on held-out frames; probe_r2 = ridge regression from the token",
         "embeddings of a 3-frame stack to the proprioceptive state (position and velocity), R^2 averaged",
         "over state dimensions (r2_position, r2_velocity: over those columns); fit on 4000 training-episode",
-        "frames, ridge chosen on a held-back slice, scored on 2000 held-out frames.",
+        "frames, ridge chosen on a held-back slice, scored on 2000 held-out frames. Rows `recorded state`:",
+        "the same probe on the same frames from the recorded positions of the stack instead of codes (the",
+        "bound for codes that keep each frame's positions exactly and nothing else), and a 2x256 MLP from",
+        "them fit on every training frame (what the stack holds of the velocities at all).",
         "",
         *markdown_table(rows, COLUMNS),
         "",

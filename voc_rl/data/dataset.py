@@ -557,6 +557,13 @@ class PixelDataset:
             held = np.sort(rng.permutation(self.num_episodes)[:1]).astype(np.int64)
         return np.setdiff1d(np.arange(self.num_episodes), held), held
 
+    def stack_index(self, index: np.ndarray, frame_stack: int) -> np.ndarray:
+        """Flat indices (*S, frame_stack) of the frames of the stacks ending at ``index`` (*S), oldest
+        first, the episode's first frame repeated where fewer have been seen (as :meth:`stacks`)."""
+        index = np.asarray(index)
+        offsets = np.arange(-frame_stack + 1, 1)  # (F,)
+        return index[..., None] + np.maximum(offsets, -self.arrays["step"][index][..., None])
+
     def stacks(self, index: np.ndarray, frame_stack: int) -> np.ndarray:
         """Frame stacks ending at flat frame ``index`` (any shape S), padded at episode starts.
 
@@ -565,9 +572,7 @@ class PixelDataset:
         ``frame_stack`` frames so far, as the published pixel benchmarks do.
         """
         index = np.asarray(index)
-        step = self.arrays["step"][index]
-        offsets = np.arange(-frame_stack + 1, 1)  # (F,)
-        idx = index[..., None] + np.maximum(offsets, -step[..., None])  # (*S, F)
+        idx = self.stack_index(index, frame_stack)  # (*S, F)
         out = self.frames[idx.ravel()]  # (prod(S)*F, 3, H, W), or (prod(S)*F, T) for a token view
         return out.reshape(*index.shape, frame_stack * out.shape[1], *out.shape[2:])
 

@@ -125,8 +125,7 @@ def evaluate(
     ``probe_r2`` is its mean R^2 over the state's dimensions, ``probe_r2_<name>`` the mean over the
     columns ``groups[name]`` (e.g. :func:`voc_rl.envs.state_parts`' positions and velocities).
     """
-    rng = np.random.default_rng(seed)
-    test = _subsample(ds.frame_index(episodes), max_frames, rng)
+    train, test = _probe_frames(ds, episodes, train_episodes, max_frames, probe_frames, seed)
     frames = np.asarray(ds.frames[test])
     start = time.perf_counter()
     codes = tok.encode(frames)  # (M, T)
@@ -146,8 +145,7 @@ def evaluate(
         recon = tok.decode(codes)[:, 0].float() / 255
         mse = float(((recon - to_float(frames)) ** 2).mean())
         metrics.update(mse=mse, psnr=psnr(mse))
-    if "proprio" in ds.arrays and train_episodes is not None and len(train_episodes):
-        train = _subsample(ds.frame_index(train_episodes), probe_frames, rng)
+    if "proprio" in ds.arrays and len(train):
         x_train, x_test = (_stack_features(tok, ds, idx, frame_stack) for idx in (train, test))
         r2, ridge = probe_r2_cv(x_train, ds.arrays["proprio"][train], x_test, ds.arrays["proprio"][test])
         metrics.update(probe_r2=float(np.mean(r2)), probe_ridge=ridge)
@@ -155,6 +153,81 @@ def evaluate(
             {f"probe_r2_{name}": float(np.mean(r2[cols])) for name, cols in (groups or {}).items()}
         )
     return metrics
+
+
+def state_probe_bounds(
+    ds: PixelDataset,
+    episodes: np.ndarray,
+    train_episodes: np.ndarray,
+    groups: Mapping[str, np.ndarray],
+    frame_stack: int = 3,
+    max_frames: int = 2000,
+    probe_frames: int = 4000,
+    seed: int = 0,
+    mlp_steps: int = 3000,
+) -> dict[str, dict[str, float]]:
+    """What :func:`evaluate`'s probe could read from perfect codes of the positions alone.
+
+    ``linear``: the same ridge probe, on the same frames, from the recorded positions
+    (``groups["position"]``) of the frame stack instead of its token embeddings: the bound for codes
+    that keep each frame's positions exactly and nothing else (velocities only as differences).
+    ``mlp``: a 2x256 MLP from the same inputs, fit on every training-episode frame
+    (``mlp_steps`` Adam steps of 256 on one thread), scored on the same held-out frames: what the
+    stack holds of the velocities at all. Each: ``probe_r2`` and ``probe_r2_<group>``, as
+    :func:`evaluate` gives them.
+    """
+    state = np.asarray(ds.arrays["proprio"], dtype=np.float64)
+    position = np.asarray(groups["position"])
+    train, test = _probe_frames(ds, episodes, train_episodes, max_frames, probe_frames, seed)
+
+    def inputs(index: np.ndarray) -> np.ndarray:
+        return state[ds.stack_index(index, frame_stack)][..., position].reshape(len(index), -1)
+
+    def scores(r2: np.ndarray) -> dict[str, float]:
+        return {"probe_r2": float(np.mean(r2))} | {
+            f"probe_r2_{name}": float(np.mean(r2[cols])) for name, cols in groups.items()
+        }
+
+    linear, _ = probe_r2_cv(inputs(train), state[train], inputs(test), state[test])
+    every = ds.frame_index(train_episodes)
+    x, y = (torch.as_tensor(a, dtype=torch.float32) for a in (inputs(every), state[every]))
+    x_mean, x_std, y_mean, y_std = x.mean(0), x.std(0) + 1e-6, y.mean(0), y.std(0) + 1e-6
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        mlp = torch.nn.Sequential(
+            torch.nn.Linear(x.shape[1], 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
+            torch.nn.Linear(256, y.shape[1]),
+        )  # fmt: skip
+    opt = torch.optim.Adam(mlp.parameters(), lr=1e-3)
+    for _ in range(mlp_steps):
+        pick = torch.randint(len(x), (256,), generator=gen)
+        loss = ((mlp((x[pick] - x_mean) / x_std) - (y[pick] - y_mean) / y_std) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        x_test = torch.as_tensor(inputs(test), dtype=torch.float32)
+        pred = (mlp((x_test - x_mean) / x_std) * y_std + y_mean).numpy()
+    target = state[test]
+    mlp_r2 = 1 - ((pred - target) ** 2).sum(0) / np.maximum(((target - target.mean(0)) ** 2).sum(0), 1e-12)
+    return {"linear": scores(linear), "mlp": scores(mlp_r2)}
+
+
+def _probe_frames(
+    ds: PixelDataset,
+    episodes: np.ndarray,
+    train_episodes: np.ndarray | None,
+    max_frames: int,
+    probe_frames: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The probe's training frames (of ``train_episodes``) and its held-out frames (of ``episodes``)."""
+    rng = np.random.default_rng(seed)
+    test = _subsample(ds.frame_index(episodes), max_frames, rng)
+    if train_episodes is None or not len(train_episodes):
+        return np.zeros(0, dtype=np.int64), test
+    return _subsample(ds.frame_index(train_episodes), probe_frames, rng), test
 
 
 def _subsample(index: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
