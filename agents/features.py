@@ -52,6 +52,7 @@ class TokenFeatures(BaseFeaturesExtractor):
             x = x / 255.0
         b = len(x)
         with torch.no_grad():
-            codes = self.tokenizer.encode_frames(x.reshape(b * self.frames, 3, self.size, self.size))
+            stacks = x.reshape(b, self.frames, 3, self.size, self.size)
+            codes = self.tokenizer.encode_frames(self.tokenizer.frame_inputs(stacks))  # (B*F, T)
             vectors = self.tokenizer.embed(codes.reshape(b, -1))  # (B, F*T, D)
         return self.head(vectors)

@@ -392,3 +392,43 @@ def test_state_aux_needs_a_recorded_state(ds: PixelDataset, tmp_path: Path) -> N
     tok = make_tokenizer("vqvae", "tiny", ds, state_aux=1.0)
     with pytest.raises(ValueError, match="did not record it"):
         fit(tok, no_state, steps=1, loop=QUIET)
+
+
+def test_input_frames_give_a_frames_codes_its_predecessors(ds: PixelDataset, tmp_path: Path) -> None:
+    """With ``input_frames=2`` the VQ-VAE's encoder reads frame t-1 beside t: in a dataset (training,
+    the token cache, the probe) the frame's own predecessor in its episode, in a stack given to
+    ``encode`` the frame before it in the stack (the first repeated, as at an episode's start)."""
+    tok = make_tokenizer("vqvae", "tiny", ds, input_frames=2, state_aux=1.0, state_frames=2, batch_size=6)
+    assert tok.encoder[0].in_channels == 6
+    frames = ds.frame_index(np.arange(ds.num_episodes))
+    tok.set_state_scale(ds, frames)
+    batch = tok.sample_batch(ds, frames, np.random.default_rng(0))
+    pick = np.sort(np.random.default_rng(0).choice(frames, size=6))
+    assert batch["frames"].shape == (12, 6, 64, 64)  # (state_frames * B, 2 frames of RGB, H, W)
+    prev = pick - (ds.arrays["step"][pick] > 0)  # each pick's predecessor, itself at an episode's start
+    torch.testing.assert_close(batch["frames"][6:, 3:], torch.from_numpy(np.asarray(ds.frames[pick])) / 255)
+    torch.testing.assert_close(batch["frames"][6:, :3], torch.from_numpy(np.asarray(ds.frames[prev])) / 255)
+    torch.testing.assert_close(batch["frames"][:6, 3:], batch["frames"][6:, :3])  # t-1's own input
+    assert np.isfinite(tok.loss(batch)[0].item())
+
+    second = ds.ep_start[0] + 1  # step 1: its stack of 2 is (step 0, step 1), as the dataset has it
+    stack = torch.from_numpy(ds.stacks(np.array([second]), 2)).reshape(1, 2, 3, 64, 64)
+    t = tok.tokens_per_frame
+    assert torch.equal(tok.encode(stack)[0, t:], tok.encode_index(ds, [second])[0])
+    assert torch.equal(tok.encode(stack)[0, :t], tok.encode_index(ds, [second - 1])[0])  # repeated
+    x = torch.from_numpy(ds.stacks(np.array([second]), 2)).float() / 255
+    moved = torch.cat([torch.rand(1, 3, 64, 64), x[:, 3:]], 1)  # the same frame after another one
+    assert not torch.allclose(tok._latents(x), tok._latents(moved))  # the codes can see the motion
+
+    view = token_view(ds, tok.save(tmp_path / "motion.pt"), progress=False)
+    np.testing.assert_array_equal(view.frames[:], tok.encode_index(ds, np.arange(len(ds.frames))).numpy())
+    metrics = fit(tok, ds, steps=3, loop=QUIET).metrics
+    assert np.isfinite(metrics["probe_r2"]) and metrics["tokens_per_frame"] == 64
+
+    for backend in ("dino", "musik", "titok"):
+        with pytest.raises(ValueError, match="encodes each frame alone: input_frames must be 1"):
+            make_tokenizer(
+                backend, "tiny", input_frames=2, **({"action_dim": 2} if backend == "musik" else {})
+            )
+    with pytest.raises(ValueError, match="input_frames must be an integer >= 1"):
+        make_tokenizer("vqvae", "tiny", input_frames=0)

@@ -193,6 +193,9 @@ def init_from_tokenizer(model: PixelModel, tokenizer: Any) -> PixelModel:
     if backend != "vqvae":
         raise ValueError(f"only a vqvae tokenizer's encoder fits the pixel encoder, got {backend!r}")
     tc, c = tokenizer.config, model.config
+    if tc.input_frames != 1:
+        raise ValueError(f"the tokenizer's encoder reads {tc.input_frames} frames for a frame's codes; "
+                         "the pixel encoder reads one: use a tokenizer with input_frames=1")  # fmt: skip
     got = (tc.channels, tc.downsample, tc.code_dim, tc.image_size)
     want = (c.vqvae_channels, c.vqvae_downsample, c.vqvae_code_dim, c.image_size)
     if got != want:

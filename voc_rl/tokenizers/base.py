@@ -57,6 +57,13 @@ class TokenizerConfig:
     """Frames ending at the state's whose codes that head reads: 2 reads frames t-1 and t, so that
     the velocities too must be readable from the codes of a frame stack, as the probe reads them (a
     training step then encodes that many frames per batch row)."""
+    input_frames: int = 1
+    """Frames the encoder reads to make one frame's codes: the frame and the ``input_frames - 1``
+    before it, so that its codes can carry the motion (a velocity is not linear in the positions of
+    a stack of frames: ``results/tokenizers.md``). In a dataset (the token cache, the probe) these are
+    the frame's own predecessors in its episode; in a stack given to :meth:`Tokenizer.encode` (an
+    agent's observation) the frames before it in the stack, the earliest repeated where there are
+    fewer, as at an episode's start. Backends whose ``reads_input_frames`` is set (vqvae)."""
 
     def __post_init__(self) -> None:
         """Check the shared fields; a backend's config that adds its own checks calls this first."""
@@ -70,6 +77,7 @@ class TokenizerConfig:
             "restart_after": 1,
             "state_dim": 0,
             "state_frames": 1,
+            "input_frames": 1,
         }
         for name, low in lows.items():
             value = getattr(self, name)
@@ -90,9 +98,13 @@ class Tokenizer(nn.Module):
     config_cls: ClassVar[type[TokenizerConfig]] = TokenizerConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {}, "small": {}, "base": {}}
     has_decoder: ClassVar[bool] = False
+    reads_input_frames: ClassVar[bool] = False  # its encoder takes 3 * input_frames channels
 
     def __init__(self, config: TokenizerConfig):
         super().__init__()
+        if config.input_frames > 1 and not self.reads_input_frames:
+            raise ValueError(f"the {self.backend} tokenizer encodes each frame alone: input_frames must "
+                             f"be 1, got {config.input_frames} (vqvae reads several)")  # fmt: skip
         self.config = config
         self.step = 0
 
@@ -161,7 +173,7 @@ class Tokenizer(nn.Module):
 
     def encode_frames(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(
-            f"{type(self).__name__}.encode_frames(x float (M, 3, H, W)) -> codes (M, T)"
+            f"{type(self).__name__}.encode_frames(x float (M, 3 * input_frames, H, W)) -> codes (M, T)"
         )
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -178,15 +190,14 @@ class Tokenizer(nn.Module):
     def sample_batch(
         self, ds: PixelDataset, frames: np.ndarray, rng: np.random.Generator
     ) -> dict[str, torch.Tensor]:
-        """A training batch from candidate flat frame indices ``frames``; default: single frames, or
-        with ``state_aux`` the ``state_frames`` frames ending at each (oldest first, frame by frame:
-        (state_frames * B, 3, H, W)) and their state."""
+        """A training batch from candidate flat frame indices ``frames``; default: the encoder's input
+        of each frame (its ``input_frames`` frames, oldest first: (B, 3 * input_frames, H, W)), or with
+        ``state_aux`` that of the ``state_frames`` frames ending at each (frame by frame, oldest first:
+        (state_frames * B, ...)), and their state."""
         pick = np.sort(rng.choice(frames, size=self.config.batch_size))
-        if self.config.state_aux == 0 or self.config.state_frames == 1:
-            return {"frames": to_float(np.asarray(ds.frames[pick])), **self.state_target(ds, pick)}
-        n, s = self.config.state_frames, self.config.image_size
-        stacks = ds.stacks(pick, n).reshape(len(pick), n, 3, s, s).swapaxes(0, 1)  # (n, B, 3, H, W)
-        return {"frames": to_float(stacks.reshape(n * len(pick), 3, s, s)), **self.state_target(ds, pick)}
+        n = self.config.state_frames if self.config.state_aux > 0 else 1
+        at = ds.stack_index(pick, n).T.ravel()  # (n * B,): the frames ending at each pick, by frame
+        return {"frames": to_float(ds.stacks(at, self.config.input_frames)), **self.state_target(ds, pick)}
 
     def after_step(self) -> None:
         """Called after each optimiser step (EMA teachers and the like)."""
@@ -221,20 +232,44 @@ class Tokenizer(nn.Module):
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor | np.ndarray, chunk: int = 256) -> torch.Tensor:
-        """uint8 frames (B, F, 3, H, W) -> tokens (B, F * tokens_per_frame), frame by frame in order."""
+        """uint8 frames (B, F, 3, H, W) -> tokens (B, F * tokens_per_frame), frame by frame in order
+        (with ``input_frames`` k > 1, each frame's codes read it and the k - 1 before it in the stack,
+        the first frame repeated where there are fewer)."""
         frames = self._check_frames(frames)
+        return self._codes(self.frame_inputs(frames), chunk).reshape(len(frames), -1)
+
+    def frame_inputs(self, frames: torch.Tensor) -> torch.Tensor:
+        """Stacks (B, F, 3, H, W) -> the encoder's input of each frame (B * F, 3 * input_frames, H, W),
+        frame by frame: the frame last, the ``input_frames - 1`` before it in the stack first (the
+        stack's first frame repeated where there are fewer)."""
         b, f = frames.shape[:2]
-        flat = frames.reshape(b * f, *frames.shape[2:])
+        k = self.config.input_frames
+        before = (torch.arange(f)[:, None] + torch.arange(-k + 1, 1)).clamp_min(0)  # (F, k)
+        return frames[:, before.to(frames.device)].reshape(b * f, 3 * k, *frames.shape[3:])
+
+    @torch.no_grad()
+    def encode_index(self, ds: PixelDataset, index: np.ndarray, chunk: int = 256) -> torch.Tensor:
+        """Codes (M, tokens_per_frame) of the dataset's frames at flat ``index`` (M,), each read with its
+        own ``input_frames - 1`` predecessors in its episode: the codes the token cache stores."""
+        index = np.asarray(index)
+        return torch.cat(
+            [self._codes(torch.as_tensor(ds.stacks(index[i : i + chunk], self.config.input_frames)), chunk)
+             for i in range(0, len(index), chunk)]
+            or [torch.zeros(0, self.tokens_per_frame, dtype=torch.long)]
+        )  # fmt: skip
+
+    def _codes(self, inputs: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Codes (M, T) of uint8 encoder inputs (M, 3 * input_frames, H, W), in eval mode, on the CPU."""
         was_training = self.training
         self.eval()
         codes = torch.cat(
             [
-                self.encode_frames(to_float(flat[i : i + chunk], self.device))
-                for i in range(0, len(flat), chunk)
+                self.encode_frames(to_float(inputs[i : i + chunk], self.device))
+                for i in range(0, len(inputs), chunk)
             ]
         )
         self.train(was_training)
-        return codes.reshape(b, f * self.tokens_per_frame).cpu()
+        return codes.cpu()
 
     def check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         tokens = torch.as_tensor(tokens)

@@ -107,7 +107,9 @@ def token_view(
             for i in tqdm(
                 range(0, n, chunk), disable=not progress, desc=f"encode {tok.backend}", unit="chunk"
             ):
-                out[i : i + chunk] = tok.encode(np.asarray(ds.frames[i : i + chunk])).numpy().astype(dtype)
+                out[i : i + chunk] = (
+                    tok.encode_index(ds, np.arange(i, min(i + chunk, n))).numpy().astype(dtype)
+                )
             out.flush()
             del out
 

@@ -96,8 +96,9 @@ def fit(
 
 def _log_eval(tok: Tokenizer, ds: PixelDataset, val_eps: np.ndarray, writer: Any) -> None:
     frames = ds.frame_index(val_eps[:1] if len(val_eps) else np.array([0]))
-    pick = np.asarray(ds.frames[frames[:: max(len(frames) // 8, 1)][:8]])  # (8, 3, H, W)
-    codes = tok.encode(pick)
+    at = frames[:: max(len(frames) // 8, 1)][:8]
+    pick = np.asarray(ds.frames[at])  # (8, 3, H, W)
+    codes = tok.encode_index(ds, at)
     stats = codebook_stats(codes, tok.vocab_size)
     writer.add_scalar("val/codebook_usage", stats["usage"], tok.step)
     if tok.has_decoder:
@@ -128,7 +129,7 @@ def evaluate(
     train, test = _probe_frames(ds, episodes, train_episodes, max_frames, probe_frames, seed)
     frames = np.asarray(ds.frames[test])
     start = time.perf_counter()
-    codes = tok.encode(frames)  # (M, T)
+    codes = tok.encode_index(ds, test)  # (M, T)
     fps = len(test) / (time.perf_counter() - start)
     stats = codebook_stats(codes, tok.vocab_size)
     metrics: dict[str, float] = {
@@ -235,11 +236,11 @@ def _subsample(index: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarra
 
 
 def _stack_features(tok: Tokenizer, ds: PixelDataset, index: np.ndarray, frame_stack: int) -> np.ndarray:
-    """Embeddings of the tokens of the frame stack ending at each index, flattened: (M, F*T*D)."""
+    """Embeddings of the tokens of the frame stack ending at each index, flattened: (M, F*T*D); each
+    frame's tokens as the token cache has them (:meth:`Tokenizer.encode_index`)."""
     feats = []
     for i in range(0, len(index), 256):
-        stack = ds.stacks(index[i : i + 256], frame_stack)  # (m, 3F, H, W)
-        m, _, h, w = stack.shape
-        tokens = tok.encode(stack.reshape(m, frame_stack, 3, h, w))
-        feats.append(tok.embed(tokens.to(tok.device)).reshape(m, -1).cpu().numpy())
+        at = ds.stack_index(index[i : i + 256], frame_stack)  # (m, F)
+        tokens = tok.encode_index(ds, at.ravel()).reshape(len(at), -1)  # (m, F*T)
+        feats.append(tok.embed(tokens.to(tok.device)).reshape(len(at), -1).cpu().numpy())
     return np.concatenate(feats).astype(np.float64)

@@ -2,7 +2,9 @@
 
 Encoder: strided convolutions and a residual block down to ``grid x grid`` vectors; a cosine EMA
 codebook with dead-code restarts (:mod:`voc_rl.tokenizers.quantizer`); a mirror-image decoder.
-Loss: pixel MSE plus the commitment term. FACTS.md measured that 4x4 codes keep the picture but
+Loss: pixel MSE plus the commitment term. With ``input_frames = k > 1`` the encoder reads a frame
+and the k - 1 before it (3k channels) and the decoder draws the frame alone, so the codes may carry
+its motion. FACTS.md measured that 4x4 codes keep the picture but
 lose the motion a reward needs, hence 8x8 by default.
 """
 
@@ -36,10 +38,11 @@ class ResBlock(nn.Module):
         return x + self.net(x)
 
 
-def conv_down(channels: int, downsample: int) -> list[nn.Module]:
-    """Stride-2 convolutions (ReLU after each) from RGB to 2 * channels, halving the size each time."""
+def conv_down(channels: int, downsample: int, in_channels: int = 3) -> list[nn.Module]:
+    """Stride-2 convolutions (ReLU after each) from ``in_channels`` (RGB, or RGB of several frames) to
+    2 * channels, halving the size each time."""
     layers: list[nn.Module] = []
-    c_in = 3
+    c_in = in_channels
     for i in range(downsample):
         c_out = channels if i < downsample - 1 else 2 * channels
         layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
@@ -47,11 +50,13 @@ def conv_down(channels: int, downsample: int) -> list[nn.Module]:
     return layers
 
 
-def frame_encoder(channels: int, downsample: int, code_dim: int) -> nn.Sequential:
-    """The VQ-VAE's encoder of one frame, its layers before quantization: :func:`conv_down`, a residual
-    block and a 1x1 projection to ``code_dim`` (the pixel policy's ``vqvae`` encoder reuses it)."""
+def frame_encoder(channels: int, downsample: int, code_dim: int, input_frames: int = 1) -> nn.Sequential:
+    """The VQ-VAE's encoder of one frame (read with the ``input_frames - 1`` before it), its layers
+    before quantization: :func:`conv_down`, a residual block and a 1x1 projection to ``code_dim`` (the
+    pixel policy's ``vqvae`` encoder reuses it)."""
     c = channels
-    return nn.Sequential(*conv_down(c, downsample), ResBlock(2 * c), nn.ReLU(), nn.Conv2d(2 * c, code_dim, 1))
+    down = conv_down(c, downsample, 3 * input_frames)
+    return nn.Sequential(*down, ResBlock(2 * c), nn.ReLU(), nn.Conv2d(2 * c, code_dim, 1))
 
 
 class GridCodes:
@@ -78,6 +83,7 @@ class VQVAETokenizer(GridCodes, Tokenizer):
     backend = "vqvae"
     config_cls = VQVAEConfig
     has_decoder = True
+    reads_input_frames = True
     presets: ClassVar[dict[str, dict]] = {
         "tiny": {"channels": 16, "vocab_size": 64, "code_dim": 16, "batch_size": 16, "steps": 100},
         "small": {"channels": 64, "vocab_size": 512, "code_dim": 32, "batch_size": 64, "steps": 3000},
@@ -87,7 +93,7 @@ class VQVAETokenizer(GridCodes, Tokenizer):
     def __init__(self, config: VQVAEConfig):
         super().__init__(config)
         c, d = config.channels, config.code_dim
-        self.encoder = frame_encoder(c, config.downsample, d)
+        self.encoder = frame_encoder(c, config.downsample, d, config.input_frames)
         up: list[nn.Module] = [nn.Conv2d(d, 2 * c, 1), ResBlock(2 * c), nn.ReLU()]
         c_in = 2 * c
         for i in range(config.downsample):
@@ -106,10 +112,10 @@ class VQVAETokenizer(GridCodes, Tokenizer):
         return torch.sigmoid(self.decoder(zq.permute(0, 3, 1, 2)))  # (M, 3, H, W)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        x = batch["frames"]  # (M, 3, H, W) in [0, 1]
+        x = batch["frames"]  # (M, 3 * input_frames, H, W) in [0, 1]: a frame last, those before it first
         zq, codes, commit = self.quantizer(self._latents(x))
         recon = torch.sigmoid(self.decoder(zq.permute(0, 3, 1, 2)))
-        mse = F.mse_loss(recon, x)
+        mse = F.mse_loss(recon, x[:, -3:])  # the codes are the last frame's
         aux, aux_logs = self.state_term(zq, batch)
         logs = {"recon_mse": float(mse.detach()), "commitment": float(commit.detach()), **aux_logs}
         return mse + commit + aux, logs, codes
