@@ -350,6 +350,21 @@ def test_token_features_put_voc_rl_tokens_under_ppo(tmp_path: Path) -> None:
         TokenFeatures(gym.spaces.Box(0, 255, (9, 32, 32), np.uint8), tok_path)
 
 
+def test_token_features_read_the_codes_encode_gives(tmp_path: Path) -> None:
+    """Under stable-baselines3 (floats in [0, 1]) the features read the tokens ``encode`` gives the
+    same uint8 stack, also for a tokenizer whose codes read the frame before (``input_frames``)."""
+    import gymnasium as gym
+
+    from voc_rl.agents import TokenFeatures
+    from voc_rl.tokenizers import make_tokenizer
+
+    tok = make_tokenizer("vqvae", size="tiny", input_frames=2, downsample=4)
+    features = TokenFeatures(gym.spaces.Box(0, 255, (9, 64, 64), np.uint8), tok, features_dim=8)
+    obs = torch.randint(0, 256, (2, 9, 64, 64), dtype=torch.uint8)
+    expected = features.head(tok.embed(tok.encode(obs.reshape(2, 3, 3, 64, 64))))
+    torch.testing.assert_close(features(obs.float() / 255), expected)
+
+
 # ------------------------------------------------------------------ policy extraction
 def test_advantage_weights_favour_actions_better_than_the_prior() -> None:
     from voc_rl.prior import advantage_weights
